@@ -1,0 +1,1 @@
+// CytoGAN: see Package.swift for this module's place in the layering.

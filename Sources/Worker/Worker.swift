@@ -1,0 +1,1 @@
+// Worker: see Package.swift for this module's place in the layering.

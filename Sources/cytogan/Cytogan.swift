@@ -1,0 +1,16 @@
+import ArgumentParser
+
+/// The command line: `serve` for the long-lived JSON-RPC worker, and batch subcommands that call
+/// the same library code for shell pipelines.
+@main
+struct Cytogan: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cytogan",
+        abstract: "GAN-based morphological profiling of cell images.",
+        discussion: "Run `cytogan demo` for the whole job on built-in synthetic data.",
+        version: "0.1.0",
+        subcommands: [
+            ServeCommand.self, TrainCommand.self, ExtractCommand.self, SampleCommand.self,
+            SynthCommand.self, DemoCommand.self, BenchCommand.self, ImageCommand.self, ProfileCommand.self,
+        ])
+}

@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+@testable import CytoCore
+
+@Suite struct JSONTests {
+    @Test func roundTripsNestedValues() throws {
+        let text = #"{"a":[1,2.5,"x\ny",null,true],"b":{"c":-3}}"#
+        let v = try JSON.parse(text)
+        #expect(v["a"]?.arrayValue?.count == 5)
+        #expect(v["a"]?.arrayValue?[1].doubleValue == 2.5)
+        #expect(v["a"]?.arrayValue?[2].stringValue == "x\ny")
+        #expect(v["b"]?["c"]?.intValue == -3)
+        #expect(v.serialized == text)
+    }
+
+    @Test func rejectsMalformedText() {
+        for bad in ["", "{", "[1,]", "{\"a\":1} x", "nul", "{'a':1}", "NaN", "[Infinity]", "{\"a\" 1}", "[1 2]", "[" + String(repeating: "[", count: 200) + "]"] {
+            #expect(throws: CytoError.self, "\(bad.prefix(20))") { try JSON.parse(bad) }
+        }
+    }
+
+    @Test func rejectsInvalidUTF8() {
+        var bytes: [UInt8] = [0x22, 0xff, 0xfe, 0x22]
+        #expect(throws: CytoError.self) { try JSON.parse(bytes: &bytes) }
+    }
+
+    @Test func escapesControlCharactersAndNonFiniteNumbers() {
+        let v = JSON.array([.string("\u{1}\t\"\\"), .double(.nan), .float(0.1)])
+        #expect(v.serialized == #"["\u0001\t\"\\",null,0.1]"#)
+    }
+}
+
+@Suite struct CSVTests {
+    func tmp(_ name: String) -> String { NSTemporaryDirectory() + "cytocore-\(getpid())-\(name)" }
+
+    @Test func readsQuotedFieldsAndReportsLines() throws {
+        let p = tmp("a.csv")
+        try "path,Metadata_Note\na.tif,\"x, \"\"y\"\"\"\n\"b\nc.tif\",z\n\nd.tif\n".write(toFile: p, atomically: true, encoding: .utf8)
+        defer { unlink(p) }
+        let r = try CSVReader(path: p)
+        #expect(r.columns == ["path", "Metadata_Note"])
+        #expect(try r.next() == ["a.tif", "x, \"y\""])
+        #expect(try r.next() == ["b\nc.tif", "z"])
+        #expect(r.line == 3)
+        do { _ = try r.next(); Issue.record("short record accepted") } catch let e as CytoError {
+            #expect(e.line == 6)
+            #expect(e.path == p)
+        }
+    }
+
+    @Test func writerRoundTripsThroughReader() throws {
+        let p = tmp("b.csv")
+        defer { unlink(p) }
+        let w = try CSVWriter(path: p, header: ["a", "b"])
+        try w.write(["1,2", "q\"uote"])
+        try w.finish()
+        let r = try CSVReader(path: p)
+        #expect(try r.next() == ["1,2", "q\"uote"])
+        #expect(try r.next() == nil)
+    }
+
+    @Test func missingFileNamesThePath() {
+        #expect(throws: CytoError(.fileNotFound, "cannot open CSV file", path: "/nonexistent.csv")) {
+            try CSVReader(path: "/nonexistent.csv")
+        }
+    }
+}
+
+@Suite struct NPYTests {
+    @Test func streamedRowsReadBack() throws {
+        let p = NSTemporaryDirectory() + "cytocore-\(getpid()).npy"
+        defer { unlink(p) }
+        let w = try NPYRowWriter(path: p, columns: 3)
+        for i in 0..<5 { try w.append([Float(i), Float(i) + 0.5, -Float(i)]) }
+        try w.finish()
+        let a = try NPY.read(path: p)
+        #expect(a.shape == [5, 3])
+        #expect(a.values[7] == 2.5)
+        let size = try FileManager.default.attributesOfItem(atPath: p)[.size] as! Int
+        #expect((size - 5 * 3 * 4) % 64 == 0, "data starts on a 64-byte boundary")
+    }
+}
+
+@Suite struct RandomTests {
+    @Test func purposesAreIndependentAndSeedsRepeat() {
+        var a = RandomStream(seed: 7, purpose: "init"), b = RandomStream(seed: 7, purpose: "init")
+        var c = RandomStream(seed: 7, purpose: "noise")
+        let xa = (0..<4).map { _ in a.next() }, xb = (0..<4).map { _ in b.next() }, xc = (0..<4).map { _ in c.next() }
+        #expect(xa == xb)
+        #expect(xa != xc)
+        let restored = RandomStream(stateWords: a.stateWords)
+        var r = restored
+        #expect(r.next() == a.next())
+    }
+
+    @Test func normalHasUnitMoments() {
+        var g = RandomStream(seed: 1, purpose: "t")
+        var x = [Float](repeating: 0, count: 100_000)
+        g.fillNormal(&x)
+        let mean = x.reduce(0, +) / Float(x.count)
+        let variance = x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(x.count)
+        #expect(abs(mean) < 0.02)
+        #expect(abs(variance - 1) < 0.02)
+    }
+}

@@ -1,0 +1,13 @@
+"""The command line answers as a shell user expects."""
+
+
+def test_help_lists_every_subcommand(cytogan):
+    out = cytogan("--help").stdout
+    for sub in ["serve", "train", "extract", "sample", "synth", "demo", "bench", "image", "profile"]:
+        assert sub in out, f"'{sub}' missing from cytogan --help"
+
+
+def test_unknown_subcommand_fails_with_message(cytogan):
+    p = cytogan("no-such-command", check=False)
+    assert p.returncode != 0
+    assert "no-such-command" in p.stderr
