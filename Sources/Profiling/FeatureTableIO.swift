@@ -98,7 +98,7 @@ public final class FeatureRowReader {
                 var bad: DroppedRow? = nil
                 for (j, c) in fc.enumerated() {
                     let text = rec[c]
-                    if let v = Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite {
+                    if let v = Double(text) ?? Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite {
                         features[j] = v
                         continue
                     }

@@ -7,7 +7,8 @@ import Foundation
 import CytoCore
 
 /// Streams the rows of a 2-D .npy matrix (any numeric dtype CytoCore's `NPYType` knows, C order)
-/// as Double, a block at a time, so a matrix of millions of cells never has to be in memory.
+/// as Double, a block at a time, so a matrix of millions of cells never has to be in memory
+/// (Fortran-ordered files excepted: those are read whole).
 /// CytoCore's `NPY.read` loads a whole file; this is its streaming counterpart.
 public final class NPYRowReader {
     public let path: String
@@ -18,6 +19,7 @@ public final class NPYRowReader {
     public private(set) var rowIndex = 0
     private let file: UnsafeMutablePointer<FILE>
     private var raw: [UInt8]
+    private var transposed: [UInt8]? = nil
 
     public init(path: String) throws {
         self.path = path
@@ -45,7 +47,7 @@ public final class NPYRowReader {
         }
         let text = String(decoding: header, as: UTF8.self)
         do {
-            let (type, shape) = try NPYRowReader.parseHeader(text, path: path)
+            let (type, shape, fortran) = try NPYRowReader.parseHeader(text, path: path)
             guard shape.count == 2 else {
                 throw CytoError(.shapeMismatch, "a feature matrix must be 2-D (rows x features); this one has shape \(shape)", path: path)
             }
@@ -60,6 +62,21 @@ public final class NPYRowReader {
                 throw CytoError(.undecodable, "data shorter than shape \(shape) (\(size) bytes, need \(need))", path: path)
             }
             fseek(f, start + headerLength, SEEK_SET)
+            // Column-major (Fortran-ordered) data cannot be read a row at a time from the start:
+            // it is read whole and transposed (NumPy writes this order for, e.g., pandas' to_numpy()).
+            if fortran {
+                var all = [UInt8](repeating: 0, count: bytes)
+                guard bytes == 0 || fread(&all, 1, bytes, f) == bytes else {
+                    throw CytoError(.io, "read error", path: path)
+                }
+                var t = [UInt8](repeating: 0, count: bytes)
+                let sz = type.size
+                for i in 0..<rows { for j in 0..<columns {
+                    let src = (j * rows + i) * sz, dst = (i * columns + j) * sz
+                    for b in 0..<sz { t[dst + b] = all[src + b] }
+                } }
+                transposed = t
+            }
         } catch { fclose(f); throw error }
         raw = [UInt8](repeating: 0, count: max(1, columns * type.size))
     }
@@ -71,7 +88,9 @@ public final class NPYRowReader {
         precondition(out.count == columns)
         guard rowIndex < rows else { return false }
         let n = columns * type.size
-        if n > 0 {
+        if let t = transposed {
+            for b in 0..<n { raw[b] = t[rowIndex * n + b] }
+        } else if n > 0 {
             guard fread(&raw, 1, n, file) == n else {
                 throw CytoError(.io, "read error at row \(rowIndex)", path: path, index: rowIndex)
             }
@@ -99,7 +118,7 @@ public final class NPYRowReader {
     }
 
     /// dtype and shape from the header dictionary text.
-    static func parseHeader(_ header: String, path: String) throws -> (NPYType, [Int]) {
+    static func parseHeader(_ header: String, path: String) throws -> (NPYType, [Int], fortran: Bool) {
         func value(_ key: String) -> Substring? {
             guard let r = header.range(of: "'\(key)':") else { return nil }
             return header[r.upperBound...].drop(while: { $0 == " " })
@@ -113,9 +132,6 @@ public final class NPYRowReader {
                 ?? NPYType(rawValue: descr.replacingOccurrences(of: "<", with: "|")) else {
             throw CytoError(.unsupported, "unsupported dtype '\(descr)' in .npy file (big-endian or non-numeric?)", path: path)
         }
-        if let f = value("fortran_order"), f.hasPrefix("True") {
-            throw CytoError(.unsupported, "Fortran-ordered .npy arrays", path: path)
-        }
         guard let s = value("shape"), s.first == "(", let close = s.firstIndex(of: ")") else {
             throw CytoError(.undecodable, "no shape in .npy header", path: path)
         }
@@ -125,6 +141,7 @@ public final class NPYRowReader {
             guard let v = Int(t), v >= 0 else { throw CytoError(.undecodable, "bad shape in .npy header", path: path) }
             return v
         }
-        return (type, shape)
+        let fortran = value("fortran_order")?.hasPrefix("True") ?? false
+        return (type, shape, fortran)
     }
 }
