@@ -24,6 +24,7 @@ public struct LogisticFold: Sendable {
     public var balancedAccuracy: Double?
     public var accuracy: Double?
     public var iterations: Int
+    public var converged: Bool
     /// Why the fold was not run (the training plates lack a class), or nil.
     public var skipped: String?
 }
@@ -88,7 +89,7 @@ public struct CropEvaluation: Sendable {
         let folds: [JSON] = logisticFolds.map {
             ["plate": .string($0.plate), "treated": JSON($0.treated), "controls": JSON($0.controls),
              "balanced_accuracy": opt($0.balancedAccuracy), "accuracy": opt($0.accuracy),
-             "iterations": JSON($0.iterations), "skipped": $0.skipped.map { JSON.string($0) } ?? .null]
+             "iterations": JSON($0.iterations), "converged": .bool($0.converged), "skipped": $0.skipped.map { JSON.string($0) } ?? .null]
         }
         let wells: [JSON] = wellNeighbors.map {
             ["plate": .string($0.plate), "well": .string($0.well), "label": .string($0.label), "cells": JSON($0.cells),
@@ -182,7 +183,7 @@ public func evaluateCrops(_ table: ProfileTable, options: CropEvaluationOptions 
         let pos = train.filter { !isControl[$0] }.count, neg = train.count - pos
         let testPos = test.filter { !isControl[$0] }.count
         var fold = LogisticFold(plate: plate, treated: testPos, controls: test.count - testPos, balancedAccuracy: nil,
-                                accuracy: nil, iterations: 0, skipped: nil)
+                                accuracy: nil, iterations: 0, converged: false, skipped: nil)
         guard pos > 0 && neg > 0 else {
             fold.skipped = "the other plates have no \(pos == 0 ? "treated" : "control") cells"
             folds.append(fold); continue
@@ -202,6 +203,7 @@ public func evaluateCrops(_ table: ProfileTable, options: CropEvaluationOptions 
         }
         tp += ftp; tn += ftn; nPos += testPos; nNeg += test.count - testPos
         fold.iterations = model.iterations
+        fold.converged = model.converged
         fold.accuracy = Double(ftp + ftn) / Double(test.count)
         if testPos > 0 && test.count - testPos > 0 {
             fold.balancedAccuracy = (Double(ftp) / Double(testPos) + Double(ftn) / Double(test.count - testPos)) / 2

@@ -86,6 +86,9 @@ public struct LogisticRegression: Sendable {
             iterations += 1
             if !accepted { converged = true; break }   // no further decrease at machine precision
             theta = candidate; margin = m; f = fc
+            // A step that no longer moves the parameters: the gradient is at its rounding floor.
+            let moved = (0..<p).map { abs(alpha * step[$0]) }.max() ?? 0
+            if moved <= 1e-13 * (1 + (theta.map(abs).max() ?? 0)) { converged = true; break }
         }
         return LogisticRegression(weights: Array(theta[0..<d]), intercept: theta[d], iterations: iterations, converged: converged)
     }

@@ -521,3 +521,21 @@ def test_evaluate_crops_matches_sklearn_and_numpy(cytogan, tmp_path):
         rhos.append(rho)
     assert len(out["dose"]["series"]) == 4 and abs(np.mean(rhos) - out["dose"]["mean_spearman"]) < 1e-12
     assert "(a)" in err and "(c)" in err
+
+
+def test_normalize_aggregate_score_pipeline_equals_moa(cytogan, ljosa, tmp_path):
+    """The three batch commands in a row give what `moa` gives: batches of a treatment survive
+    aggregation joined with ';' and `score` splits them again."""
+    path, _ = ljosa
+    z, w = tmp_path / "z.csv", tmp_path / "t.csv"
+    cytogan("profile", "normalize", "--input", path, "--output", z, "--method", "standardize")
+    agg, _ = run_json(cytogan, "profile", "aggregate", "--input", z, "--output", w, "--by",
+                      "Metadata_Compound", "Metadata_Concentration", "--join", "Metadata_Batch")
+    assert set(agg["metadata_columns_dropped"]) == {"Metadata_Plate", "Metadata_Well"}
+    assert any(";" in b for b in pd.read_csv(w).Metadata_Batch)
+    scored, _ = run_json(cytogan, "profile", "score", "--profiles", w)
+    moa, _ = run_json(cytogan, "profile", "moa", "--wells", path)
+    for k in ["nsc", "nscb", "per_compound", "map", "nscb_dropped"]:
+        assert scored[k] == moa[k], k
+    assert [t["nsc_neighbor"] for t in scored["treatments"]] == [t["nsc_neighbor"] for t in moa["treatments"]]
+    assert [t["nscb_neighbor"] for t in scored["treatments"]] == [t["nscb_neighbor"] for t in moa["treatments"]]
