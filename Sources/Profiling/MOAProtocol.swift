@@ -21,6 +21,8 @@ public struct MOAOptions: Sendable {
     /// When set, CORAL aligns each batch's controls to all controls after normalization, with
     /// this regularizer.
     public var coralLambda: Double? = nil
+    /// How many nearest other-compound treatments each treatment lists.
+    public var neighborCount = 5
     public init() {}
 }
 
@@ -110,7 +112,8 @@ public func runMOAProtocol(wells table: ProfileTable, options: MOAOptions) throw
     }
     let tp = try treatmentProfiles(from: normalized, columns: options.columns, control: options.control, aggregation: options.aggregation)
     let score = try scoreMOA(treatments: tp.treatments, profiles: tp.profiles, featureCount: normalized.featureCount,
-                             distance: options.distance, useBatches: options.columns.batch != nil)
+                             distance: options.distance, useBatches: options.columns.batch != nil,
+                             neighborCount: options.neighborCount)
     return MOAReport(score: score, options: options, featuresIn: table.featureCount, featuresUsed: normalized.featureCount,
                      featuresDropped: dropped, wells: table.count, controlWells: tp.controlRows, unannotatedWells: tp.unannotatedRows)
 }

@@ -51,6 +51,15 @@ public struct ProfileTable: Sendable, Equatable {
         sourceLines.append(line)
     }
 
+    /// Appends one row from an array of features (Double, or Float as extracted features are).
+    public mutating func append(metadata m: [String], features f: [Double], line: Int? = nil) {
+        f.withUnsafeBufferPointer { append(metadata: m, features: $0, line: line ?? count) }
+    }
+
+    public mutating func append(metadata m: [String], features f: [Float], line: Int? = nil) {
+        append(metadata: m, features: f.map(Double.init), line: line)
+    }
+
     /// Row `r`'s features.
     public func row(_ r: Int) -> ArraySlice<Double> {
         features[(r * featureCount)..<((r + 1) * featureCount)]

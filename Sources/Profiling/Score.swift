@@ -134,6 +134,8 @@ public struct TreatmentScore: Sendable {
     public var nscbCorrect: Bool?
     /// Nil when no other compound shares its MOA.
     public var averagePrecision: Double?
+    /// The nearest treatments of other compounds, nearest first (index, distance), as many as asked.
+    public var neighbors: [(index: Int, distance: Double)] = []
 }
 
 /// MOA scores of a set of treatment profiles (see `scoreMOA`).
@@ -175,6 +177,7 @@ public struct MOAScore: Sendable {
                 "nscb_neighbor": neighbor(s.nscbNeighbor, s.nscbDistance),
                 "nscb_correct": s.nscbCorrect.map { JSON.bool($0) } ?? .null,
                 "average_precision": s.averagePrecision.map { JSON.double($0) } ?? .null,
+                "neighbors": .array(s.neighbors.map { neighbor($0.index, $0.distance) }),
             ]
         }
         return [
@@ -259,8 +262,9 @@ public func pairwiseDistances(_ profiles: [Double], count n: Int, features d: In
 /// - mAP: per treatment, the average precision of same-MOA treatments when all other-compound
 ///   treatments are ranked by distance; the mean over treatments that have any.
 /// Ties in distance go to the candidate that comes first in (compound, concentration) order.
+/// `neighborCount` nearest other-compound treatments are listed per treatment.
 public func scoreMOA(treatments: [Treatment], profiles: [Double], featureCount d: Int,
-                     distance metric: DistanceMetric, useBatches: Bool = true) throws -> MOAScore {
+                     distance metric: DistanceMetric, useBatches: Bool = true, neighborCount: Int = 5) throws -> MOAScore {
     let n = treatments.count
     guard profiles.count == n * d else {
         throw CytoError(.shapeMismatch, "\(profiles.count) values do not fill \(n) treatments x \(d) features")
@@ -303,6 +307,7 @@ public func scoreMOA(treatments: [Treatment], profiles: [Double], featureCount d
             sum += Double(hits) / Double(rank + 1)
         }
         if hits > 0 { s.averagePrecision = sum / Double(hits) }
+        s.neighbors = ranked.prefix(max(neighborCount, 0)).map { (index: $0, distance: dist[i * n + $0]) }
         scores.append(s)
     }
     let moas = Array(Set(treatments.map(\.moa))).sorted(by: codePointLess)

@@ -217,6 +217,7 @@ struct ScoringOptions: ParsableArguments {
     @Option(name: .customLong("compound-column")) var compoundColumn: String = "Metadata_Compound"
     @Option(name: .customLong("concentration-column")) var concentrationColumn: String = "Metadata_Concentration"
     @Option(name: .customLong("moa-column"), help: "MOA column; rows with an empty MOA are not scored.") var moaColumn: String = "Metadata_MOA"
+    @Option(help: "How many nearest other-compound treatments to list per treatment.") var neighbors: Int = 5
 
     var columns: TreatmentColumns {
         TreatmentColumns(compound: compoundColumn, concentration: concentrationColumn, moa: moaColumn, batch: parseColumnOrNone(batchColumn))
@@ -241,7 +242,8 @@ struct ProfileScore: ParsableCommand {
         }
         let score = try withPath(profiles) {
             try scoreMOA(treatments: tp.treatments, profiles: tp.profiles, featureCount: tp.featureNames.count,
-                         distance: try choice(scoring.distance, "--distance"), useBatches: scoring.columns.batch != nil)
+                         distance: try choice(scoring.distance, "--distance"), useBatches: scoring.columns.batch != nil,
+                         neighborCount: scoring.neighbors)
         }
         guard case .object(var o) = score.json else { return }
         o["rows_dropped"] = droppedRowsJSON(t.reader)
@@ -283,6 +285,7 @@ struct ProfileMOA: ParsableCommand {
         o.tvnEpsilon = tvnEpsilon
         if let coral, !(coral > 0) { throw ValidationError("--coral must be positive") }
         o.coralLambda = coral
+        o.neighborCount = scoring.neighbors
         let t = try FeatureRowReader.readTable(path: wells, options: try table.readOptions())
         let report = try withPath(wells) { try runMOAProtocol(wells: t.table, options: o) }
         guard case .object(var j) = report.json else { return }

@@ -165,6 +165,7 @@ func close(_ a: Double, _ b: Double, _ tol: Double = 1e-12) -> Bool { abs(a - b)
         #expect(s.nscb == 1.0)
         // AP: d ranks b (M1) before c (M2): 1/2; the others 1.
         #expect(s.scores.map(\.averagePrecision) == [1, 1, 1, 1, 0.5])
+        #expect(s.scores[4].neighbors.map(\.index) == [2, 3, 1, 0])     // d: b, c, a@2, a@1
         #expect(close(s.map!, 0.9))
         #expect(s.moas == ["M1", "M2"] && s.confusionNSC == [[3, 0], [1, 1]])
     }

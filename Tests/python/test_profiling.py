@@ -145,6 +145,7 @@ def check_against_reference(out, ref):
     for t in out["treatments"]:
         k = key(t)
         assert key(t["nsc_neighbor"]) == ref["nsc_neighbor"][k], f"NSC neighbour of {k}"
+        assert t["neighbors"][0] == t["nsc_neighbor"] and len(t["neighbors"]) == 5
         if k in ref["nscb_neighbor"]:
             assert t["nscb_neighbor"] is not None and key(t["nscb_neighbor"]) == ref["nscb_neighbor"][k], f"NSCB neighbour of {k}"
         else:
