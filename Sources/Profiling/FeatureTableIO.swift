@@ -106,7 +106,7 @@ public final class FeatureRowReader {
                     let missing = t.isEmpty || ["nan", "-nan", "na", "n/a", "null", "none", "inf", "+inf", "-inf",
                                                 "infinity", "+infinity", "-infinity"].contains(t)
                     if !missing {
-                        throw CytoError(.invalidInput, "non-numeric feature value '\(text)'", path: path, line: csv.line, field: featureNames[j])
+                        throw CytoError(.invalidInput, "non-numeric feature value '\(text)' (columns not named Metadata_* are features; declare others with --metadata-column)", path: path, line: csv.line, field: featureNames[j])
                     }
                     if policy == .error {
                         throw CytoError(.invalidInput,

@@ -68,7 +68,7 @@ public struct DroppedFeature: Sendable, Equatable {
 
 /// y = ((x - center) / scale) * matrix + offset, for row vectors x; the matrix and the offset
 /// are optional. One of these per group and stage is all a fitted normalization is.
-struct AffineMap {
+struct AffineMap: Sendable {
     var center: [Double]
     var scale: [Double]?
     var matrix: [Double]?     // inputs x outputs, row-major
@@ -98,7 +98,7 @@ struct AffineMap {
 /// A normalization fitted on control rows: per group (and, for TVN, a second global stage) an
 /// affine map. It transforms any row whose group had controls, one block at a time, so files of
 /// millions of cells stream through it.
-public final class Normalizer: @unchecked Sendable {
+public final class Normalizer: Sendable {
     public let options: NormalizationOptions
     public let inputFeatures: [String]
     /// Indices into `inputFeatures` of the features that are kept.
