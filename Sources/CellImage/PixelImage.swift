@@ -93,7 +93,7 @@ public struct PixelImage: Sendable {
     }
 
     /// Converts `count` samples starting at sample `start` to Float, writing them to `out`.
-    /// One switch per call, a tight loop per type.
+    /// One switch per call, a tight loop per type. NaN samples become 0.
     public func convert(start: Int, count: Int, to out: UnsafeMutablePointer<Float>) {
         storage.withUnsafeBytes { raw in
             PixelImage.convert(raw.baseAddress!, type: sampleType, start: start, count: count, to: out)
@@ -114,8 +114,8 @@ public struct PixelImage: Sendable {
         case .int8: run(Int8.self) { Float($0) }
         case .int16: run(Int16.self) { Float($0) }
         case .int32: run(Int32.self) { Float($0) }
-        case .float32: run(Float.self) { $0 }
-        case .float64: run(Double.self) { Float($0) }
+        case .float32: run(Float.self) { $0.isNaN ? 0 : $0 }
+        case .float64: run(Double.self) { $0.isNaN ? 0 : Float($0) }
         }
     }
 
