@@ -7,10 +7,12 @@ import CytoCore
 /// Decoding state handed through the C shim's callbacks.
 private final class PNGDecodeContext {
     let limits: DecodeLimits
+    let fileBytes: Int
     var buffer: UnsafeMutableRawPointer?
     var bytes = 0
     var refusal: String?
-    init(limits: DecodeLimits) { self.limits = limits }
+    var refusalKind = CytoError.Kind.invalidInput
+    init(limits: DecodeLimits, fileBytes: Int) { self.limits = limits; self.fileBytes = fileBytes }
 }
 
 /// Reads and writes PNG with libpng (through CPNGShim, which keeps libpng's errors from aborting).
@@ -24,7 +26,7 @@ public enum PNGCodec {
         guard let base = bytes.baseAddress, !bytes.isEmpty else {
             throw CytoError(.undecodable, "file is empty", path: path)
         }
-        let ctx = PNGDecodeContext(limits: limits)
+        let ctx = PNGDecodeContext(limits: limits, fileBytes: bytes.count)
         var info = cyto_png_info()
         var message = [CChar](repeating: 0, count: 256)
         let allocate: cyto_png_allocate_fn = { context, info, bytes in
@@ -32,6 +34,12 @@ public enum PNGCodec {
             let i = info!.pointee
             if Int(i.channels) > ctx.limits.maxChannels || bytes > ctx.limits.maxBytes {
                 ctx.refusal = "image too large: \(i.width)x\(i.height)x\(i.channels) \(i.bit_depth)-bit is over the limit of \(ctx.limits.maxBytes) bytes"
+                return nil
+            }
+            // Deflate expands at most ~1032:1, so a larger claim cannot be backed by this file.
+            if bytes > 1 << 20 && bytes / 1100 > ctx.fileBytes {
+                ctx.refusalKind = .undecodable
+                ctx.refusal = "header claims \(i.width)x\(i.height)x\(i.channels) \(i.bit_depth)-bit samples but the file holds only \(ctx.fileBytes) bytes"
                 return nil
             }
             ctx.buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 16)
@@ -47,7 +55,7 @@ public enum PNGCodec {
         }
         defer { ctx.buffer?.deallocate() }
         if rc != 0 {
-            if let r = ctx.refusal { throw CytoError(.invalidInput, r, path: path) }
+            if let r = ctx.refusal { throw CytoError(ctx.refusalKind, r, path: path) }
             let text = cText(message)
             throw CytoError(.undecodable, "not a readable PNG: \(text.isEmpty ? "libpng reported no reason" : text)", path: path)
         }

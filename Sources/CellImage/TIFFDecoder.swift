@@ -21,6 +21,8 @@ public struct DecodeLimits: Sendable, Equatable {
 /// Collects libtiff's messages for one open file (its handlers get this object as user data).
 final class TIFFMessages {
     var errors: [String] = []
+    /// Size of the file being read, for messages about data beyond its end.
+    var fileSize = 0
     var lastError: String { errors.last ?? "libtiff reported no reason" }
 }
 
@@ -165,6 +167,7 @@ public enum TIFFDecoder {
             throw CytoError(.undecodable, bytes.isEmpty ? "file is empty" : "truncated TIFF: \(bytes.count) bytes", path: path)
         }
         let messages = TIFFMessages()
+        messages.fileSize = bytes.count
         let user = Unmanaged.passUnretained(messages).toOpaque()
         var source = MemorySource(base: base, size: bytes.count, offset: 0)
         guard let opts = TIFFOpenOptionsAlloc() else { throw CytoError(.internal, "libtiff could not allocate options", path: path) }
@@ -324,8 +327,17 @@ public enum TIFFDecoder {
     /// or an error is thrown.
     static func decodePage(_ tif: OpaquePointer, _ p: TIFFPage, index: Int, into dst: UnsafeMutableRawPointer,
                            messages: TIFFMessages, path: String) throws {
-        func fault(_ what: String) -> CytoError {
-            CytoError(.undecodable, "page \(index): \(what): \(messages.lastError)", path: path)
+        func fault(_ what: String, strile: UInt32) -> CytoError {
+            var reason = messages.lastError
+            if messages.errors.isEmpty {
+                // libtiff is silent when mapped data ends early: say where the data should be.
+                let off = TIFFGetStrileOffset(tif, strile), n = TIFFGetStrileByteCount(tif, strile)
+                let size = UInt64(messages.fileSize)
+                reason = off &+ n > size || off == 0
+                    ? "its \(n) bytes at offset \(off) lie beyond the end of the \(size)-byte file (truncated?)"
+                    : "corrupt data (\(n) bytes at offset \(off))"
+            }
+            return CytoError(.undecodable, "page \(index): \(what): \(reason)", path: path)
         }
         let size = p.bytesPerSample
         let planeBytes = p.width * p.height * size
@@ -348,7 +360,7 @@ public enum TIFFDecoder {
                         let cols = min(p.tileWidth, p.width - x)
                         let tile = TIFFComputeTile(tif, UInt32(x), UInt32(y), 0, UInt16(plane))
                         let n = TIFFReadEncodedTile(tif, tile, scratch, tmsize_t(tileBytes))
-                        guard n == tileBytes else { throw fault("cannot decode tile \(tile)") }
+                        guard n == tileBytes else { throw fault("cannot decode tile \(tile)", strile: tile) }
                         let d = dst + plane * planeBytes + (y * p.width + x) * size
                         copyBlock(from: scratch, srcRowSamples: p.tileWidth * spp, rows: rows, cols: cols, spp: spp,
                                   size: size, to: d, dstRowSamples: p.width, planeBytes: planeBytes)
@@ -379,7 +391,7 @@ public enum TIFFDecoder {
                 let target = direct ? dst + plane * planeBytes + y * packedRow : scratch!
                 let n = TIFFReadEncodedStrip(tif, strip, target, tmsize_t(want))
                 guard n == want else {
-                    throw fault(n < 0 ? "cannot decode strip \(strip)" : "strip \(strip) holds \(n) of \(want) bytes (truncated)")
+                    throw fault(n < 0 ? "cannot decode strip \(strip)" : "strip \(strip) holds \(n) of \(want) bytes (truncated)", strile: strip)
                 }
                 if direct { continue }
                 if p.bits == 1 {
