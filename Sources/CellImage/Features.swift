@@ -47,12 +47,14 @@ public enum CellFeatures {
     /// Otsu's threshold of `values` over 256 bins between their minimum and maximum: the bin edge
     /// maximizing the between-class variance; values above it are foreground.
     public static func otsuThreshold(_ values: [Float]) -> Float? {
-        guard let lo = values.min(), let hi = values.max(), hi > lo else { return nil }
+        var lo = Double.infinity, hi = -Double.infinity
+        for v in values where v.isFinite { lo = min(lo, Double(v)); hi = max(hi, Double(v)) }
+        guard hi > lo, (hi - lo).isFinite else { return nil }
         let bins = 256
         var hist = [Double](repeating: 0, count: bins)
-        let scale = Float(bins) / (hi - lo)
-        for v in values { hist[min(bins - 1, Int((v - lo) * scale))] += 1 }
-        let total = Double(values.count)
+        let scale = Double(bins) / (hi - lo)
+        for v in values where v.isFinite { hist[min(bins - 1, Int((Double(v) - lo) * scale))] += 1 }
+        let total = hist.reduce(0, +)
         var sumAll = 0.0
         for i in 0..<bins { sumAll += Double(i) * hist[i] }
         var wB = 0.0, sumB = 0.0, best = -1.0, bestBin = 0
@@ -64,7 +66,7 @@ public enum CellFeatures {
             let between = wB * wF * (mB - mF) * (mB - mF)
             if between > best { best = between; bestBin = i }
         }
-        return lo + Float(bestBin + 1) / scale
+        return Float(lo + Double(bestBin + 1) / scale)
     }
 
     /// The six shape features of the foreground component nearest the centre of a plane.

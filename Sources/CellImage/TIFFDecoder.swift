@@ -151,7 +151,16 @@ struct TIFFPage {
     var rowsPerStrip = 0, tileWidth = 0, tileHeight = 0
 
     var bytesPerSample: Int { type.size }
-    var pageBytes: Int { width * height * samples * type.size }
+    /// Decoded bytes of the page (Int.max when the header's numbers overflow).
+    var pageBytes: Int {
+        var n = width
+        for f in [height, samples, type.size] {
+            let (m, o) = n.multipliedReportingOverflow(by: f)
+            if o { return Int.max }
+            n = m
+        }
+        return n
+    }
 }
 
 /// Decodes TIFF files with libtiff: 1-bit (to 0/1), 8, 16 or 32-bit unsigned or signed integers,
