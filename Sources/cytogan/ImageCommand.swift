@@ -1,6 +1,7 @@
 import ArgumentParser
 import CellImage
 import CytoCore
+import CZlib
 import Foundation
 
 /// `cytogan image`: decode, inspect, render and benchmark cell images.
@@ -193,20 +194,12 @@ struct PathInputs: ParsableArguments {
         var out = paths
         var names: [String] = [], meta: [[String]] = Array(repeating: [], count: paths.count)
         if let manifest {
-            let csv = try CSVReader(path: manifest)
-            guard let col = csv.column(column) else {
-                throw CytoError(.invalidInput, "manifest has no '\(column)' column (columns: \(csv.columns.joined(separator: ", ")))", path: manifest)
-            }
-            let metaCols = csv.columns.enumerated().filter { $0.element.hasPrefix("Metadata_") }
-            if paths.isEmpty { names = metaCols.map(\.element) }
-            let base = root ?? (manifest as NSString).deletingLastPathComponent
-            while let row = try csv.next() {
-                if let limit, out.count >= limit { break }
-                let p = row[col]
-                guard !p.isEmpty else { throw CytoError(.invalidInput, "empty path", path: manifest, line: csv.line, field: column) }
-                out.append(p.hasPrefix("/") || base.isEmpty ? p : base + "/" + p)
-                meta.append(names.isEmpty ? [] : metaCols.map { row[$0.offset] })
-            }
+            var cols = CropManifest.Columns()
+            cols.path = column
+            let m = try CropManifest(path: manifest, columns: cols, root: root, limit: limit.map { max(0, $0 - out.count) })
+            if paths.isEmpty { names = m.metadataNames }
+            out += m.specs.map { $0.source.paths[0] }
+            meta += names.isEmpty ? m.specs.map { _ in [] } : m.metadata
         }
         if let limit, out.count > limit { out = Array(out.prefix(limit)); meta = Array(meta.prefix(limit)) }
         if !names.isEmpty && meta.contains(where: { $0.count != names.count }) { names = []; meta = meta.map { _ in [] } }
@@ -410,6 +403,8 @@ struct ImageFuzz: ParsableCommand {
             for _ in 0..<50 {
                 buffer = corpus[rng.below(corpus.count)]
                 mutate(&buffer, &rng)
+                // Half the time, repair PNG chunk CRCs so mutations reach libpng's decoding.
+                if rng.below(2) == 0 { fixPNGChecksums(&buffer) }
                 iterations += 1
                 buffer.withUnsafeMutableBufferPointer { b in fuzzCurrent = b.baseAddress; fuzzCurrentCount = b.count }
                 do {
@@ -470,6 +465,19 @@ struct ImageFuzz: ParsableCommand {
                 let a = rng.below(b.count), c = rng.below(b.count)
                 b.swapAt(a, c)
             }
+        }
+    }
+
+    /// Recomputes the CRC of every complete PNG chunk.
+    private func fixPNGChecksums(_ b: inout [UInt8]) {
+        guard b.count > 8, b[0] == 0x89, b[1] == 0x50 else { return }
+        var pos = 8
+        while pos + 12 <= b.count {
+            let len = Int(b[pos]) << 24 | Int(b[pos + 1]) << 16 | Int(b[pos + 2]) << 8 | Int(b[pos + 3])
+            guard len <= b.count - pos - 12 else { return }
+            let crc = b.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress! + pos + 4, UInt32(len + 4))) }
+            for k in 0..<4 { b[pos + 8 + len + k] = UInt8(truncatingIfNeeded: crc >> (24 - 8 * k)) }
+            pos += 12 + len
         }
     }
 

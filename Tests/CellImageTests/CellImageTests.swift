@@ -335,3 +335,45 @@ private func resize(_ v: [Float], w: Int, h: Int, to ow: Int, _ oh: Int, _ mode:
     #expect(CellFeatures.otsuThreshold([5, 5, 5]) == nil)
     #expect(CellFeatures.otsuThreshold([.infinity, 1, 2, .nan]) != nil)
 }
+
+// MARK: Crop specs and manifests
+
+@Test func cropSpecsRoundTripThroughJSON() throws {
+    let specs = [CropSpec.file("a.tif"),
+                 CropSpec(source: .file("f.tif", channels: [2, 0]), region: .centre(x: 10.5, y: 3), mask: MaskSpec(path: "m.tif", label: 4)),
+                 CropSpec(source: .channelFiles(["d.tif", "t.tif", "a.tif"]), region: .box(x0: -3, y0: 1, x1: 20, y1: 9),
+                          mask: MaskSpec(path: "m.tif"))]
+    for s in specs { #expect(try CropSpec(json: try JSON.parse(s.json.serialized)) == s) }
+    for (bad, field) in [(#"{"centre":[1,2]}"#, "path"), (#"{"path":"a","centre":[1]}"#, "centre"),
+                         (#"{"path":"a","box":[1,2,3.5,4]}"#, "box"), (#"{"paths":[]}"#, "paths"),
+                         (#"{"path":"a","label":3}"#, "label"), (#"{"path":"a","channels":[-1]}"#, "channels")] {
+        do { _ = try CropSpec(json: try JSON.parse(bad)); Issue.record("accepted \(bad)") }
+        catch let e as CytoError { #expect(e.field == field, "\(bad): \(e)") }
+    }
+}
+
+@Test func manifestsGiveSpecsAndMetadata() throws {
+    let dir = try tempDir()
+    try ImageWriter.writeTIFF(image((1...16).map { UInt16($0) }, width: 4, height: 4), to: dir + "/a.tif")
+    let text = "path,Metadata_Well,x,y\na.tif,B02,1,2\n\"a.tif\",\"B,03\",3.5,0\n"
+    try AtomicFile.write(Array(text.utf8), to: dir + "/m.csv")
+    var cols = CropManifest.Columns()
+    cols.centreX = "x"; cols.centreY = "y"
+    let m = try CropManifest(path: dir + "/m.csv", columns: cols)
+    #expect(m.metadataNames == ["Metadata_Well"] && m.metadata == [["B02"], ["B,03"]])
+    #expect(m.specs == [CropSpec(source: .file(dir + "/a.tif"), region: .centre(x: 1, y: 2)),
+                        CropSpec(source: .file(dir + "/a.tif"), region: .centre(x: 3.5, y: 0))])
+    cols.centreX = "nope"
+    do { _ = try CropManifest(path: dir + "/m.csv", columns: cols); Issue.record("missing column") }
+    catch let e as CytoError { #expect(e.field == "nope" && e.path == dir + "/m.csv") }
+    // A batch with one bad crop: the good one loads, the bad slot is -1 with its error.
+    let loader = CropLoader(preprocessing: Preprocessing(size: 4, channels: 1, normalization: .perCropMax, resize: .padCrop))
+    var out = [Float](repeating: 0, count: 32)
+    let errors = out.withUnsafeMutableBufferPointer {
+        loader.loadBatch([.file(dir + "/a.tif"), .file(dir + "/missing.tif")], into: $0)
+    }
+    #expect(errors[0] == nil && errors[1]?.kind == .fileNotFound && errors[1]?.index == 1)
+    let want: [Float] = (1...16).map { (v: Int) -> Float in Float(v) / 16 * 2 - 1 }
+    #expect(close(Array(out[0..<16]), want))
+    #expect(out[16..<32].allSatisfy { $0 == -1 })
+}
