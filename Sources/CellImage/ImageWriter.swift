@@ -141,9 +141,11 @@ public enum ImageWriter {
         }
     }
 
-    /// Writes `image` as a TIFF at `path`, atomically.
-    public static func writeTIFF(_ image: PixelImage, to path: String, compression: TIFFCompression = .deflate) throws {
-        try AtomicFile.write(try encodeTIFF(image, compression: compression, path: path), to: path)
+    /// Writes `image` as a TIFF at `path`, atomically (`durable: false` skips the fsync, for many
+    /// regenerable files).
+    public static func writeTIFF(_ image: PixelImage, to path: String, compression: TIFFCompression = .deflate,
+                                 durable: Bool = true) throws {
+        try AtomicFile.write(try encodeTIFF(image, compression: compression, path: path), to: path, durable: durable)
     }
 
     /// Writes an 8 or 16-bit image of 1 to 4 channels as a PNG at `path`, atomically.

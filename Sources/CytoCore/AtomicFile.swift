@@ -66,11 +66,12 @@ public final class AtomicFile {
         if r != bytes.count { throw CytoError(.io, "write failed", path: path) }
     }
 
-    /// Flushes, syncs and renames the file into place.
-    public func commit() throws {
+    /// Flushes, syncs (unless `durable` is false: bulk outputs that can be regenerated skip the
+    /// costly fsync, and stay atomic against crashes of this process) and renames into place.
+    public func commit(durable: Bool = true) throws {
         guard !committed else { return }
         try flush()
-        if fsync(fd) != 0 { throw CytoError(.io, "fsync failed: \(String(cString: strerror(errno)))", path: path) }
+        if durable && fsync(fd) != 0 { throw CytoError(.io, "fsync failed: \(String(cString: strerror(errno)))", path: path) }
         close(fd); fd = -1
         if rename(temporaryPath, path) != 0 {
             throw CytoError(.io, "cannot rename into place: \(String(cString: strerror(errno)))", path: path)
@@ -79,10 +80,10 @@ public final class AtomicFile {
     }
 
     /// Writes `bytes` to `path` atomically in one call.
-    public static func write(_ bytes: [UInt8], to path: String) throws {
+    public static func write(_ bytes: [UInt8], to path: String, durable: Bool = true) throws {
         let f = try AtomicFile(path: path)
         try f.write(bytes: bytes)
-        try f.commit()
+        try f.commit(durable: durable)
     }
 }
 

@@ -231,7 +231,7 @@ struct CellPainter {
 
         // Cell body: an ellipse with a wobbly outline, smoother and rounder when `rounding` is high.
         let roundness = 1.0 / (1.0 + exp(-q.rounding))
-        let cellR = 17.0 * s * exp(0.25 * q.cellSize - 0.35 * (roundness - 0.5)) * exp(0.08 * Double(rng.normal()))
+        let cellR = 23.0 * s * exp(0.25 * q.cellSize - 0.35 * (roundness - 0.5)) * exp(0.08 * Double(rng.normal()))
         let cellElong = 1.0 + (0.55 * (1 - roundness) + 0.05) * (0.5 + rng.uniformDouble())
         let cellAngle = Double.pi * rng.uniformDouble()
         let wobble = (0..<4).map { _ in (0.10 * (1 - roundness) * Double(rng.normal()), 2 * Double.pi * rng.uniformDouble()) }
@@ -241,7 +241,7 @@ struct CellPainter {
         let pMulti = 1.0 / (1.0 + exp(-(-3.0 + q.multinucleation)))
         let nNuclei = rng.uniformDouble() < pMulti ? (rng.uniformDouble() < 0.6 ? 2 : 3) : 1
         let condense = 1.0 / (1.0 + exp(-(q.condensation - 1.0)))
-        let nucR = 7.5 * s * exp(0.35 * q.nucleusSize - 0.25 * condense) * exp(0.07 * Double(rng.normal()))
+        let nucR = 10.5 * s * exp(0.35 * q.nucleusSize - 0.25 * condense) * exp(0.07 * Double(rng.normal()))
             / (nNuclei > 1 ? 1.25 : 1.0)
         var nuclei: [(x: Double, y: Double, r: Double, e: Double, a: Double)] = []
         for k in 0..<nNuclei {
@@ -261,7 +261,7 @@ struct CellPainter {
 
         // Microtubules: an angular profile of fibres (a table over angle), brighter near the nucleus.
         let tubLevel = 1500.0 * exp(0.45 * q.tubulinLevel)
-        let fibreContrast = 0.55 * exp(0.6 * q.tubulinFibres)
+        let fibreContrast = 0.4 * exp(0.6 * q.tubulinFibres)
         let fibres = 14 + rng.below(10)
         var angular = [Double](repeating: 0, count: 256)
         for _ in 0..<fibres {
