@@ -41,6 +41,7 @@ public struct LineFramer: Sendable {
     private var lineNumber = 0
     private var discarding = false
     private var discardedBytes = 0
+    private var lastDiscardedByte: UInt8 = 0
 
     public init(maxLineBytes: Int) {
         precondition(maxLineBytes > 0)
@@ -77,12 +78,14 @@ public struct LineFramer: Sendable {
     private mutating func take(_ piece: UnsafeRawBufferPointer) {
         if discarding {
             discardedBytes += piece.count
+            if let b = piece.last { lastDiscardedByte = b }
             return
         }
         // One byte of slack for a "\r" that the newline will strip.
         if buffer.count + piece.count > maxLineBytes + 1 {
             discarding = true
             discardedBytes = buffer.count + piece.count
+            lastDiscardedByte = piece.last ?? 0
             buffer = []
             return
         }
@@ -92,7 +95,7 @@ public struct LineFramer: Sendable {
     private mutating func endLine(_ emit: (Event) -> Void) {
         lineNumber += 1
         if discarding {
-            emit(.tooLong(number: lineNumber, bytes: discardedBytes))
+            emit(.tooLong(number: lineNumber, bytes: discardedBytes - (lastDiscardedByte == 0x0D ? 1 : 0)))
             discarding = false
             discardedBytes = 0
             return

@@ -181,7 +181,7 @@ public final class JobManager: @unchecked Sendable {
 
     private func run(_ job: Job, _ ctx: JobContext) {
         let outcome = Result { try job.body(ctx) }
-        let status: JSON = locked {
+        locked {
             switch outcome {
             case .success(.done(let r)):
                 job.state = .done; job.result = r
@@ -200,10 +200,15 @@ public final class JobManager: @unchecked Sendable {
             job.endedAt = Date()
             forgetOldLocked()
             scheduleLocked()
-            cond.broadcast()
-            return job.status
+            endedLocked(job)
         }
-        notify("notifications/jobs/ended", .object(["job": status]))
+    }
+
+    /// Announces a job's end, still under the lock, so whoever waits for it (shutdown, cancel)
+    /// answers after the announcement. Caller holds the lock.
+    private func endedLocked(_ job: Job) {
+        notify("notifications/jobs/ended", .object(["job": job.status]))
+        cond.broadcast()
     }
 
     private func cancelledError(_ job: Job) -> RPCError {
@@ -299,13 +304,12 @@ public final class JobManager: @unchecked Sendable {
         let job: Job = try locked { try find(id) }
         if !locked({ job.state.isFinal }) { job.cancellation.cancel(reason: reason) }
         wakeOnCancel(cancellation)
-        var endedNow: JSON?
-        let status: JSON = try locked {
+        return try locked {
             if !job.threadStarted && !job.state.isFinal {
                 job.state = .cancelled
                 job.error = cancelledError(job)
                 job.endedAt = Date()
-                endedNow = job.status
+                endedLocked(job)
             }
             cond.broadcast()
             if !waitLocked(until: { job.state.isFinal }, cancellation: cancellation, deadline: nil) {
@@ -313,8 +317,6 @@ public final class JobManager: @unchecked Sendable {
             }
             return job.status
         }
-        if let endedNow { notify("notifications/jobs/ended", .object(["job": endedNow])) }
-        return status
     }
 
     /// Waits until a job has ended, the deadline passes or the waiting request is cancelled;
@@ -336,8 +338,7 @@ public final class JobManager: @unchecked Sendable {
     /// (save and return) or finish. Returns, once all have ended, the final status of each job
     /// that had not ended when it was called.
     public func stopAll() -> [JSON] {
-        var cancelledNow: [JSON] = []
-        let statuses: [JSON] = locked {
+        locked {
             closed = true
             let active = jobs.filter { !$0.state.isFinal }
             for job in active {
@@ -348,15 +349,13 @@ public final class JobManager: @unchecked Sendable {
                     job.state = .cancelled
                     job.error = cancelledError(job)
                     job.endedAt = Date()
-                    cancelledNow.append(job.status)
+                    endedLocked(job)
                 }
             }
             cond.broadcast()
             _ = waitLocked(until: { active.allSatisfy { $0.state.isFinal } }, cancellation: nil, deadline: nil)
             return active.map { $0.status }
         }
-        for s in cancelledNow { notify("notifications/jobs/ended", .object(["job": s])) }
-        return statuses
     }
 
     /// True once no new job can start (shutdown).

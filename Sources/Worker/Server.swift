@@ -290,7 +290,10 @@ public final class Server: @unchecked Sendable {
     public func receive(line: [UInt8], number: Int) {
         if isBlank(line) { return }
         beginLine()
+        // A space after the text ends a bare top-level number ("1"), which json-c would
+        // otherwise take as unfinished; JSON allows trailing whitespace.
         var bytes = line
+        bytes.append(0x20)
         let json: JSON
         do {
             json = try JSON.parse(bytes: &bytes, maxDepth: options.maxDepth)
