@@ -1,15 +1,19 @@
 import CytoCore
 
-/// A JSON-RPC request id: a string or an integer (never null, never a fraction, as in MCP).
+/// A JSON-RPC request id (or progress token): a string or an integer (never null, never a
+/// fraction, as in MCP). Integers must be "safe" (|i| <= 2^53 - 1), so every client language
+/// holds them exactly and json-c never clamps them.
 public enum RequestID: Hashable, Sendable, CustomStringConvertible {
     case string(String)
     case int(Int64)
+
+    public static let maxSafeInteger: Int64 = (1 << 53) - 1
 
     /// The id from its JSON form, or nil when the value cannot be an id.
     public init?(json: JSON) {
         switch json {
         case .string(let s): self = .string(s)
-        case .int(let i): self = .int(i)
+        case .int(let i) where i >= -RequestID.maxSafeInteger && i <= RequestID.maxSafeInteger: self = .int(i)
         default: return nil
         }
     }

@@ -347,7 +347,8 @@ public final class Server: @unchecked Sendable {
         var id: RequestID?
         if let v = o["id"] {
             guard let i = RequestID(json: v) else {
-                return reject(nil, .invalidRequest("id must be a string or an integer, not \(v.isNull ? "null" : "a " + v.typeName)", field: "id"))
+                let what = v.intValue != nil ? "an integer beyond ±(2^53 - 1)" : v.isNull ? "null" : "a " + v.typeName
+                return reject(nil, .invalidRequest("id must be a string or an integer, not \(what)", field: "id"))
             }
             id = i
         }

@@ -52,6 +52,9 @@ import Testing
             (#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, .null, "id"),
             (#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, .null, "id"),
             (#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#, .null, "id"),
+            (#"{"jsonrpc":"2.0","id":99999999999999999999,"method":"ping"}"#, .null, "id"),
+            (#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#, .null, "id"),
+            (#"{"jsonrpc":"2.0","id":9007199254740992,"method":"ping"}"#, .null, "id"),
             (#"{"id":3,"method":"ping"}"#, 3, "jsonrpc"),
             (#"{"jsonrpc":"1.0","id":3,"method":"ping"}"#, 3, "jsonrpc"),
             (#"{"jsonrpc":2.0,"id":"s","method":"ping"}"#, "s", "jsonrpc"),
@@ -75,6 +78,8 @@ import Testing
 
     @Test func methodsAndParamsAreChecked() {
         let h = Harness()
+        #expect(h.call("ping", id: 9007199254740991)["result"] != nil)
+        #expect(h.call("ping", id: -9007199254740991)["result"] != nil)
         let unknown = h.call("no/such", id: "u1")
         #expect(unknown.code == -32601)
         #expect(unknown["id"] == "u1")
