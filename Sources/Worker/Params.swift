@@ -97,9 +97,7 @@ public struct Params: Sendable {
     public func int(_ key: String, in range: ClosedRange<Int>? = nil) throws -> Int {
         let v = try required(key)
         guard let i = v.intValue else { throw mismatch(key, "an integer", v) }
-        if let range, !range.contains(i) {
-            throw error(key, "must be between \(range.lowerBound) and \(range.upperBound), not \(i)")
-        }
+        if let range, !range.contains(i) { throw error(key, Params.outOfRange(range, Double(i))) }
         return i
     }
 
@@ -116,7 +114,7 @@ public struct Params: Sendable {
         let v = try required(key)
         guard let d = v.doubleValue else { throw mismatch(key, "a number", v) }
         if let range, !range.contains(d) {
-            throw error(key, "must be between \(range.lowerBound) and \(range.upperBound), not \(d)")
+            throw error(key, Params.outOfRange(range, d))
         }
         return d
     }
@@ -223,6 +221,20 @@ public struct Params: Sendable {
         let v = try required(key)
         guard let id = RequestID(json: v) else { throw mismatch(key, "a string or an integer", v) }
         return id
+    }
+
+    /// "must be at least 0, not -1": bounds as JSON writes numbers, open ends left unsaid.
+    static func outOfRange<T: BinaryInteger>(_ range: ClosedRange<T>, _ value: Double) -> String {
+        outOfRange(ClosedRange(uncheckedBounds: (Double(range.lowerBound), Double(range.upperBound))), value)
+    }
+
+    static func outOfRange(_ range: ClosedRange<Double>, _ value: Double) -> String {
+        let text = { (d: Double) in JSON.double(d).serialized }
+        let lowOpen = range.lowerBound <= -1e15, highOpen = range.upperBound >= 1e9
+        let bound = highOpen ? "at least \(text(range.lowerBound))"
+            : lowOpen ? "at most \(text(range.upperBound))"
+            : "between \(text(range.lowerBound)) and \(text(range.upperBound))"
+        return "must be \(bound), not \(text(value))"
     }
 
     private func checkCount(_ key: String, _ n: Int, _ range: ClosedRange<Int>?) throws {

@@ -35,6 +35,10 @@ import Testing
         h.server.waitUntilIdle()
         #expect(h.sink.messages().last?.code == -32700)
         #expect(h.sink.messages().last?.errorData?["line"] == 99)
+        // An encoded surrogate (CESU-8) is not UTF-8 either, though json-c lets it through.
+        h.server.receive(line: [0x22, 0xED, 0xA0, 0x80, 0x22], number: 100)
+        h.server.waitUntilIdle()
+        #expect(h.sink.messages().last?.code == -32700)
         // Nesting deeper than the limit.
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
         #expect(answer(h, deep).code == -32700)
