@@ -117,6 +117,8 @@ public final class JobManager: @unchecked Sendable {
     private var jobs: [Job] = []
     private var nextNumber = 1
     private var closed = false
+    /// Set at end of input: a job reaching a pause point after it stops instead of parking.
+    private var inputEnded = false
     /// How many jobs may run at once; the rest wait in `queued`.
     public let maxRunning: Int
     /// Ended jobs kept for `jobs/status` (the oldest are forgotten first).
@@ -341,6 +343,24 @@ public final class JobManager: @unchecked Sendable {
         locked {
             closed = true
             let active = jobs.filter { !$0.state.isFinal }
+            stopLocked(active)
+            _ = waitLocked(until: { active.allSatisfy { $0.state.isFinal } }, cancellation: nil, deadline: nil)
+            return active.map { $0.status }
+        }
+    }
+
+    /// End of input: nobody can resume a paused job any more, so paused jobs are asked to stop
+    /// (save and end) now; running ones go on (a queued `jobs/wait` may be waiting for them).
+    func stopPaused() {
+        locked {
+            inputEnded = true
+            stopLocked(jobs.filter { $0.state == .paused })
+        }
+    }
+
+    /// Asks started jobs to stop and cancels those that never started. Caller holds the lock.
+    private func stopLocked(_ active: [Job]) {
+
             for job in active {
                 if job.threadStarted {
                     job.stopRequested = true
@@ -353,9 +373,6 @@ public final class JobManager: @unchecked Sendable {
                 }
             }
             cond.broadcast()
-            _ = waitLocked(until: { active.allSatisfy { $0.state.isFinal } }, cancellation: nil, deadline: nil)
-            return active.map { $0.status }
-        }
     }
 
     /// True once no new job can start (shutdown).
@@ -368,6 +385,7 @@ public final class JobManager: @unchecked Sendable {
     fileprivate func pausePoint(_ job: Job) throws {
         try job.cancellation.check()
         locked {
+            if inputEnded && job.pauseRequested { job.stopRequested = true }
             guard job.pauseRequested && !job.stopRequested else { return }
             job.state = .paused
             cond.broadcast()

@@ -41,7 +41,7 @@ public final class Server: @unchecked Sendable {
     private let outputBroken = Locked(false)
     private let registry = Locked<(methods: [String: MethodEntry], notifications: [String: NotificationEntry])>(([:], [:]))
     private let services = Locked<[ObjectIdentifier: AnyObject]>([:])
-    private let workQueue = DispatchQueue(label: "cytogan.work")
+    private let workThread = WorkThread(name: "cytogan work")
 
     private enum Lifecycle { case uninitialized, ready, shuttingDown }
     /// Accounting guarded by `cond`: lines read but not yet answered, requests in progress by id,
@@ -274,6 +274,7 @@ public final class Server: @unchecked Sendable {
         }
         framer.finish(handle)
         log.info("end of input")
+        jobs.stopPaused()
         requestEnd()
     }
 
@@ -452,7 +453,7 @@ public final class Server: @unchecked Sendable {
         }
         switch entry.execution {
         case .inline: work()
-        case .serial: workQueue.async(execute: work)
+        case .serial: workThread.submit(work)
         case .concurrent: DispatchQueue.global().async(execute: work)
         }
     }

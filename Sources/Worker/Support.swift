@@ -85,3 +85,40 @@ func quoted(_ s: String, limit: Int = 80) -> String {
     }
     return "'" + out + "'"
 }
+
+/// One thread that runs submitted work in order: the worker's computing requests. A thread of its
+/// own (not a dispatch queue) so its stack is large and known.
+final class WorkThread: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var queue: [@Sendable () -> Void] = []
+    private var head = 0
+
+    init(name: String, stackSize: Int = 16 << 20) {
+        let t = Thread { [self] in loop() }
+        t.name = name
+        t.stackSize = stackSize
+        t.start()
+    }
+
+    func submit(_ work: @escaping @Sendable () -> Void) {
+        cond.lock()
+        queue.append(work)
+        cond.signal()
+        cond.unlock()
+    }
+
+    private func loop() {
+        while true {
+            cond.lock()
+            while head == queue.count { cond.wait() }
+            let work = queue[head]
+            head += 1
+            if head > 1024 && head * 2 > queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+            cond.unlock()
+            work()
+        }
+    }
+}

@@ -123,4 +123,33 @@ import Testing
         let ended = msgs.first { $0["method"] == "notifications/jobs/ended" }
         #expect(ended?["params"]?["job"]?["state"] == "stopped", "\(msgs.map(\.serialized))")
     }
+
+    @Test func shutdownDoesNotWaitForeverOnAJobsWaitInProgress() {
+        let h = Harness()
+        let id = JSON.string(start(h, ["steps": 1_000_000]))
+        h.send(.object(["jsonrpc": "2.0", "id": "w", "method": "jobs/wait", "params": ["jobId": id]]))
+        let r = h.call("shutdown")
+        #expect(r["result"]?["jobs"]?.arrayValue?.first?["state"] == "stopped")
+        #expect(h.response("w")["result"]?["state"] == "stopped")
+    }
+
+    @Test func aJobPausedAtTheEndOfInputIsStopped() {
+        let sink = MemorySink()
+        let s = Server(options: ServerOptions(), sink: sink, log: Logger(level: .quiet))
+        s.registerStandardMethods()
+        Harness.registerTestMethods(s)
+        let input = [
+            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"1.0","clientInfo":{"name":"t","version":"0"}}}"#,
+            #"{"jsonrpc":"2.0","id":2,"method":"test/count","params":{"steps":1000000}}"#,
+            #"{"jsonrpc":"2.0","id":3,"method":"jobs/pause","params":{"jobId":"job-1"}}"#,
+            #"{"jsonrpc":"2.0","id":4,"method":"jobs/wait","params":{"jobId":"job-1"}}"#,
+        ].joined(separator: "\n")
+        #expect(s.serve(input: MemorySource(input, chunk: 4096)) == 0)
+        let msgs = sink.messages()
+        // Parked before the input ended, or stopped at the pause point right after: either way
+        // it cannot be left paused with nobody to resume it.
+        let paused = msgs.first { $0["id"] == 3 }?["result"]?["state"]
+        #expect(paused == "paused" || paused == "stopped")
+        #expect(msgs.first { $0["id"] == 4 }?["result"]?["state"] == "stopped")
+    }
 }

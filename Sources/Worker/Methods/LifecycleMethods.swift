@@ -44,8 +44,9 @@ extension Server {
         register("shutdown", params: [],
                  summary: "Finish requests in progress, stop jobs (checkpointing those that can), answer, exit 0.",
                  execution: .concurrent, availability: [.beforeInitialize, .duringShutdown]) { req in
-            req.server.waitForOtherRequests()
+            // Jobs first: a jobs/wait in progress then ends too, and nothing new can start.
             let stopped = req.server.jobs.stopAll()
+            req.server.waitForOtherRequests()
             return .object(["jobs": .array(stopped)])
         }
 
