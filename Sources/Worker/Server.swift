@@ -228,16 +228,7 @@ public final class Server: @unchecked Sendable {
     /// response, running jobs are stopped (checkpointed) or finished, then it returns the exit
     /// status (0).
     public func serve(input: ByteSource) -> Int32 {
-        var signalSources: [DispatchSourceSignal] = []
-        if options.handleSignals {
-            for sig in [SIGTERM, SIGINT] {
-                signal(sig, SIG_IGN)
-                let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                src.setEventHandler { [self] in terminate(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT") }
-                src.resume()
-                signalSources.append(src)
-            }
-        }
+        if options.handleSignals { watchSignals() }
         let reader = Thread { [self] in readLoop(input) }
         reader.name = "cytogan reader"
         reader.stackSize = 8 << 20
@@ -247,9 +238,30 @@ public final class Server: @unchecked Sendable {
         let stopped = jobs.stopAll()
         if !stopped.isEmpty { log.info("stopped \(stopped.count) job(s)") }
         waitUntilIdle()
-        withExtendedLifetime(signalSources) {}
         log.info("exiting")
         return 0
+    }
+
+    /// SIGTERM and SIGINT: a handler (whichever thread the signal lands on) writes the signal's
+    /// number to a pipe; a thread reading it calls `terminate`. Only write(2) runs in the handler.
+    private func watchSignals() {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { log.warning("no pipe for signals: SIGTERM ends the worker abruptly"); return }
+        signalPipe = fds[1]
+        signal(SIGTERM, onTerminationSignal)
+        signal(SIGINT, onTerminationSignal)
+        let readFd = fds[0]
+        let t = Thread { [self] in
+            var b: UInt8 = 0
+            while true {
+                let n = Glibc.read(readFd, &b, 1)
+                if n == 1 { terminate(reason: b == UInt8(SIGTERM) ? "SIGTERM" : "SIGINT") }
+                else if n < 0 && errno == EINTR { continue }
+                else { return }
+            }
+        }
+        t.name = "cytogan signals"
+        t.start()
     }
 
     private func readLoop(_ input: ByteSource) {
@@ -525,4 +537,12 @@ private final class Batch: @unchecked Sendable {
 /// Lets the job manager reach the server without keeping it alive.
 private final class WeakServer: @unchecked Sendable {
     weak var server: Server?
+}
+
+/// The write end of the signal pipe; set once before the handler is installed.
+nonisolated(unsafe) private var signalPipe: Int32 = -1
+
+private func onTerminationSignal(_ sig: Int32) {
+    var b = UInt8(truncatingIfNeeded: sig)
+    _ = write(signalPipe, &b, 1)
 }
