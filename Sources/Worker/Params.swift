@@ -180,6 +180,10 @@ public struct Params: Sendable {
         }
     }
 
+    public func optionalObjects(_ key: String, count range: ClosedRange<Int>? = nil) throws -> [Params]? {
+        values[key] == nil ? nil : try objects(key, count: range)
+    }
+
     public func strings(_ key: String, count range: ClosedRange<Int>? = nil) throws -> [String] {
         let a = try array(key)
         try checkCount(key, a.count, range)

@@ -8,8 +8,9 @@
 ///     register("samples/generate", params: ["count", "latents", "seed", "output", "returnLatents", "returnImages"],
 ///              summary: "Generate cells from noise.") { req in          // .serial: the work thread
 ///         let p = req.params
-///         let which = try p.exactlyOne(of: ["count", "latents"])      // decode every param first:
-///         let count = try p.optionalInt("count", in: 1...10_000)      // errors are -32602 naming the field
+///         _ = try p.exactlyOne(of: ["count", "latents"])              // decode every param first:
+///         let latents = try p.optionalObjects("latents") ?? []        // errors are -32602 naming the field
+///         let n = try p.optionalInt("count", in: 1...10_000) ?? latents.count
 ///         let output = try p.optionalObject("output")
 ///         let models = req.server.service(ModelSlot.self) { ModelSlot() }  // state shared by groups
 ///         guard let model = models.current else { throw CytoError(.noModel, "create or load a model first") }
