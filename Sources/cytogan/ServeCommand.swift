@@ -1,7 +1,56 @@
 import ArgumentParser
+import Worker
 
-// Placeholder until its issue lands: it says so and fails, rather than pretending to work.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cytogan serve`: the long-lived JSON-RPC 2.0 worker on stdin/stdout (protocol/PROTOCOL.md).
+/// stdout carries protocol messages only; everything for people goes to stderr.
 struct ServeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "(not built yet)")
-    func run() throws { throw ValidationError("'cytogan serve' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the JSON-RPC 2.0 worker on stdin/stdout (one JSON message per line).",
+        discussion: """
+            Send `initialize` first; see protocol/PROTOCOL.md for every method. At end of input the
+            worker answers what it has read, stops running jobs (checkpointing those that can) and
+            exits 0. SIGTERM and SIGINT do the same after cancelling requests in progress.
+            """)
+
+    @Option(help: "Longest accepted input line in bytes; longer lines are answered with an error.")
+    var maxLineBytes: Int = 64 << 20
+
+    @Option(help: "Most messages in one batch array.")
+    var maxBatch: Int = 10_000
+
+    @Option(help: "Background jobs that may run at once; the rest wait queued.")
+    var jobs: Int = 1
+
+    @Option(help: "How much to log on stderr: quiet, error, warning, info, debug.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard maxLineBytes >= 1024 else { throw ValidationError("--max-line-bytes must be at least 1024") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+        guard Logger.Level(name: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of quiet, error, warning, info, debug")
+        }
+    }
+
+    func run() throws {
+        // A client that goes away must not kill the worker mid-checkpoint: writes then just fail.
+        signal(SIGPIPE, SIG_IGN)
+        var options = ServerOptions()
+        options.version = Cytogan.configuration.version
+        options.maxLineBytes = maxLineBytes
+        options.maxBatch = maxBatch
+        options.maxRunningJobs = jobs
+        options.handleSignals = true
+        let log = Logger(level: Logger.Level(name: logLevel)!)
+        let server = Server.standard(options: options, log: log)
+        log.info("cytogan \(options.version) worker ready (protocol \(protocolVersion)); send initialize")
+        let status = server.serve(input: FileDescriptorSource.stdin)
+        if status != 0 { throw ExitCode(status) }
+    }
 }

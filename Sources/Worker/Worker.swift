@@ -1,1 +1,0 @@
-// Worker: see Package.swift for this module's place in the layering.
