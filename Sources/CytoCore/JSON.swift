@@ -70,6 +70,14 @@ public enum JSON: Equatable, Sendable {
         }
         defer { json_tokener_free(tok) }
         json_tokener_set_flags(tok, Int32(JSON_TOKENER_STRICT) | Int32(JSON_TOKENER_VALIDATE_UTF8))
+        // json-c's UTF-8 check lets encoded surrogates through; Swift's validation does not.
+        if bytes.contains(where: { $0 >= 0x80 }), String(validating: bytes, as: UTF8.self) == nil {
+            throw CytoError(.invalidInput, "invalid JSON: the text is not valid UTF-8")
+        }
+        // A trailing space ends a bare top-level number ("1"), which json-c would otherwise take
+        // as unfinished; JSON allows trailing whitespace.
+        bytes.append(0x20)
+        defer { bytes.removeLast() }
         let count = bytes.count
         // json-c's strict mode still takes single-quoted strings; JSON does not.
         var inString = false, escaped = false
@@ -88,7 +96,7 @@ public enum JSON: Equatable, Sendable {
         let err = json_tokener_get_error(tok)
         if err == json_tokener_continue {
             // The text ended inside a value (or was empty).
-            throw CytoError(.invalidInput, count == 0 ? "empty JSON text" : "unexpected end of JSON text")
+            throw CytoError(.invalidInput, count == 1 ? "empty JSON text" : "unexpected end of JSON text")
         }
         guard err == json_tokener_success else {
             let reason = String(cString: json_tokener_error_desc(err))

@@ -303,16 +303,9 @@ public final class Server: @unchecked Sendable {
     public func receive(line: [UInt8], number: Int) {
         if isBlank(line) { return }
         beginLine()
-        // A space after the text ends a bare top-level number ("1"), which json-c would
-        // otherwise take as unfinished; JSON allows trailing whitespace.
         var bytes = line
-        bytes.append(0x20)
         let json: JSON
         do {
-            // json-c's UTF-8 check lets encoded surrogates through; Swift's validation does not.
-            if line.contains(where: { $0 >= 0x80 }), String(validating: line, as: UTF8.self) == nil {
-                throw CytoError(.invalidInput, "the line is not valid UTF-8")
-            }
             json = try JSON.parse(bytes: &bytes, maxDepth: options.maxDepth)
         } catch {
             let text = (error as? CytoError)?.message ?? "\(error)"

@@ -19,6 +19,17 @@ import Testing
         }
     }
 
+    @Test func parsesBareTopLevelValues() throws {
+        #expect(try JSON.parse("1") == .int(1))
+        #expect(try JSON.parse(" -2.5 ") == .double(-2.5))
+        #expect(try JSON.parse("true") == .bool(true))
+    }
+
+    @Test func rejectsEncodedSurrogates() {
+        var bytes: [UInt8] = [0x22, 0xED, 0xA0, 0x80, 0x22]
+        #expect(throws: CytoError.self) { try JSON.parse(bytes: &bytes) }
+    }
+
     @Test func rejectsInvalidUTF8() {
         var bytes: [UInt8] = [0x22, 0xff, 0xfe, 0x22]
         #expect(throws: CytoError.self) { try JSON.parse(bytes: &bytes) }
