@@ -19,6 +19,12 @@ public final class Conv2D: Layer {
     private let dPacked = Tensor(Shape(0))
     private var input: Tensor?
     private var forwarded = false
+    /// Direct-path buffers: packed and flipped weights, per-thread padded planes.
+    private let flipped = Tensor(Shape(0))
+    private let scratch = Tensor(Shape(0))
+
+    /// Stride-1 layers with at most 8 output channels run the direct kernels (`DirectConv`).
+    var usesDirectKernels: Bool { strideH == 1 && strideW == 1 && outChannels <= 8 && kernelH * kernelW > 1 }
 
     public convenience init(name: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1,
                 padding: Padding = .same, bias: Bool = true) {
@@ -86,6 +92,7 @@ public final class Conv2D: Layer {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let geo = try geometry(for: x.shape)
+        if usesDirectKernels { return directForward(x, geo) }
         let L = lowering
         L.plan(geo, rows: outChannels, allowDirect: true)
         packWeights()
@@ -125,6 +132,7 @@ public final class Conv2D: Layer {
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
         try checkGradient(gradOut, against: out, forwarded: forwarded)
         guard let x = input else { return nil }
+        if usesDirectKernels { return directBackward(gradOut, x, inputGradient: inputGradient, parameterGradients: parameterGradients) }
         let L = lowering, geo = L.geo
         let hw = geo.ho * geo.wo, O = outChannels
         let gp = UnsafePointer(gradOut.data)
@@ -177,6 +185,98 @@ public final class Conv2D: Layer {
             }
         }
         return inputGradient ? dx : nil
+    }
+
+    /// Geometry of the direct path: padded input (hp x wp) for the forward, padded output
+    /// gradient (ghp x gwp) for the input gradient.
+    private func directSizes(_ geo: ConvGeometry) -> (hp: Int, wp: Int, ghp: Int, gwp: Int) {
+        (geo.ho + kernelH - 1, DirectConv.paddedWidth(outputWidth: geo.wo, kw: kernelW),
+         geo.h + kernelH - 1, DirectConv.paddedWidth(outputWidth: geo.w, kw: kernelW))
+    }
+
+    /// Sizes the per-thread scratch planes; returns the floats each thread owns.
+    private func directScratch(_ geo: ConvGeometry) -> Int {
+        let (hp, wp, ghp, gwp) = directSizes(geo)
+        let per = max(inChannels * hp * wp, outChannels * ghp * gwp)
+        scratch.resize(Shape(Engine.threads * per))
+        return per
+    }
+
+    private func directForward(_ x: Tensor, _ geo: ConvGeometry) -> Tensor {
+        let (hp, wp, _, _) = directSizes(geo)
+        let C = inChannels, O = outChannels
+        let per = directScratch(geo)
+        packed.resize(Shape((O + DirectConv.tile - 1) / DirectConv.tile * DirectConv.tile * C * kernelH * kernelW))
+        DirectConv.pack(weight.value.data, o: O, c: C, kh: kernelH, kw: kernelW, flipped: false, into: packed.data)
+        out.resize(Shape(geo.n, O, geo.ho, geo.wo))
+        input = x
+        forwarded = true
+        let xp = UnsafePointer(x.data), op = out.data, sp = scratch.data, wp_ = UnsafePointer(packed.data)
+        let b = bias.map { UnsafePointer($0.value.data) }
+        let kh = kernelH, kw = kernelW
+        parallelChunks(geo.n, work: out.count * C * kh * kw) { t, range in
+            let pad = sp + t * per
+            for n in range {
+                DirectConv.pad(xp + n * C * geo.h * geo.w, channels: C, h: geo.h, w: geo.w, into: pad, hp: hp, wp: wp,
+                               top: geo.padTop, left: geo.padLeft)
+                DirectConv.convolve(pad: pad, ins: C, hp: hp, wp: wp, packed: wp_, outs: O, kh: kh, kw: kw, bias: b,
+                                    out: op + n * O * geo.ho * geo.wo, ho: geo.ho, wo: geo.wo)
+            }
+        }
+        return out
+    }
+
+    private func directBackward(_ gradOut: Tensor, _ x: Tensor, inputGradient: Bool, parameterGradients: Bool) -> Tensor? {
+        let geo = try! geometry(for: x.shape)
+        let (_, _, ghp, gwp) = directSizes(geo)
+        let C = inChannels, O = outChannels, kh = kernelH, kw = kernelW
+        let hw = geo.ho * geo.wo
+        let per = directScratch(geo)
+        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), sp = scratch.data
+        if parameterGradients {
+            if let bias {
+                let db = bias.grad.data
+                for o in 0..<O {
+                    var s: Float = 0
+                    for n in 0..<geo.n {
+                        let p = gp + (n * O + o) * hw
+                        for j in 0..<hw { s += p[j] }
+                    }
+                    db[o] += s
+                }
+            }
+            // One input channel per task: each writes only its own weights' gradients.
+            let hp = geo.ho + kh - 1, wp = DirectConv.paddedWidth(outputWidth: geo.wo, kw: kw)
+            let dw = weight.grad.data
+            parallelChunks(C, work: geo.n * hw * O * kh * kw) { t, range in
+                let pad = sp + t * per
+                for c in range {
+                    for n in 0..<geo.n {
+                        DirectConv.pad(xp + (n * C + c) * geo.h * geo.w, channels: 1, h: geo.h, w: geo.w, into: pad, hp: hp, wp: wp,
+                                       top: geo.padTop, left: geo.padLeft)
+                        DirectConv.weightGradient(pad: pad, wp: wp, grad: gp + n * O * hw, outs: O, ho: geo.ho, wo: geo.wo,
+                                                  c: c, channels: C, kh: kh, kw: kw, into: dw)
+                    }
+                }
+            }
+        }
+        guard inputGradient else { return nil }
+        // dx = the output gradient, padded by (k - 1 - pad before), convolved with the rotated,
+        // transposed kernel.
+        flipped.resize(Shape((C + DirectConv.tile - 1) / DirectConv.tile * DirectConv.tile * O * kh * kw))
+        DirectConv.pack(weight.value.data, o: O, c: C, kh: kh, kw: kw, flipped: true, into: flipped.data)
+        dx.resize(x.shape)
+        let dp = dx.data, fp = UnsafePointer(flipped.data)
+        parallelChunks(geo.n, work: x.count * O * kh * kw) { t, range in
+            let pad = sp + t * per
+            for n in range {
+                DirectConv.pad(gp + n * O * hw, channels: O, h: geo.ho, w: geo.wo, into: pad, hp: ghp, wp: gwp,
+                               top: kh - 1 - geo.padTop, left: kw - 1 - geo.padLeft)
+                DirectConv.convolve(pad: pad, ins: O, hp: ghp, wp: gwp, packed: fp, outs: C, kh: kh, kw: kw, bias: nil,
+                                    out: dp + n * C * geo.h * geo.w, ho: geo.h, wo: geo.w)
+            }
+        }
+        return dx
     }
 
     /// Copies the output gradient of images n0 ..< n0 + m into the GEMM layout, zeroing the

@@ -39,3 +39,20 @@ struct UncheckedSendable<T>: @unchecked Sendable {
     let value: T
     init(_ v: T) { value = v }
 }
+
+/// Like `parallelFor`, also passing the chunk's index (below `Engine.threads`), so each
+/// concurrent chunk can use its own scratch buffer.
+@inline(__always)
+func parallelChunks(_ n: Int, work: Int, _ body: (Int, Range<Int>) -> Void) {
+    let t = min(Engine.threads, n)
+    if t <= 1 || work < 1 << 15 {
+        body(0, 0..<n)
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        let box = UncheckedSendable(body)
+        DispatchQueue.concurrentPerform(iterations: t) { i in
+            box.value(i, (n * i / t)..<(n * (i + 1) / t))
+        }
+    }
+}
