@@ -75,13 +75,14 @@ public final class ReLU: ElementwiseLayer, Layer {
     }
 }
 
-/// Hyperbolic tangent (the generator's output).
+/// Hyperbolic tangent (the generator's output), as 1 - 2 / (exp(2x) + 1): one exponential
+/// instead of libm's tanhf, within 1.2e-7 of the exact value.
 public final class Tanh: ElementwiseLayer, Layer {
     public var kind: String { "Tanh" }
     public override init(name: String) { super.init(name: name) }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        map(x) { x, y, n in for i in 0..<n { y[i] = tanhf(x[i]) } }
+        map(x) { x, y, n in for i in 0..<n { y[i] = 1 - 2 / (expf(2 * x[i]) + 1) } }
     }
 
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {

@@ -16,9 +16,14 @@ public final class Conv2D: Layer {
     private let out = Tensor(Shape(0))
     private let dx = Tensor(Shape(0))
     private let packed = Tensor(Shape(0))
-    private let dPacked = Tensor(Shape(0))
     private var input: Tensor?
     private var forwarded = false
+    /// Direct-path buffers: packed and flipped weights, per-thread padded planes.
+    private let flipped = Tensor(Shape(0))
+    private let scratch = Tensor(Shape(0))
+
+    /// Stride-1 layers with at most 8 output channels run the direct kernels (`DirectConv`).
+    var usesDirectKernels: Bool { strideH == 1 && strideW == 1 && outChannels <= 8 && kernelH * kernelW > 1 }
 
     public convenience init(name: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1,
                 padding: Padding = .same, bias: Bool = true) {
@@ -86,6 +91,7 @@ public final class Conv2D: Layer {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let geo = try geometry(for: x.shape)
+        if usesDirectKernels { return directForward(x, geo) }
         let L = lowering
         L.plan(geo, rows: outChannels, allowDirect: true)
         packWeights()
@@ -93,31 +99,27 @@ public final class Conv2D: Layer {
         input = x
         forwarded = true
         let hw = geo.ho * geo.wo, O = outChannels
-        let b = bias?.value.data
-        let xp = UnsafePointer(x.data), op = out.data
-        var n0 = 0
-        while n0 < geo.n {
-            let m = min(L.g, geo.n - n0)
-            L.unfold(xp, n0: n0, m: m, reuse: false)
+        let b = bias.map { UnsafePointer($0.value.data) }
+        let xp = UnsafePointer(x.data), op = out.data, wp = UnsafePointer(packed.data)
+        L.forEachChunk { w, n0, m in
+            w.unfold(L, xp, n0: n0, m: m, reuse: false)
             if L.direct {
                 let dst = op + n0 * O * hw
                 if let b {
                     for o in 0..<O { (dst + o * hw).update(repeating: b[o], count: hw) }
                 }
-                L.gemmForward(weights: packed.data, m: 1, out: dst, ldc: hw, beta0: b == nil ? 0 : 1)
+                w.gemmForward(L, weights: wp, m: 1, out: dst, ldc: hw, beta0: b == nil ? 0 : 1)
             } else {
-                L.gemmForward(weights: packed.data, m: m, out: L.cbuf.data, ldc: L.cStride, beta0: 0)
-                let cb = L.cbuf.data, cs = L.cStride, slot = L.slot
-                parallelFor(m * O, work: m * O * hw) { range in
-                    for io in range {
-                        let i = io / O, o = io % O
+                let cb = w.cbuf.data, cs = L.cStride, slot = L.slot
+                w.gemmForward(L, weights: wp, m: m, out: cb, ldc: cs, beta0: 0)
+                for i in 0..<m {
+                    for o in 0..<O {
                         let src = cb + o * cs + i * slot, dst = op + ((n0 + i) * O + o) * hw
                         let bo = b?[o] ?? 0
                         for j in 0..<hw { dst[j] = src[j] + bo }
                     }
                 }
             }
-            n0 += m
         }
         return out
     }
@@ -125,52 +127,49 @@ public final class Conv2D: Layer {
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
         try checkGradient(gradOut, against: out, forwarded: forwarded)
         guard let x = input else { return nil }
+        if usesDirectKernels { return directBackward(gradOut, x, inputGradient: inputGradient, parameterGradients: parameterGradients) }
         let L = lowering, geo = L.geo
-        let hw = geo.ho * geo.wo, O = outChannels
-        let gp = UnsafePointer(gradOut.data)
+        let hw = geo.ho * geo.wo, O = outChannels, C = inChannels
+        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
         if parameterGradients {
-            dPacked.resize(Shape(L.packedCount))
-            dPacked.fill(0)
-            if let bias {
-                let db = bias.grad.data
-                for o in 0..<O {
-                    var s: Float = 0
-                    for n in 0..<geo.n {
-                        let p = gp + (n * O + o) * hw
-                        for j in 0..<hw { s += p[j] }
-                    }
-                    db[o] += s
-                }
-            }
+            L.clearWeightGradients()
+            if let bias { addBiasGradient(gp, images: geo.n, channels: O, plane: hw, into: bias.grad.data) }
         }
-        if inputGradient { dx.resize(x.shape); dx.fill(0) }
-        // Chunks in reverse order: the last one's unfolding is still in U from the forward pass.
-        let chunks = (geo.n + L.g - 1) / L.g
-        for chunk in stride(from: chunks - 1, through: 0, by: -1) {
-            let n0 = chunk * L.g, m = min(L.g, geo.n - n0)
+        if inputGradient { dx.resize(x.shape) }
+        let dxp = dx.data
+        L.forEachChunk(reverse: true) { w, n0, m in
             let dC: UnsafePointer<Float>, ldc: Int
             if L.direct {
                 dC = gp + n0 * O * hw; ldc = hw
             } else {
-                gatherGradient(gp, n0: n0, m: m)
-                dC = UnsafePointer(L.cbuf.data); ldc = L.cStride
+                // The output gradient in the GEMM layout, spare rows between images zeroed.
+                let cb = w.cbuf.data, cs = L.cStride, slot = L.slot
+                for i in 0..<m {
+                    for o in 0..<O {
+                        let dst = cb + o * cs + i * slot
+                        dst.update(from: gp + ((n0 + i) * O + o) * hw, count: hw)
+                        if slot > hw { (dst + hw).update(repeating: 0, count: slot - hw) }
+                    }
+                }
+                dC = UnsafePointer(cb); ldc = cs
             }
             if parameterGradients {
-                L.unfold(UnsafePointer(x.data), n0: n0, m: m, reuse: true)
-                L.gemmWeightGradient(dC: dC, ldc: ldc, m: m, into: dPacked.data)
+                w.unfold(L, xp, n0: n0, m: m, reuse: true)
+                w.gemmWeightGradient(L, dC: dC, ldc: ldc, m: m)
             }
             if inputGradient {
-                L.gemmInputGradient(weights: packed.data, dC: dC, ldc: ldc, m: m)
-                L.fold(into: dx.data, n0: n0, m: m)
+                w.gemmInputGradient(L, weights: wp, dC: dC, ldc: ldc, m: m)
+                (dxp + n0 * C * geo.h * geo.w).update(repeating: 0, count: m * C * geo.h * geo.w)
+                w.fold(L, into: dxp, n0: n0, m: m)
             }
         }
         if parameterGradients {
-            let gw = weight.grad.data, p = dPacked.data
+            let gw = weight.grad.data, p = L.summedWeightGradient()
             for o in 0..<O {
-                for c in 0..<inChannels {
+                for c in 0..<C {
                     for ky in 0..<kernelH {
                         for kx in 0..<kernelW {
-                            gw[((o * inChannels + c) * kernelH + ky) * kernelW + kx] += p[L.weightIndex(ky: ky, row: o, c: c, kx: kx)]
+                            gw[((o * C + c) * kernelH + ky) * kernelW + kx] += p[L.weightIndex(ky: ky, row: o, c: c, kx: kx)]
                         }
                     }
                 }
@@ -179,19 +178,102 @@ public final class Conv2D: Layer {
         return inputGradient ? dx : nil
     }
 
-    /// Copies the output gradient of images n0 ..< n0 + m into the GEMM layout, zeroing the
-    /// spare rows between images.
-    private func gatherGradient(_ gp: UnsafePointer<Float>, n0: Int, m: Int) {
-        let L = lowering, geo = L.geo
-        let hw = geo.ho * geo.wo, O = outChannels
-        let cb = L.cbuf.data, cs = L.cStride, slot = L.slot
-        parallelFor(m * O, work: m * O * hw) { range in
-            for io in range {
-                let i = io / O, o = io % O
-                let dst = cb + o * cs + i * slot
-                dst.update(from: gp + ((n0 + i) * O + o) * hw, count: hw)
-                if slot > hw { (dst + hw).update(repeating: 0, count: slot - hw) }
+    /// Geometry of the direct path: padded input (hp x wp) for the forward, padded output
+    /// gradient (ghp x gwp) for the input gradient.
+    private func directSizes(_ geo: ConvGeometry) -> (hp: Int, wp: Int, ghp: Int, gwp: Int) {
+        (geo.ho + kernelH - 1, DirectConv.paddedWidth(outputWidth: geo.wo, kw: kernelW),
+         geo.h + kernelH - 1, DirectConv.paddedWidth(outputWidth: geo.w, kw: kernelW))
+    }
+
+    /// Sizes the per-thread scratch planes; returns the floats each thread owns.
+    private func directScratch(_ geo: ConvGeometry) -> Int {
+        let (hp, wp, ghp, gwp) = directSizes(geo)
+        let per = max(inChannels * hp * wp, outChannels * ghp * gwp)
+        scratch.resize(Shape(Engine.threads * per))
+        return per
+    }
+
+    private func directForward(_ x: Tensor, _ geo: ConvGeometry) -> Tensor {
+        let (hp, wp, _, _) = directSizes(geo)
+        let C = inChannels, O = outChannels
+        let per = directScratch(geo)
+        packed.resize(Shape((O + DirectConv.tile - 1) / DirectConv.tile * DirectConv.tile * C * kernelH * kernelW))
+        DirectConv.pack(weight.value.data, o: O, c: C, kh: kernelH, kw: kernelW, flipped: false, into: packed.data)
+        out.resize(Shape(geo.n, O, geo.ho, geo.wo))
+        input = x
+        forwarded = true
+        let xp = UnsafePointer(x.data), op = out.data, sp = scratch.data, wp_ = UnsafePointer(packed.data)
+        let b = bias.map { UnsafePointer($0.value.data) }
+        let kh = kernelH, kw = kernelW
+        parallelChunks(geo.n, work: out.count * C * kh * kw) { t, range in
+            let pad = sp + t * per
+            for n in range {
+                DirectConv.pad(xp + n * C * geo.h * geo.w, channels: C, h: geo.h, w: geo.w, into: pad, hp: hp, wp: wp,
+                               top: geo.padTop, left: geo.padLeft)
+                DirectConv.convolve(pad: pad, ins: C, hp: hp, wp: wp, packed: wp_, outs: O, kh: kh, kw: kw, bias: b,
+                                    out: op + n * O * geo.ho * geo.wo, ho: geo.ho, wo: geo.wo)
             }
+        }
+        return out
+    }
+
+    private func directBackward(_ gradOut: Tensor, _ x: Tensor, inputGradient: Bool, parameterGradients: Bool) -> Tensor? {
+        let geo = try! geometry(for: x.shape)
+        let (_, _, ghp, gwp) = directSizes(geo)
+        let C = inChannels, O = outChannels, kh = kernelH, kw = kernelW
+        let hw = geo.ho * geo.wo
+        let per = directScratch(geo)
+        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), sp = scratch.data
+        if parameterGradients {
+            if let bias { addBiasGradient(gp, images: geo.n, channels: O, plane: hw, into: bias.grad.data) }
+            // One input channel per task: each writes only its own weights' gradients.
+            let hp = geo.ho + kh - 1, wp = DirectConv.paddedWidth(outputWidth: geo.wo, kw: kw)
+            let dw = weight.grad.data
+            parallelChunks(C, work: geo.n * hw * O * kh * kw) { t, range in
+                let pad = sp + t * per
+                for c in range {
+                    for n in 0..<geo.n {
+                        DirectConv.pad(xp + (n * C + c) * geo.h * geo.w, channels: 1, h: geo.h, w: geo.w, into: pad, hp: hp, wp: wp,
+                                       top: geo.padTop, left: geo.padLeft)
+                        DirectConv.weightGradient(pad: pad, wp: wp, grad: gp + n * O * hw, outs: O, ho: geo.ho, wo: geo.wo,
+                                                  c: c, channels: C, kh: kh, kw: kw, into: dw)
+                    }
+                }
+            }
+        }
+        guard inputGradient else { return nil }
+        // dx = the output gradient, padded by (k - 1 - pad before), convolved with the rotated,
+        // transposed kernel.
+        flipped.resize(Shape((C + DirectConv.tile - 1) / DirectConv.tile * DirectConv.tile * O * kh * kw))
+        DirectConv.pack(weight.value.data, o: O, c: C, kh: kh, kw: kw, flipped: true, into: flipped.data)
+        dx.resize(x.shape)
+        let dp = dx.data, fp = UnsafePointer(flipped.data)
+        parallelChunks(geo.n, work: x.count * O * kh * kw) { t, range in
+            let pad = sp + t * per
+            for n in range {
+                DirectConv.pad(gp + n * O * hw, channels: O, h: geo.ho, w: geo.wo, into: pad, hp: ghp, wp: gwp,
+                               top: kh - 1 - geo.padTop, left: kw - 1 - geo.padLeft)
+                DirectConv.convolve(pad: pad, ins: O, hp: ghp, wp: gwp, packed: fp, outs: C, kh: kh, kw: kw, bias: nil,
+                                    out: dp + n * C * geo.h * geo.w, ho: geo.h, wo: geo.w)
+            }
+        }
+        return dx
+    }
+}
+
+/// db[o] += sum over images and pixels of g[n][o][...], for NCHW `g` with `plane` pixels per
+/// channel (channels split among threads; each sum in a fixed order).
+func addBiasGradient(_ g: UnsafePointer<Float>, images n: Int, channels: Int, plane: Int, into db: UnsafeMutablePointer<Float>) {
+    parallelFor(channels, work: n * channels * plane) { range in
+        for o in range {
+            var s: Float = 0
+            for i in 0..<n {
+                let p = g + (i * channels + o) * plane
+                var t: Float = 0
+                for j in 0..<plane { t += p[j] }
+                s += t
+            }
+            db[o] += s
         }
     }
 }

@@ -1,4 +1,5 @@
 import CBLAS
+import Dispatch
 
 /// Padding of a convolution. `same` is TensorFlow's: output = ceil(in / stride), total padding
 /// max((out - 1) * stride + k - in, 0), half of it (rounded down) before, the rest after.
@@ -46,22 +47,24 @@ struct ConvGeometry: Equatable {
 /// The GEMM's M dimension is `rows` (output channels, or 4 x output channels for the phase
 /// convolution), N the output positions of a chunk of images, K = C * kw (or C * kh * kw).
 /// Weights are passed packed as [tap][rows][K] (see `weightIndex`).
+///
+/// Threads: the chunks are shared out among `Engine.threads` workers, each with its own buffers
+/// and its own single-threaded GEMMs, so unfolding, GEMM and scatter of different chunks overlap
+/// and no GEMM waits on a thread barrier. Worker w always takes the same run of chunks, and the
+/// weight gradients are summed worker by worker, so results are the same from run to run.
 final class ConvLowering {
     private(set) var geo = ConvGeometry()
     private(set) var rows = 0
     private(set) var perTap = true
-    /// Images per chunk.
+    /// Images per chunk, and number of chunks.
     private(set) var g = 1
+    private(set) var chunkCount = 0
     /// Rows of U (and of the GEMM output) per image: ho + (kh - 1) / sh when perTap, else ho.
     private(set) var rowsPerImage = 0
     /// True when each image's GEMM output can go straight into an NCHW output (g == 1, full rows).
     private(set) var direct = false
-    /// The unfolded input; reused for the unfolded input gradient in backward.
-    let u = Tensor(Shape(0))
-    /// GEMM output (forward) or gathered output gradient (backward) of one chunk, [rows][g * slot].
-    let cbuf = Tensor(Shape(0))
-    /// The chunk whose unfolding U holds (start image, count), to skip redoing it in backward.
-    private var uHolds: (n0: Int, m: Int)? = nil
+    /// One set of buffers per thread.
+    private(set) var workers: [ConvWorker] = []
     private var planned = false
 
     /// Forces a new plan at the next call (after changing the chunking targets).
@@ -86,23 +89,68 @@ final class ConvLowering {
     /// Chooses the lowering for a geometry and sizes the buffers. `allowDirect`: the caller can
     /// take the GEMM output of a single image as its NCHW output.
     func plan(_ geo: ConvGeometry, rows: Int, allowDirect: Bool) {
-        if geo == self.geo && rows == self.rows && planned { return }
+        let threads = Engine.threads
+        if geo == self.geo && rows == self.rows && planned && workers.count == threads { return }
         planned = true
         self.geo = geo
         self.rows = rows
-        uHolds = nil
         perTap = geo.kh > 1 && geo.c * geo.kw >= 96
         rowsPerImage = perTap ? geo.ho + (geo.kh - 1) / geo.sh : geo.ho
         let hw = geo.ho * geo.wo
         if allowDirect && hw >= 1536 && targetColumns >= 1536 {
             g = 1
         } else {
-            g = max(1, min(geo.n, (targetColumns + slot - 1) / slot))
-            while g > 1 && kDim * uRowStride > maxUnfold { g -= 1 }
+            var g0 = max(1, min(geo.n, (targetColumns + slot - 1) / slot))
+            while g0 > 1 && kDim * (perTap ? geo.sh : 1) * g0 * slot > maxUnfold { g0 -= 1 }
+            // As many chunks as a multiple of the thread count, of (nearly) equal size.
+            let perThread = (geo.n + g0 * threads - 1) / (g0 * threads)
+            let chunks = max(1, min(geo.n, perThread * threads))
+            g = (geo.n + chunks - 1) / chunks
         }
+        chunkCount = geo.n == 0 ? 0 : (geo.n + g - 1) / g
         direct = allowDirect && g == 1
-        u.resize(Shape(kDim * uRowStride))
-        cbuf.resize(Shape(direct ? 0 : rows * cStride))
+        while workers.count < threads { workers.append(ConvWorker()) }
+        if workers.count > threads { workers.removeLast(workers.count - threads) }
+        for w in workers {
+            w.u.resize(Shape(kDim * uRowStride))
+            w.cbuf.resize(Shape(direct ? 0 : rows * cStride))
+            w.dW.resize(Shape(packedCount))
+            w.uHolds = nil
+        }
+    }
+
+    /// Runs `body(worker, n0, m)` for every chunk of images n0 ..< n0 + m. Worker w takes chunks
+    /// w * C / T ..< (w + 1) * C / T, in reverse order when `reverse` (the backward pass starts
+    /// with the chunk whose unfolding is still in U).
+    func forEachChunk(reverse: Bool = false, _ body: (ConvWorker, Int, Int) -> Void) {
+        let t = min(workers.count, chunkCount), n = geo.n, g = self.g, chunks = chunkCount
+        guard t >= 1 else { return }
+        let ws = workers
+        withoutActuallyEscaping(body) { body in
+            let run = { (w: Int) in
+                let lo = chunks * w / t, hi = chunks * (w + 1) / t
+                for k in 0..<(hi - lo) {
+                    let c = reverse ? hi - 1 - k : lo + k
+                    body(ws[w], c * g, min(g, n - c * g))
+                }
+            }
+            if t == 1 { run(0); return }
+            let box = UncheckedSendable(run)
+            DispatchQueue.concurrentPerform(iterations: t) { box.value($0) }
+        }
+    }
+
+    /// Zeroes every worker's weight-gradient buffer.
+    func clearWeightGradients() { for w in workers { w.dW.fill(0) } }
+
+    /// The weight gradient summed over workers in a fixed order, in the first worker's buffer.
+    func summedWeightGradient() -> UnsafePointer<Float> {
+        let total = workers[0].dW.data, n = packedCount
+        for w in workers.dropFirst() {
+            let p = w.dW.data
+            for i in 0..<n { total[i] += p[i] }
+        }
+        return UnsafePointer(total)
     }
 
     /// Index of weight (tap ky, GEMM row, channel c, kernel column kx) in the packed layout.
@@ -114,9 +162,8 @@ final class ConvLowering {
 
     /// Range of output columns x whose input column stride * x + kx - padLeft lies inside the image.
     @inline(__always)
-    private func validColumns(kx: Int) -> (Int, Int) {
+    func validColumns(kx: Int) -> (Int, Int) {
         let off = kx - geo.padLeft
-        // x >= ceil(-off / sw), x <= floor((w - 1 - off) / sw)
         var lo = 0
         if off < 0 { lo = (-off + geo.sw - 1) / geo.sw }
         var hi = geo.wo
@@ -125,35 +172,50 @@ final class ConvLowering {
         return (lo, max(lo, hi))
     }
 
-    /// Calls `body(uRow, inputRowIndex, image, channel, kx)` for each segment of U: the wo values
-    /// at `uRow` are taken from input row `inputRowIndex` (may lie in the padding) of `image`.
+    /// Offset in U of tap t's GEMM operand.
     @inline(__always)
-    private func forEachSegment(channels: Range<Int>, m: Int,
+    func tapOffset(_ t: Int) -> Int {
+        perTap ? (t % geo.sh) * phaseStride + (t / geo.sh) * geo.wo : 0
+    }
+}
+
+/// One thread's buffers for `ConvLowering`, and the single-threaded work on one chunk.
+final class ConvWorker {
+    /// The unfolded input; reused for the unfolded input gradient in backward.
+    let u = Tensor(Shape(0))
+    /// GEMM output (forward) or gathered output gradient (backward) of one chunk, [rows][g * slot].
+    let cbuf = Tensor(Shape(0))
+    /// This worker's share of the weight gradient, packed like the weights.
+    let dW = Tensor(Shape(0))
+    /// The chunk whose unfolding U holds (start image, count), to skip redoing it in backward.
+    var uHolds: (n0: Int, m: Int)? = nil
+
+    /// Calls `body(uRow, inputRow, image, channel, kx)` for each segment of U: the wo values at
+    /// `uRow` come from input row `inputRow` (may lie in the padding) of `image`.
+    @inline(__always)
+    private func forEachSegment(_ L: ConvLowering, m: Int,
                                 _ body: (_ seg: UnsafeMutablePointer<Float>, _ y: Int, _ i: Int, _ c: Int, _ kx: Int) -> Void) {
-        let U = u.data
-        let wo = geo.wo
-        for c in channels {
-            if perTap {
+        let U = u.data, geo = L.geo
+        let wo = geo.wo, slot = L.slot, stride = L.uRowStride
+        for c in 0..<geo.c {
+            if L.perTap {
+                let phase = L.phaseStride, rows = L.rowsPerImage
                 for kx in 0..<geo.kw {
-                    let rowBase = U + (c * geo.kw + kx) * uRowStride
+                    let rowBase = U + (c * geo.kw + kx) * stride
                     for q in 0..<geo.sh {
                         for i in 0..<m {
-                            let base = rowBase + q * phaseStride + i * slot
-                            for r in 0..<rowsPerImage {
-                                body(base + r * wo, geo.sh * r + q - geo.padTop, i, c, kx)
-                            }
+                            let base = rowBase + q * phase + i * slot
+                            for r in 0..<rows { body(base + r * wo, geo.sh * r + q - geo.padTop, i, c, kx) }
                         }
                     }
                 }
             } else {
                 for ky in 0..<geo.kh {
                     for kx in 0..<geo.kw {
-                        let rowBase = U + ((c * geo.kh + ky) * geo.kw + kx) * uRowStride
+                        let rowBase = U + ((c * geo.kh + ky) * geo.kw + kx) * stride
                         for i in 0..<m {
                             let base = rowBase + i * slot
-                            for y in 0..<geo.ho {
-                                body(base + y * wo, geo.sh * y + ky - geo.padTop, i, c, kx)
-                            }
+                            for y in 0..<geo.ho { body(base + y * wo, geo.sh * y + ky - geo.padTop, i, c, kx) }
                         }
                     }
                 }
@@ -163,84 +225,72 @@ final class ConvLowering {
 
     /// Fills U from images n0 ..< n0 + m of the NCHW input `x`. With `reuse` (backward), skips
     /// the work if U still holds that chunk from the forward pass.
-    func unfold(_ x: UnsafePointer<Float>, n0: Int, m: Int, reuse: Bool) {
+    func unfold(_ L: ConvLowering, _ x: UnsafePointer<Float>, n0: Int, m: Int, reuse: Bool) {
         if reuse, let h = uHolds, h.n0 == n0, h.m == m { return }
-        let geo = self.geo
+        let geo = L.geo
         let wo = geo.wo, sw = geo.sw
-        parallelFor(geo.c, work: kDim * uRowStride) { range in
-            forEachSegment(channels: range, m: m) { seg, y, i, c, kx in
-                guard y >= 0 && y < geo.h else { seg.update(repeating: 0, count: wo); return }
-                let src = x + ((n0 + i) * geo.c + c) * geo.h * geo.w + y * geo.w + (kx - geo.padLeft)
-                let (lo, hi) = validColumns(kx: kx)
-                if lo > 0 { seg.update(repeating: 0, count: lo) }
-                if hi < wo { (seg + hi).update(repeating: 0, count: wo - hi) }
-                if sw == 1 {
-                    if hi > lo { (seg + lo).update(from: src + lo, count: hi - lo) }
-                } else {
-                    var xx = lo
-                    while xx < hi { seg[xx] = src[sw * xx]; xx += 1 }
-                }
+        forEachSegment(L, m: m) { seg, y, i, c, kx in
+            guard y >= 0 && y < geo.h else { seg.update(repeating: 0, count: wo); return }
+            let src = x + ((n0 + i) * geo.c + c) * geo.h * geo.w + y * geo.w + (kx - geo.padLeft)
+            let (lo, hi) = L.validColumns(kx: kx)
+            if lo > 0 { seg.update(repeating: 0, count: lo) }
+            if hi < wo { (seg + hi).update(repeating: 0, count: wo - hi) }
+            if sw == 1 {
+                if hi > lo { (seg + lo).update(from: src + lo, count: hi - lo) }
+            } else {
+                var xx = lo
+                while xx < hi { seg[xx] = src[sw * xx]; xx += 1 }
             }
         }
         uHolds = (n0, m)
     }
 
     /// Adds U (holding an unfolded gradient) back into images n0 ..< n0 + m of `dx` (col2im).
-    func fold(into dx: UnsafeMutablePointer<Float>, n0: Int, m: Int) {
-        let geo = self.geo
+    func fold(_ L: ConvLowering, into dx: UnsafeMutablePointer<Float>, n0: Int, m: Int) {
+        let geo = L.geo
         let sw = geo.sw
-        parallelFor(geo.c, work: kDim * uRowStride) { range in
-            forEachSegment(channels: range, m: m) { seg, y, i, c, kx in
-                guard y >= 0 && y < geo.h else { return }
-                let dst = dx + ((n0 + i) * geo.c + c) * geo.h * geo.w + y * geo.w + (kx - geo.padLeft)
-                let (lo, hi) = validColumns(kx: kx)
-                var xx = lo
-                if sw == 1 {
-                    while xx < hi { dst[xx] += seg[xx]; xx += 1 }
-                } else {
-                    while xx < hi { dst[sw * xx] += seg[xx]; xx += 1 }
-                }
+        forEachSegment(L, m: m) { seg, y, i, c, kx in
+            guard y >= 0 && y < geo.h else { return }
+            let dst = dx + ((n0 + i) * geo.c + c) * geo.h * geo.w + y * geo.w + (kx - geo.padLeft)
+            let (lo, hi) = L.validColumns(kx: kx)
+            var xx = lo
+            if sw == 1 {
+                while xx < hi { dst[xx] += seg[xx]; xx += 1 }
+            } else {
+                while xx < hi { dst[sw * xx] += seg[xx]; xx += 1 }
             }
         }
     }
 
-    @inline(__always)
-    private func tapOffset(_ t: Int) -> Int {
-        perTap ? (t % geo.sh) * phaseStride + (t / geo.sh) * geo.wo : 0
-    }
-
     /// out[rows][columns] (leading dimension ldc) = sum over taps of W_t x U_t (+ beta0 * out).
-    func gemmForward(weights: UnsafePointer<Float>, m: Int, out: UnsafeMutablePointer<Float>, ldc: Int, beta0: Float) {
-        let cols = columns(m), k = kDim
-        for t in 0..<taps {
+    func gemmForward(_ L: ConvLowering, weights: UnsafePointer<Float>, m: Int, out: UnsafeMutablePointer<Float>, ldc: Int, beta0: Float) {
+        let cols = L.columns(m), k = L.kDim, rows = L.rows
+        for t in 0..<L.taps {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(cols), Int32(k),
-                        1, weights + t * rows * k, Int32(k), u.data + tapOffset(t), Int32(uRowStride),
+                        1, weights + t * rows * k, Int32(k), u.data + L.tapOffset(t), Int32(L.uRowStride),
                         t == 0 ? beta0 : 1, out, Int32(ldc))
         }
     }
 
-    /// dW_t += dC x U_t^T for each tap (dW packed like the weights).
-    func gemmWeightGradient(dC: UnsafePointer<Float>, ldc: Int, m: Int, into dW: UnsafeMutablePointer<Float>) {
-        let cols = columns(m), k = kDim
-        for t in 0..<taps {
+    /// dW_t += dC x U_t^T for each tap, into this worker's share.
+    func gemmWeightGradient(_ L: ConvLowering, dC: UnsafePointer<Float>, ldc: Int, m: Int) {
+        let cols = L.columns(m), k = L.kDim, rows = L.rows
+        for t in 0..<L.taps {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(k), Int32(cols),
-                        1, dC, Int32(ldc), u.data + tapOffset(t), Int32(uRowStride),
-                        1, dW + t * rows * k, Int32(k))
+                        1, dC, Int32(ldc), u.data + L.tapOffset(t), Int32(L.uRowStride),
+                        1, dW.data + t * rows * k, Int32(k))
         }
     }
 
     /// U = sum over taps of W_t^T x dC placed at each tap's offset: the unfolded input gradient.
-    func gemmInputGradient(weights: UnsafePointer<Float>, dC: UnsafePointer<Float>, ldc: Int, m: Int) {
-        let cols = columns(m), k = kDim
+    func gemmInputGradient(_ L: ConvLowering, weights: UnsafePointer<Float>, dC: UnsafePointer<Float>, ldc: Int, m: Int) {
+        let cols = L.columns(m), k = L.kDim, rows = L.rows
         uHolds = nil
-        u.data.update(repeating: 0, count: k * uRowStride)
-        for t in 0..<taps {
+        u.data.update(repeating: 0, count: k * L.uRowStride)
+        for t in 0..<L.taps {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(cols), Int32(rows),
                         1, weights + t * rows * k, Int32(k), dC, Int32(ldc),
-                        1, u.data + tapOffset(t), Int32(uRowStride))
+                        1, u.data + L.tapOffset(t), Int32(L.uRowStride))
         }
     }
-
-    /// Forgets which chunk U holds (call when the input may have changed).
-    func invalidate() { uHolds = nil }
 }

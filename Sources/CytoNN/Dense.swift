@@ -1,4 +1,3 @@
-import CBLAS
 import CytoCore
 
 /// Fully connected layer: y = x W^T + b for x [N, in]. Weight [out, in] (PyTorch's layout), bias [out].
@@ -50,8 +49,8 @@ public final class Dense: Layer {
         if let b = bias?.value.data {
             for i in 0..<n { (y + i * outputs).update(from: b, count: outputs) }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(outputs), Int32(inputs),
-                    1, x.data, Int32(inputs), weight.value.data, Int32(inputs), bias == nil ? 0 : 1, y, Int32(outputs))
+        parallelSgemm(transA: false, transB: true, m: n, n: outputs, k: inputs, alpha: 1, a: x.data, lda: inputs,
+                      b: weight.value.data, ldb: inputs, beta: bias == nil ? 0 : 1, c: y, ldc: outputs)
         return out
     }
 
@@ -60,8 +59,8 @@ public final class Dense: Layer {
         guard let x = input else { return nil }
         let n = out.shape[0]
         if parameterGradients && n > 0 {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outputs), Int32(inputs), Int32(n),
-                        1, gradOut.data, Int32(outputs), x.data, Int32(inputs), 1, weight.grad.data, Int32(inputs))
+            parallelSgemm(transA: true, transB: false, m: outputs, n: inputs, k: n, alpha: 1, a: gradOut.data, lda: outputs,
+                          b: x.data, ldb: inputs, beta: 1, c: weight.grad.data, ldc: inputs)
             if let bias {
                 let db = bias.grad.data, g = gradOut.data
                 for i in 0..<n { for j in 0..<outputs { db[j] += g[i * outputs + j] } }
@@ -70,8 +69,8 @@ public final class Dense: Layer {
         guard inputGradient else { return nil }
         dx.resize(x.shape)
         if n > 0 {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(inputs), Int32(outputs),
-                        1, gradOut.data, Int32(outputs), weight.value.data, Int32(inputs), 0, dx.data, Int32(inputs))
+            parallelSgemm(transA: false, transB: false, m: n, n: inputs, k: outputs, alpha: 1, a: gradOut.data, lda: outputs,
+                          b: weight.value.data, ldb: inputs, beta: 0, c: dx.data, ldc: inputs)
         }
         return dx
     }

@@ -1,10 +1,18 @@
 import CytoCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Additive Gaussian noise N(0, std^2) on the input, active only in training mode and when
 /// `enabled` (the discriminator's input noise, std 0.1). Draws from its own stream, so noise
 /// never shifts another purpose's random numbers; `rng` can be saved and restored.
 /// `holdSample` reuses the last drawn noise (the gradient penalty evaluates the critic several
 /// times at one noise sample).
+///
+/// Each forward pass takes one word from `rng` as a key and gives item i of the batch its own
+/// stream seeded by (key, i), so items are drawn in parallel and the noise does not depend on
+/// the thread count. Values come from Marsaglia's polar method in single precision.
 public final class GaussianNoise: Layer {
     public let name: String
     public var kind: String { "GaussianNoise" }
@@ -35,11 +43,17 @@ public final class GaussianNoise: Layer {
         guard isActive else { lastOutput = x; return x }
         if !holdSample || noise.shape != x.shape {
             noise.resize(x.shape)
-            rng.fillNormal(noise.buffer, mean: 0, std: std)
+            let key = rng.next(), per = x.shape.itemCount, np = noise.data, sd = std
+            parallelFor(x.shape.batch, work: x.count * 8) { items in
+                for i in items {
+                    var item = RandomStream(seed: key ^ (UInt64(i) &* 0x9E37_79B9_7F4A_7C15), purpose: "noise-item")
+                    fillNormal(np + i * per, count: per, std: sd, rng: &item)
+                }
+            }
         }
         out.resize(x.shape)
         let xp = x.data, np = noise.data, op = out.data
-        for i in 0..<x.count { op[i] = xp[i] + np[i] }
+        parallelFor(x.count, work: x.count) { r in for i in r { op[i] = xp[i] + np[i] } }
         lastOutput = out
         return out
     }
@@ -122,5 +136,24 @@ public final class Reshape: Layer {
         guard inputGradient, let s = inputShape else { return nil }
         dx.alias(gradOut, as: s)
         return dx
+    }
+}
+
+/// Fills `count` values with N(0, std^2) by Marsaglia's polar method: pairs (u, v) uniform in
+/// the unit disc give u * f and v * f with f = sqrt(-2 ln s / s), s = u^2 + v^2.
+func fillNormal(_ p: UnsafeMutablePointer<Float>, count: Int, std: Float, rng: inout RandomStream) {
+    var i = 0
+    while i < count {
+        var u: Float = 0, v: Float = 0, s: Float = 0
+        repeat {
+            let bits = rng.next()
+            u = Float(bits >> 40) * 0x1p-23 - 1           // 24 bits each, in [-1, 1)
+            v = Float((bits >> 16) & 0xFF_FFFF) * 0x1p-23 - 1
+            s = u * u + v * v
+        } while s >= 1 || s == 0
+        let f = std * (-2 * logf(s) / s).squareRoot()
+        p[i] = u * f
+        if i + 1 < count { p[i + 1] = v * f }
+        i += 2
     }
 }

@@ -22,7 +22,6 @@ public final class UpsampleConv2D: Layer {
     private let out = Tensor(Shape(0))
     private let dx = Tensor(Shape(0))
     private let packed = Tensor(Shape(0))
-    private let dPacked = Tensor(Shape(0))
     private var input: Tensor?
     private var forwarded = false
 
@@ -101,19 +100,17 @@ public final class UpsampleConv2D: Layer {
         out.resize(os)
         input = x
         forwarded = true
-        let b = bias?.value.data
-        let xp = UnsafePointer(x.data), op = out.data
-        let cb = L.cbuf.data, cs = L.cStride, slot = L.slot
+        let b = bias.map { UnsafePointer($0.value.data) }
+        let xp = UnsafePointer(x.data), op = out.data, wp = UnsafePointer(packed.data)
+        let cs = L.cStride, slot = L.slot
         let W2 = 2 * w, plane = 4 * h * w
-        var n0 = 0
-        while n0 < n {
-            let m = min(L.g, n - n0)
-            L.unfold(xp, n0: n0, m: m, reuse: false)
-            L.gemmForward(weights: packed.data, m: m, out: cb, ldc: cs, beta0: 0)
+        L.forEachChunk { worker, n0, m in
+            let cb = worker.cbuf.data
+            worker.unfold(L, xp, n0: n0, m: m, reuse: false)
+            worker.gemmForward(L, weights: wp, m: m, out: cb, ldc: cs, beta0: 0)
             // Interleave the four phases into the full-resolution output, adding the bias.
-            parallelFor(m * O, work: m * O * plane) { range in
-                for io in range {
-                    let i = io / O, o = io % O
+            for i in 0..<m {
+                for o in 0..<O {
                     let bo = b?[o] ?? 0
                     let dst = op + ((n0 + i) * O + o) * plane
                     for a in 0..<2 {
@@ -129,7 +126,6 @@ public final class UpsampleConv2D: Layer {
                     }
                 }
             }
-            n0 += m
         }
         return out
     }
@@ -140,31 +136,19 @@ public final class UpsampleConv2D: Layer {
         let L = lowering, geo = L.geo
         let n = geo.n, h = geo.h, w = geo.w, O = outChannels, C = inChannels, k = kernel
         let W2 = 2 * w, plane = 4 * h * w
-        let gp = UnsafePointer(gradOut.data)
+        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
         if parameterGradients {
-            dPacked.resize(Shape(L.packedCount))
-            dPacked.fill(0)
-            if let bias {
-                let db = bias.grad.data
-                for o in 0..<O {
-                    var s: Float = 0
-                    for i in 0..<n {
-                        let p = gp + (i * O + o) * plane
-                        for j in 0..<plane { s += p[j] }
-                    }
-                    db[o] += s
-                }
-            }
+            L.clearWeightGradients()
+            if let bias { addBiasGradient(gp, images: n, channels: O, plane: plane, into: bias.grad.data) }
         }
-        if inputGradient { dx.resize(x.shape); dx.fill(0) }
-        let cb = L.cbuf.data, cs = L.cStride, slot = L.slot
-        let chunks = (n + L.g - 1) / L.g
-        for chunk in stride(from: chunks - 1, through: 0, by: -1) {
-            let n0 = chunk * L.g, m = min(L.g, n - n0)
+        if inputGradient { dx.resize(x.shape) }
+        let dxp = dx.data
+        let cs = L.cStride, slot = L.slot
+        L.forEachChunk(reverse: true) { worker, n0, m in
+            let cb = worker.cbuf.data
             // Split the output gradient into its four phases (GEMM layout), zeroing spare rows.
-            parallelFor(m * O, work: m * O * plane) { range in
-                for io in range {
-                    let i = io / O, o = io % O
+            for i in 0..<m {
+                for o in 0..<O {
                     let src = gp + ((n0 + i) * O + o) * plane
                     for a in 0..<2 {
                         let d0 = cb + ((2 * a) * O + o) * cs + i * slot
@@ -184,17 +168,18 @@ public final class UpsampleConv2D: Layer {
                 }
             }
             if parameterGradients {
-                L.unfold(UnsafePointer(x.data), n0: n0, m: m, reuse: true)
-                L.gemmWeightGradient(dC: cb, ldc: cs, m: m, into: dPacked.data)
+                worker.unfold(L, xp, n0: n0, m: m, reuse: true)
+                worker.gemmWeightGradient(L, dC: cb, ldc: cs, m: m)
             }
             if inputGradient {
-                L.gemmInputGradient(weights: packed.data, dC: cb, ldc: cs, m: m)
-                L.fold(into: dx.data, n0: n0, m: m)
+                worker.gemmInputGradient(L, weights: wp, dC: cb, ldc: cs, m: m)
+                (dxp + n0 * C * h * w).update(repeating: 0, count: m * C * h * w)
+                worker.fold(L, into: dxp, n0: n0, m: m)
             }
         }
         if parameterGradients {
             // Each k x k weight fed one tap of each of the four phase kernels: sum their gradients.
-            let gw = weight.grad.data, p = dPacked.data
+            let gw = weight.grad.data, p = L.summedWeightGradient()
             for o in 0..<O {
                 for c in 0..<C {
                     for ky in 0..<k {

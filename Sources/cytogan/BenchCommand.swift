@@ -1,7 +1,275 @@
 import ArgumentParser
+import CytoCore
+import CytoNN
 
-// Placeholder until its issue lands: it says so and fails, rather than pretending to work.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cytogan bench`: speed measurements of the engine, printed as JSON lines.
 struct BenchCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "(not built yet)")
-    func run() throws { throw ValidationError("'cytogan bench' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure the engine's speed (JSON lines on stdout).",
+        subcommands: [EngineBench.self, SafetensorsRoundTrip.self])
+}
+
+/// Per-layer and whole-network timings of the CytoGAN networks, with the same keys as
+/// ../shared/bench/torch_cytogan.py so the two can be compared line by line.
+struct EngineBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "Time the CytoGAN networks: per layer, features (batch 256), sampling (batch 64), one LSGAN step (batch 64).")
+
+    @Option(help: "paper-96 (the paper's 96x96 networks) or small-64.")
+    var preset: String = "paper-96"
+    @Option(help: "Threads for OpenBLAS and the engine's loops.")
+    var threads: Int = 2
+    @Option(help: "Timed repetitions per measurement (after one warm-up).")
+    var reps: Int = 5
+    @Option(help: "Only these measures (repeatable): train, features, sample, layers.")
+    var only: [String] = []
+    @Option(help: "Timed repetitions per layer in the per-layer table.")
+    var layerReps: Int = 3
+    @Option(help: "wall (default) or cpu: the calling thread's CPU time, steadier on a busy machine (needs --threads 1).")
+    var clock: String = "wall"
+
+    func validate() throws {
+        guard ["paper-96", "small-64"].contains(preset) else { throw ValidationError("--preset must be paper-96 or small-64, not '\(preset)'") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard reps >= 1, layerReps >= 1 else { throw ValidationError("--reps and --layer-reps must be at least 1") }
+        guard clock == "wall" || (clock == "cpu" && threads == 1) else {
+            throw ValidationError("--clock takes wall, or cpu with --threads 1")
+        }
+        for o in only where !["train", "features", "sample", "layers"].contains(o) {
+            throw ValidationError("--only takes train, features, sample or layers, not '\(o)'")
+        }
+    }
+
+    func run() throws {
+        Engine.setThreads(threads)
+        useCPUClock = clock == "cpu"
+        let arch: DCGANArchitecture = preset == "paper-96" ? .paper96 : .small64
+        let which = only.isEmpty ? ["layers", "train", "features", "sample"] : only
+        let bench = try NetworkBench(arch: arch, threads: threads)
+        let common: [String: JSON] = [
+            "peer": "cytogan", "threads": JSON(threads), "size": JSON(arch.size), "channels": JSON(arch.channels),
+            "latent": JSON(arch.latent), "rep": JSON(arch.representation),
+            "g_widths": .array(arch.generatorWidths.map { JSON($0) }), "d_widths": .array(arch.discriminatorWidths.map { JSON($0) }),
+            "preset": JSON(preset), "clock": JSON(clock),
+        ]
+        func emit(_ fields: [String: JSON]) {
+            print(JSON.object(common.merging(fields) { $1 }).serialized)
+            fflush(nil)
+        }
+        if which.contains("layers") {
+            for line in try bench.layerTable(reps: layerReps) { emit(line) }
+        }
+        if which.contains("train") { emit(try bench.trainStep(reps: reps)) }
+        if which.contains("features") { emit(try bench.features(reps: reps)) }
+        if which.contains("sample") { emit(try bench.sample(reps: reps)) }
+    }
+}
+
+/// Time the thread's CPU use instead of the wall clock (single-threaded runs on a busy machine).
+nonisolated(unsafe) private var useCPUClock = false
+
+/// Seconds of the monotonic clock (or of this thread's CPU time).
+private func now() -> Double {
+    var t = timespec()
+    clock_gettime(useCPUClock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}
+
+/// Runs `body` once to warm up, then `reps` timed times; returns the seconds of each.
+private func timed(reps: Int, _ body: () throws -> Void) rethrows -> [Double] {
+    try body()
+    var out: [Double] = []
+    for _ in 0..<reps {
+        let t = now()
+        try body()
+        out.append(now() - t)
+    }
+    return out
+}
+
+private func median(_ v: [Double]) -> Double {
+    let s = v.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+private func rounded(_ v: Double, _ digits: Int = 2) -> JSON {
+    let p = pow(10.0, Double(digits))
+    return .double((v * p).rounded() / p)
+}
+
+/// The generator and discriminator of one architecture with seeded weights and inputs.
+private struct NetworkBench {
+    let arch: DCGANArchitecture
+    let threads: Int
+    let g: Network
+    let d: Network
+
+    init(arch: DCGANArchitecture, threads: Int) throws {
+        self.arch = arch
+        self.threads = threads
+        g = try arch.makeGenerator()
+        d = try arch.makeDiscriminator(noise: RandomStream(seed: 42, purpose: "noise"))
+        var rng = RandomStream(seed: 42, purpose: "init")
+        g.initialize(.normal(std: 0.02), rng: &rng)
+        d.initialize(.normal(std: 0.02), rng: &rng)
+    }
+
+    func images(_ n: Int, seed: UInt64) -> Tensor {
+        var rng = RandomStream(seed: seed, purpose: "bench-data")
+        let t = Tensor(Shape(n, arch.channels, arch.size, arch.size))
+        for i in 0..<t.count { t.data[i] = rng.uniform(-1, 1) }
+        return t
+    }
+
+    func latent(_ n: Int, seed: UInt64) -> Tensor {
+        var rng = RandomStream(seed: seed, purpose: "bench-latent")
+        let z = Tensor(Shape(n, arch.latent))
+        rng.fillNormal(z.buffer)
+        return z
+    }
+
+    /// FLOPs of one pass over `net` for an input shape: (forward, backward) where the backward
+    /// counts the parameter gradients and the input gradients of every layer but the first.
+    /// `effective` counts what a literal computation would (upsample + 5x5 convolution).
+    func flops(_ net: Network, _ input: Shape, through name: String? = nil, effective: Bool) throws -> (forward: Double, backward: Double, backwardInput: Double) {
+        var s = input, f = 0.0, bp = 0.0, bi = 0.0
+        let end = name.flatMap { net.index(of: $0) } ?? net.layers.count - 1
+        for (i, l) in net.layers.enumerated() where i <= end {
+            let c = l.flops(for: s)
+            let scale = effective && c.forward > 0 ? c.effectiveForward / c.forward : 1
+            f += c.forward * scale
+            bp += c.backwardParameters * scale
+            if i > 0 { bi += c.backwardInput * scale }
+            s = try l.outputShape(for: s)
+        }
+        return (f, bp + bi, bi)
+    }
+
+    func throughput(_ measure: String, batch: Int, secs: [Double], flops: Double, effective: Double) -> [String: JSON] {
+        let ips = secs.map { Double(batch) / $0 }.sorted()
+        let t = median(secs)
+        return ["measure": .string(measure), "batch": JSON(batch),
+                "images_per_s": .object(["min": rounded(ips[0]), "median": rounded(median(ips)), "max": rounded(ips[ips.count - 1])]),
+                "gflop_per_s": rounded(flops / t / 1e9, 1), "effective_gflop_per_s": rounded(effective / t / 1e9, 1),
+                "ms": rounded(t * 1000, 1)]
+    }
+
+    /// One LSGAN step as CytoGAN takes it (batch 64).
+    func trainStep(reps: Int) throws -> [String: JSON] {
+        let batch = 64
+        let step = GANTrainingStep(generator: g, discriminator: d,
+                                   generatorOptimizer: Adam(parameters: g.parameters, learningRate: .paper(2e-4), beta1: 0.5),
+                                   discriminatorOptimizer: Adam(parameters: d.parameters, learningRate: .paper(7e-5), beta1: 0.5),
+                                   loss: .lsgan, latent: arch.latent, seed: 42)
+        let real = images(batch, seed: 1)
+        let secs = try timed(reps: reps) { _ = try step.step(real: real) }
+        let img = real.shape
+        func total(_ eff: Bool) throws -> Double {
+            let gf = try flops(g, Shape(batch, arch.latent), effective: eff)
+            let d2 = try flops(d, img.withBatch(2 * batch), effective: eff)
+            let d1 = try flops(d, img, effective: eff)
+            // G forward; D forward and backward (parameters, and inputs of all layers but the first)
+            // on 2B; D forward and input backward on B; G backward (all but the latent's gradient).
+            return gf.forward + d2.forward + d2.backward + d1.forward + d1.backwardInput + gf.backward
+        }
+        return throughput("train_step", batch: batch, secs: secs, flops: try total(false), effective: try total(true))
+    }
+
+    /// Discriminator features (inference, batch 256).
+    func features(reps: Int) throws -> [String: JSON] {
+        let batch = 256
+        d.training = false
+        let x = images(batch, seed: 2)
+        let rep = DCGANArchitecture.representationLayer
+        let secs = try timed(reps: reps) { _ = try d.forward(x, through: rep) }
+        let f = try flops(d, x.shape, through: rep, effective: false).forward
+        return throughput("features", batch: batch, secs: secs, flops: f, effective: f)
+    }
+
+    /// Generator samples (inference, batch 64), latent draw included.
+    func sample(reps: Int) throws -> [String: JSON] {
+        let batch = 64
+        g.training = false
+        var rng = RandomStream(seed: 3, purpose: "bench-latent")
+        let z = Tensor(Shape(batch, arch.latent))
+        let secs = try timed(reps: reps) {
+            rng.fillNormal(z.buffer)
+            _ = try g.forward(z)
+        }
+        let f = try flops(g, z.shape, effective: false).forward, e = try flops(g, z.shape, effective: true).forward
+        return throughput("sample", batch: batch, secs: secs, flops: f, effective: e)
+    }
+
+    /// Forward and backward time of each layer on its input inside the network (G at batch 64,
+    /// D at batch 128 as in the training step), training mode.
+    func layerTable(reps: Int) throws -> [[String: JSON]] {
+        var lines: [[String: JSON]] = []
+        for (netName, net, input) in [("generator", g, latent(64, seed: 4)), ("discriminator", d, images(128, seed: 5))] {
+            net.training = true
+            _ = try net.forward(input)
+            var x = input
+            for (i, layer) in net.layers.enumerated() {
+                let xin = x.clone()
+                x = net.output(of: layer.name)!
+                let out = try layer.forward(xin)
+                let grad = Tensor(out.shape)
+                var rng = RandomStream(seed: UInt64(i), purpose: "bench-grad")
+                rng.fillNormal(grad.buffer, mean: 0, std: 1e-3)
+                let fwd = median(try timed(reps: reps) { _ = try layer.forward(xin) })
+                let bwd = median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: true, parameterGradients: true) })
+                let c = layer.flops(for: xin.shape)
+                var line: [String: JSON] = [
+                    "measure": "layer", "net": .string(netName), "layer": .string(layer.name), "kind": .string(layer.kind),
+                    "input": .array(xin.shape.dims.map { JSON($0) }), "output": .array(out.shape.dims.map { JSON($0) }),
+                    "batch": JSON(xin.shape.batch), "forward_ms": rounded(fwd * 1000, 3), "backward_ms": rounded(bwd * 1000, 3),
+                ]
+                if c.forward > 0 {
+                    line["forward_gflop_per_s"] = rounded(c.forward / fwd / 1e9, 1)
+                    line["backward_gflop_per_s"] = rounded((c.backwardInput + c.backwardParameters) / bwd / 1e9, 1)
+                    if c.effectiveForward != c.forward {
+                        line["effective_forward_gflop_per_s"] = rounded(c.effectiveForward / fwd / 1e9, 1)
+                    }
+                }
+                lines.append(line)
+            }
+        }
+        return lines
+    }
+}
+
+/// Reads a safetensors file, reports what it holds, and writes it back (as F32) with the same
+/// metadata plus "roundtrip" = "cytogan" and one added tensor, "roundtrip.sums": the sum of each
+/// input tensor in name order. The Python checks use it to test both directions of the format.
+struct SafetensorsRoundTrip: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "safetensors-roundtrip", abstract: "Read a safetensors file and write it back with a checksum tensor.",
+        shouldDisplay: false)
+
+    @Argument(help: "Input .safetensors file.") var input: String
+    @Argument(help: "Output .safetensors file.") var output: String
+
+    func run() throws {
+        let f = try SafeTensors.read(input)
+        let names = f.tensors.keys.sorted()
+        var sums: [Float] = []
+        var report: [String: JSON] = [:]
+        for name in names {
+            let t = f.tensors[name]!
+            var s = 0.0
+            for i in 0..<t.count { s += Double(t.data[i]) }
+            sums.append(Float(s))
+            report[name] = .object(["dtype": .string(f.dtypes[name]!), "shape": .array(t.shape.dims.map { JSON($0) }), "sum": .double(s)])
+        }
+        var tensors = f.names.map { (name: $0, tensor: f.tensors[$0]!) }
+        tensors.append((name: "roundtrip.sums", tensor: try Tensor(Shape(sums.count), sums)))
+        var meta = f.metadata
+        meta["roundtrip"] = "cytogan"
+        try SafeTensors.write(tensors, metadata: meta, to: output)
+        print(JSON.object(["tensors": .object(report), "metadata": .object(f.metadata.mapValues { .string($0) })]).serialized)
+    }
 }

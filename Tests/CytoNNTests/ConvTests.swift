@@ -35,17 +35,23 @@ struct ConvTests {
     }
 
     static let cases: [ConvCase] = [
-        ConvCase(n: 2, c: 3, h: 9, w: 11, o: 4, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),     // full im2col, chunked
+        // Unfolding + GEMM (more than 8 output channels, or stride above 1):
+        ConvCase(n: 2, c: 3, h: 9, w: 11, o: 10, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),    // im2col, one chunk
         ConvCase(n: 20, c: 24, h: 10, w: 10, o: 8, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),  // per-tap, one chunk
         ConvCase(n: 7, c: 24, h: 10, w: 10, o: 8, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same, chunk: 70),  // per-tap, 4 chunks
-        ConvCase(n: 5, c: 3, h: 6, w: 5, o: 4, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, chunk: 60),     // im2col, 3 chunks
+        ConvCase(n: 5, c: 3, h: 6, w: 5, o: 9, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, chunk: 60),     // im2col, 3 chunks
         ConvCase(n: 3, c: 32, h: 12, w: 9, o: 6, kh: 5, kw: 3, sh: 2, sw: 1, padding: .same),    // per-tap, odd strides
-        ConvCase(n: 2, c: 2, h: 42, w: 40, o: 3, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same),    // direct output (>= 1536 px)
-        ConvCase(n: 2, c: 40, h: 41, w: 40, o: 5, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),   // per-tap direct
+        ConvCase(n: 2, c: 2, h: 42, w: 40, o: 9, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same),    // im2col, direct output (>= 1536 px)
+        ConvCase(n: 2, c: 40, h: 41, w: 40, o: 12, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),  // per-tap, direct output
         ConvCase(n: 2, c: 5, h: 8, w: 7, o: 3, kh: 4, kw: 2, sh: 3, sw: 2, padding: .same),      // even kernel, stride 3
         ConvCase(n: 2, c: 4, h: 8, w: 9, o: 3, kh: 3, kw: 3, sh: 2, sw: 2, padding: .valid),
         ConvCase(n: 3, c: 30, h: 7, w: 7, o: 4, kh: 5, kw: 5, sh: 2, sw: 2, padding: .valid),    // per-tap valid
         ConvCase(n: 1, c: 6, h: 5, w: 5, o: 2, kh: 1, kw: 1, sh: 1, sw: 1, padding: .same),      // 1x1
+        // Direct kernels (stride 1, at most 8 output channels):
+        ConvCase(n: 3, c: 32, h: 13, w: 19, o: 3, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),   // the generator's last layer
+        ConvCase(n: 2, c: 5, h: 9, w: 8, o: 8, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same),      // two full tiles, exact blocks
+        ConvCase(n: 2, c: 3, h: 7, w: 10, o: 5, kh: 4, kw: 2, sh: 1, sw: 1, padding: .same),     // even kernel, partial tile
+        ConvCase(n: 2, c: 4, h: 9, w: 11, o: 2, kh: 3, kw: 5, sh: 1, sw: 1, padding: .valid),
     ]
 
     @Test("Conv2D forward equals the definition", arguments: cases)

@@ -108,7 +108,7 @@ func checkGradient(_ what: String, value: Tensor, analytic: [Float], h: Float, r
 /// last forward pass (see `checkGradient`).
 func activationPattern(_ net: Network, input: Tensor) -> Int {
     var hasher = Hasher()
-    for (i, l) in net.layers.enumerated() where l is LeakyReLU || l is ReLU {
+    for (i, l) in net.layers.enumerated() where (l as? LeakyReLU).map({ $0.alpha != 1 }) ?? (l is ReLU) {
         let x = i == 0 ? input : net.output(of: net.layers[i - 1].name)!
         var word: UInt64 = 0
         for j in 0..<x.count {

@@ -129,6 +129,9 @@ struct LayerTests {
         for v in y { s += Double(v - 1); s2 += Double(v - 1) * Double(v - 1) }
         let n = Double(y.count), sd = (s2 / n - (s / n) * (s / n)).squareRoot()
         #expect(abs(s / n) < 0.005 && abs(sd - 0.1) < 0.005, "mean \(s / n) std \(sd)")
+        // Normal shape: about 68.27% within one std, 95.45% within two (12288 values).
+        let within1 = Double(y.filter { abs($0 - 1) < 0.1 }.count) / n, within2 = Double(y.filter { abs($0 - 1) < 0.2 }.count) / n
+        #expect(abs(within1 - 0.6827) < 0.015 && abs(within2 - 0.9545) < 0.008, "\(within1) \(within2)")
         // The same stream state gives the same noise; holdSample repeats it.
         noise.holdSample = true
         #expect(try noise.forward(x).values == y)

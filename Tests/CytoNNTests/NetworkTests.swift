@@ -41,10 +41,14 @@ struct NetworkTests {
         let x = randomTensor(Shape(3, 2, 8, 8), seed: 3)
         try checkNetwork(d, x, seed: 4, h: 1e-3)
 
-        let g = try arch.makeGenerator()
+        // In the generator, BatchNorm couples every unit to every input, so almost any step moves
+        // some LeakyReLU input across zero. Its composition is checked with leak 1 (LeakyReLU the
+        // identity; everything else unchanged), with a step where float rounding is negligible.
+        var linear = arch
+        linear.leak = 1
+        let g = try linear.makeGenerator()
         g.initialize(.glorotUniform, rng: &rng)
-        // BatchNorm couples every unit to every input: a smaller step crosses fewer kinks.
-        try checkNetwork(g, randomTensor(Shape(4, 5), seed: 5), seed: 6, h: 1e-4)
+        try checkNetwork(g, randomTensor(Shape(4, 5), seed: 5), seed: 6, h: 1e-2)
     }
 
     func checkNetwork(_ net: Network, _ x: Tensor, seed: UInt64, h: Float) throws {

@@ -70,9 +70,55 @@ struct BlobGAN {
 struct TinyGANTests {
     static func distance(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + abs($1.0 - $1.1) } }
 
+    @Test("LSGAN moves its samples' statistics towards the data's in 400 steps")
+    func learnsBlobs() throws {
+        var gan = try BlobGAN(seed: 7)
+        let real = Tensor(Shape(0))
+        gan.realBatch(512, into: real)
+        let data = BlobGAN.statistics(real)
+        let before = TinyGANTests.distance(try gan.samples(256), data)
+        for _ in 0..<400 {
+            gan.realBatch(32, into: real)
+            let r = try gan.step.step(real: real)
+            #expect(r.discriminatorLoss.isFinite && r.generatorLoss.isFinite)
+        }
+        let afterStats = try gan.samples(256)
+        let after = TinyGANTests.distance(afterStats, data)
+        // data: mean ~ -0.9, max ~ 1, bright fraction ~ 0.04; an untrained generator gives ~ 0, ~ 0, ~ 0.5.
+        #expect(after < 0.5 * before, "distance to data statistics \(before) -> \(after); samples \(afterStats), data \(data)")
+    }
+
+    @Test("DCGAN and WGAN-GP steps run and reduce their own losses' pull on a fixed batch")
+    func otherLosses() throws {
+        for loss in [GANLoss.dcgan, .wgangp] {
+            var gan = try BlobGAN(seed: 3, loss: loss)
+            let real = Tensor(Shape(0))
+            var first: GANTrainingStep.Result? = nil, last: GANTrainingStep.Result? = nil
+            for i in 0..<30 {
+                gan.realBatch(16, into: real)
+                let r = try gan.step.step(real: real)
+                if i == 0 { first = r }
+                last = r
+                #expect(r.discriminatorLoss.isFinite && r.generatorLoss.isFinite)
+            }
+            if loss == .wgangp {
+                #expect(last!.gradientPenalty >= 0 && first!.gradientPenalty > 0)
+                // The critic learns to separate: its loss (fake - real + penalty) goes down.
+                #expect(last!.discriminatorLoss < first!.discriminatorLoss, "\(first!) -> \(last!)")
+            } else {
+                #expect(last!.discriminatorLoss < first!.discriminatorLoss, "\(first!) -> \(last!)")
+            }
+        }
+    }
+}
+
+/// Tests that change the engine's thread count run one after another (the count is global).
+@Suite("Threads", .serialized)
+struct ThreadTests {
     @Test("same seed on one thread: bit-identical parameters after 20 steps")
     func determinism() throws {
         Engine.setThreads(1)
+        defer { Engine.setThreads(1) }
         func run() throws -> [[Float]] {
             var gan = try BlobGAN(seed: 42)
             let real = Tensor(Shape(0))
@@ -93,46 +139,34 @@ struct TinyGANTests {
         #expect(other.step.generator.parameters[0].value.values != a[0])
     }
 
-    @Test("LSGAN moves its samples' statistics towards the data's in 400 steps")
-    func learnsBlobs() throws {
-        Engine.setThreads(1)
-        var gan = try BlobGAN(seed: 7)
-        let real = Tensor(Shape(0))
-        gan.realBatch(512, into: real)
-        let data = BlobGAN.statistics(real)
-        let before = TinyGANTests.distance(try gan.samples(256), data)
-        for _ in 0..<400 {
-            gan.realBatch(32, into: real)
-            let r = try gan.step.step(real: real)
-            #expect(r.discriminatorLoss.isFinite && r.generatorLoss.isFinite)
+    @Test("two threads give the same outputs and input gradients as one, and parameter gradients to rounding")
+    func twoThreads() throws {
+        defer { Engine.setThreads(1) }
+        func run(_ threads: Int) throws -> (out: [[Float]], grads: [[Float]]) {
+            Engine.setThreads(threads)
+            let arch = DCGANArchitecture(size: 32, channels: 3, latent: 10, generatorWidths: [32, 16, 8], discriminatorWidths: [8, 16, 32],
+                                         discriminatorStrides: [1, 2, 2], representation: 12)
+            let g = try arch.makeGenerator(), d = try arch.makeDiscriminator(noise: RandomStream(seed: 1, purpose: "noise"))
+            var rng = RandomStream(seed: 5, purpose: "init")
+            g.initialize(.heNormal, rng: &rng)
+            d.initialize(.heNormal, rng: &rng)
+            for net in [g, d] {
+                for l in net.layers {
+                    (l as? Conv2D)?.lowering.targetColumns = 100       // several chunks per batch
+                    (l as? UpsampleConv2D)?.lowering.targetColumns = 100
+                }
+            }
+            let fake = try g.forward(randomTensor(Shape(9, 10), seed: 2))
+            let score = try d.forward(fake)
+            let dx = try d.backward(Tensor(Shape(9, 1), repeating: 1))
+            _ = try g.backward(dx)
+            return ([fake.values, score.values, dx.values], (g.parameters + d.parameters).map { $0.grad.values })
         }
-        let afterStats = try gan.samples(256)
-        let after = TinyGANTests.distance(afterStats, data)
-        // data: mean ~ -0.9, max ~ 1, bright fraction ~ 0.04; an untrained generator gives ~ 0, ~ 0, ~ 0.5.
-        #expect(after < 0.5 * before, "distance to data statistics \(before) -> \(after); samples \(afterStats), data \(data)")
-    }
-
-    @Test("DCGAN and WGAN-GP steps run and reduce their own losses' pull on a fixed batch")
-    func otherLosses() throws {
-        Engine.setThreads(1)
-        for loss in [GANLoss.dcgan, .wgangp] {
-            var gan = try BlobGAN(seed: 3, loss: loss)
-            let real = Tensor(Shape(0))
-            var first: GANTrainingStep.Result? = nil, last: GANTrainingStep.Result? = nil
-            for i in 0..<30 {
-                gan.realBatch(16, into: real)
-                let r = try gan.step.step(real: real)
-                if i == 0 { first = r }
-                last = r
-                #expect(r.discriminatorLoss.isFinite && r.generatorLoss.isFinite)
-            }
-            if loss == .wgangp {
-                #expect(last!.gradientPenalty >= 0 && first!.gradientPenalty > 0)
-                // The critic learns to separate: its loss (fake - real + penalty) goes down.
-                #expect(last!.discriminatorLoss < first!.discriminatorLoss, "\(first!) -> \(last!)")
-            } else {
-                #expect(last!.discriminatorLoss < first!.discriminatorLoss, "\(first!) -> \(last!)")
-            }
+        let one = try run(1), two = try run(2)
+        #expect(one.out == two.out)
+        for (a, b) in zip(one.grads, two.grads) {
+            let scale = a.map { abs($0) }.max() ?? 0
+            #expect(maxAbsDiff(a, b) <= 1e-5 * max(scale, 1e-3))
         }
     }
 }
