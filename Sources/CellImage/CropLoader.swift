@@ -89,6 +89,11 @@ public final class CropLoader {
         }
         let size = spec.region == .whole ? nil : (preprocessing.cropSize ?? (spec.region.isCentre ? preprocessing.size : nil))
         let rect = try Cropping.window(for: spec.region, fieldWidth: field.width, fieldHeight: field.height, size: size, path: path)
+        let (cells, o1) = rect.width.multipliedReportingOverflow(by: rect.height)
+        let (bytes, o2) = cells.multipliedReportingOverflow(by: field.channels * field.sampleType.size)
+        guard !o1, !o2, bytes <= limits.maxBytes else {
+            throw CytoError(.invalidInput, "crop window \(rect.width)x\(rect.height) is over the limit of \(limits.maxBytes) bytes", path: path)
+        }
         var crop = field.cut(rect)
         if let m = spec.mask {
             let mask = try cache.image(.file(m.path), limits: limits)

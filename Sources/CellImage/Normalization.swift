@@ -83,9 +83,7 @@ public enum Normalization: Sendable, Equatable {
                       scratch: UnsafeMutablePointer<Float>) -> (low: Float, high: Float) {
         switch self {
         case .perCropMax:
-            var m: Float = 0
-            for v in plane where v > m { m = v }
-            return (0, m)
+            return (0, max(0, Normalization.maximum(plane)))
         case .bitDepth(let bits):
             if let bits { return (0, Float((1 as UInt64) << UInt64(bits) - 1)) }
             return (0, Float(type.fullScale))
@@ -97,6 +95,22 @@ public enum Normalization: Sendable, Equatable {
             let buf = UnsafeMutableBufferPointer(start: scratch, count: plane.count)
             return (Float(Percentile.value(buf, lo)), Float(Percentile.value(buf, hi)))
         }
+    }
+
+    /// The largest value (-infinity for none), 8 lanes at a time.
+    @inline(__always)
+    static func maximum(_ p: UnsafeBufferPointer<Float>) -> Float {
+        guard let base = p.baseAddress else { return -.infinity }
+        let raw = UnsafeRawPointer(base)
+        var lanes = SIMD8<Float>(repeating: -.infinity)
+        var i = 0
+        while i + 8 <= p.count {
+            lanes = pointwiseMax(lanes, raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self))
+            i += 8
+        }
+        var m = lanes.max()
+        while i < p.count { if p[i] > m { m = p[i] }; i += 1 }
+        return m
     }
 
     /// Checks that fixed per-channel parameters fit `channels`.

@@ -425,14 +425,19 @@ public enum TIFFDecoder {
                           to dst: UnsafeMutableRawPointer, dstRowSamples: Int, planeBytes: Int) {
         func run<T>(_: T.Type) {
             let s = src.assumingMemoryBound(to: T.self)
-            for c in 0..<spp {
-                let d = (dst + c * planeBytes).assumingMemoryBound(to: T.self)
-                for r in 0..<rows {
-                    let sr = s + r * srcRowSamples + c, dr = d + r * dstRowSamples
-                    if spp == 1 {
-                        dr.update(from: sr, count: cols)
-                    } else {
-                        for x in 0..<cols { dr[x] = sr[x * spp] }
+            let d = dst.assumingMemoryBound(to: T.self)
+            let plane = planeBytes / MemoryLayout<T>.stride
+            for r in 0..<rows {
+                let sr = s + r * srcRowSamples, dr = d + r * dstRowSamples
+                switch spp {
+                case 1: dr.update(from: sr, count: cols)
+                case 3:  // the common RGB-like layout: one sequential pass over the source
+                    let d1 = dr + plane, d2 = dr + 2 * plane
+                    for x in 0..<cols { dr[x] = sr[3 * x]; d1[x] = sr[3 * x + 1]; d2[x] = sr[3 * x + 2] }
+                default:
+                    for c in 0..<spp {
+                        let dc = dr + c * plane
+                        for x in 0..<cols { dc[x] = sr[x * spp + c] }
                     }
                 }
             }

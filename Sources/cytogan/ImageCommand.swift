@@ -320,8 +320,9 @@ struct ImageBench: ParsableCommand {
             func now() -> Double { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 }
             // Warm-up: page cache and allocator.
             for p in paths.prefix(500) { try out.withUnsafeMutableBufferPointer { try loader.load(.file(p), into: $0) } }
+            func cpu() -> Double { var t = timespec(); clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 }
             var tRead = 0.0, tDecode = 0.0, tPrepare = 0.0
-            let start = now()
+            let start = now(), cpuStart = cpu()
             for i in 0..<count {
                 let p = paths[i % paths.count]
                 let t0 = now()
@@ -334,11 +335,13 @@ struct ImageBench: ParsableCommand {
                 tRead += t1 - t0; tDecode += t2 - t1; tPrepare += t3 - t2
                 checksum += Double(out[i % out.count])
             }
-            let total = now() - start
+            let total = now() - start, cpuTotal = cpu() - cpuStart
             let us = { (t: Double) in String(format: "%.1f", t / Double(count) * 1e6) }
             print("image bench: \(count) crops (\(paths.count) files, \(first.width)x\(first.height)x\(first.channels) \(first.sampleType.rawValue)) -> \(size)x\(size) Float32, normalization \(pre.normalization.json.serialized), resize \(mode.rawValue), one thread")
-            print(String(format: "  %.0f crops/s  (%.1f us/crop: read %@ us, decode %@ us, normalize+resize %@ us)",
+            print(String(format: "  %.0f crops/s wall  (%.1f us/crop: read %@ us, decode %@ us, normalize+resize %@ us)",
                          Double(count) / total, total / Double(count) * 1e6, us(tRead), us(tDecode), us(tPrepare)))
+            print(String(format: "  %.0f crops per CPU-second of this thread (%.1f us CPU/crop; wall and CPU differ when the machine is shared)",
+                         Double(count) / cpuTotal, cpuTotal / Double(count) * 1e6))
             FileHandle.standardError.write(Data("checksum \(checksum)\n".utf8))
         }
     }

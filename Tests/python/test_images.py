@@ -149,9 +149,12 @@ def test_generated_cells_write_16bit_tiff_and_png(cytogan, tmp_path):
     assert back.dtype == np.uint16 and back.shape == (24, 24, 3)
     assert np.abs(back.astype(int) - want.astype(int)).max() <= 1  # float32 arithmetic at the .5 boundary
     cytogan("image", "convert", tmp_path / "gen.tif", "--out", tmp_path / "gen16.png")
-    png = np.asarray(Image.open(tmp_path / "gen16.png").convert("RGB"))  # Pillow reduces 16-bit RGB to 8
-    assert png.shape == (24, 24, 3)
+    png = np.asarray(Image.open(tmp_path / "gen16.png"))  # Pillow keeps the high byte of 16-bit RGB
+    assert png.shape == (24, 24, 3) and np.array_equal(png, (back >> 8).astype("uint8"))
     assert np.array_equal(dump(cytogan, tmp_path, tmp_path / "gen16.png"), back)
+    # A 16-bit gray PNG reads back exactly in Pillow.
+    cytogan("image", "convert", tmp_path / "gen.tif", "--channels", "1", "--out", tmp_path / "gray16.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "gray16.png")).astype("uint16"), back[..., 1])
     cytogan("image", "convert", tmp_path / "gen.npy", "--out", tmp_path / "gen8.png", "--bits", "8")
     want8 = np.clip(np.rint((x.astype(np.float64) + 1) / 2 * 255), 0, 255).astype("uint8")
     got8 = np.asarray(Image.open(tmp_path / "gen8.png"))
