@@ -1,0 +1,175 @@
+import CytoCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Batch normalisation over channels of NCHW input (statistics over N, H, W) or over the
+/// features of [N, F] input (statistics over N).
+///
+/// Training: y = gamma * (x - mean_B) / sqrt(var_B + eps) + beta with the batch's mean and
+/// BIASED variance (divided by the count m), as Keras and PyTorch normalise. The running
+/// statistics are then updated as running = momentum * running + (1 - momentum) * batch, where
+/// the variance that enters `running_var` is the UNBIASED batch variance (times m / (m - 1)), as
+/// PyTorch and TensorFlow's fused kernel do, so a checkpoint behaves the same in PyTorch.
+/// Inference: the running statistics replace the batch's. Defaults are the paper's (Keras):
+/// momentum 0.9, epsilon 1e-3. Parameters "weight" (gamma) and "bias" (beta), state
+/// "running_mean" and "running_var" (PyTorch's names).
+public final class BatchNorm: Layer {
+    public let name: String
+    public var kind: String { "BatchNorm" }
+    public let features: Int
+    public var momentum: Float
+    public var epsilon: Float
+    public var training = true
+    public let weight: Parameter
+    public let bias: Parameter
+    public let runningMean: Tensor
+    public let runningVar: Tensor
+
+    private let out = Tensor(Shape(0))
+    private let dx = Tensor(Shape(0))
+    private let mean = Tensor(Shape(0))
+    private let invStd = Tensor(Shape(0))
+    private var input: Tensor?
+    private var forwarded = false
+    private var forwardTraining = true
+
+    public init(name: String, features: Int, momentum: Float = 0.9, epsilon: Float = 1e-3) {
+        precondition(features > 0)
+        self.name = name
+        self.features = features
+        self.momentum = momentum
+        self.epsilon = epsilon
+        weight = Parameter(name: "\(name).weight", shape: Shape(features))
+        bias = Parameter(name: "\(name).bias", shape: Shape(features))
+        runningMean = Tensor(Shape(features))
+        runningVar = Tensor(Shape(features), repeating: 1)
+        weight.value.fill(1)
+        mean.resize(Shape(features))
+        invStd.resize(Shape(features))
+    }
+
+    public var parameters: [Parameter] { [weight, bias] }
+    public var stateTensors: [(name: String, tensor: Tensor)] {
+        [("\(name).running_mean", runningMean), ("\(name).running_var", runningVar)]
+    }
+
+    public func initialize(_ scheme: WeightInit, rng: inout RandomStream) {
+        weight.value.fill(1); bias.value.fill(0)
+        runningMean.fill(0); runningVar.fill(1)
+    }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        guard (s.rank == 2 || s.rank == 4), s[1] == features else {
+            throw shapeError("expected input [N, \(features)] or [N, \(features), H, W], got \(s)")
+        }
+        return s
+    }
+
+    /// (batch, inner) of an input: element (n, c, j) is at (n * features + c) * inner + j.
+    private func layout(_ s: Shape) -> (Int, Int) { (s[0], s.rank == 4 ? s[2] * s[3] : 1) }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let s = try outputShape(for: x.shape)
+        let (n, inner) = layout(s)
+        let m = n * inner
+        if training && m < 2 {
+            throw shapeError("training needs more than one value per feature, got input \(s)")
+        }
+        out.resize(s)
+        input = x
+        forwarded = true
+        forwardTraining = training
+        let C = features
+        let xp = x.data, yp = out.data, mp = mean.data, ip = invStd.data
+        let gamma = weight.value.data, beta = bias.value.data
+        let rm = runningMean.data, rv = runningVar.data
+        let eps = Double(epsilon), mom = momentum
+        let isTraining = training
+        parallelFor(C, work: s.count) { range in
+            for c in range {
+                var mu: Double, variance: Double
+                if isTraining {
+                    var sum = 0.0
+                    for i in 0..<n {
+                        let p = xp + (i * C + c) * inner
+                        var t: Float = 0
+                        for j in 0..<inner { t += p[j] }
+                        sum += Double(t)
+                    }
+                    mu = sum / Double(m)
+                    var sq = 0.0
+                    let muF = Float(mu)
+                    for i in 0..<n {
+                        let p = xp + (i * C + c) * inner
+                        var t: Float = 0
+                        for j in 0..<inner { let d = p[j] - muF; t += d * d }
+                        sq += Double(t)
+                    }
+                    variance = sq / Double(m)
+                    rm[c] = mom * rm[c] + (1 - mom) * Float(mu)
+                    rv[c] = mom * rv[c] + (1 - mom) * Float(variance * Double(m) / Double(m - 1))
+                } else {
+                    mu = Double(rm[c]); variance = Double(rv[c])
+                }
+                let inv = 1.0 / (variance + eps).squareRoot()
+                mp[c] = Float(mu); ip[c] = Float(inv)
+                let scale = gamma[c] * Float(inv), shift = beta[c] - Float(mu) * scale
+                for i in 0..<n {
+                    let p = xp + (i * C + c) * inner, q = yp + (i * C + c) * inner
+                    for j in 0..<inner { q[j] = p[j] * scale + shift }
+                }
+            }
+        }
+        return out
+    }
+
+    public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
+        try checkGradient(gradOut, against: out, forwarded: forwarded)
+        guard let x = input else { return nil }
+        let s = x.shape
+        let (n, inner) = layout(s)
+        let m = Float(n * inner), C = features
+        if inputGradient { dx.resize(s) }
+        let xp = x.data, gp = gradOut.data, dp = dx.data, mp = mean.data, ip = invStd.data
+        let gamma = weight.value.data, dg = weight.grad.data, db = bias.grad.data
+        let wasTraining = forwardTraining
+        parallelFor(C, work: s.count) { range in
+            for c in range {
+                let mu = mp[c], inv = ip[c]
+                var sumDy = 0.0, sumDyXhat = 0.0
+                for i in 0..<n {
+                    let p = xp + (i * C + c) * inner, g = gp + (i * C + c) * inner
+                    var a: Float = 0, b: Float = 0
+                    for j in 0..<inner { a += g[j]; b += g[j] * (p[j] - mu) }
+                    sumDy += Double(a); sumDyXhat += Double(b)
+                }
+                sumDyXhat *= Double(inv)
+                if parameterGradients {
+                    dg[c] += Float(sumDyXhat)
+                    db[c] += Float(sumDy)
+                }
+                guard inputGradient else { continue }
+                let k = gamma[c] * inv
+                if wasTraining {
+                    // dx = gamma * inv / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))
+                    let meanDy = Float(sumDy) / m, meanDyXhat = Float(sumDyXhat) / m
+                    for i in 0..<n {
+                        let p = xp + (i * C + c) * inner, g = gp + (i * C + c) * inner, d = dp + (i * C + c) * inner
+                        for j in 0..<inner {
+                            let xhat = (p[j] - mu) * inv
+                            d[j] = k * (g[j] - meanDy - xhat * meanDyXhat)
+                        }
+                    }
+                } else {
+                    for i in 0..<n {
+                        let g = gp + (i * C + c) * inner, d = dp + (i * C + c) * inner
+                        for j in 0..<inner { d[j] = k * g[j] }
+                    }
+                }
+            }
+        }
+        return inputGradient ? dx : nil
+    }
+}

@@ -1,0 +1,246 @@
+import CBLAS
+
+/// Padding of a convolution. `same` is TensorFlow's: output = ceil(in / stride), total padding
+/// max((out - 1) * stride + k - in, 0), half of it (rounded down) before, the rest after.
+/// `valid` pads nothing: output = (in - k) / stride + 1.
+public enum Padding: String, Sendable {
+    case same, valid
+
+    /// Output size and padding before (top or left) along one axis, or nil if the input is
+    /// too small (valid) or empty.
+    public func output(input: Int, kernel: Int, stride: Int) -> (size: Int, padBefore: Int, padAfter: Int)? {
+        guard input > 0, kernel > 0, stride > 0 else { return nil }
+        switch self {
+        case .same:
+            let out = (input + stride - 1) / stride
+            let total = max((out - 1) * stride + kernel - input, 0)
+            return (out, total / 2, total - total / 2)
+        case .valid:
+            guard input >= kernel else { return nil }
+            return ((input - kernel) / stride + 1, 0, 0)
+        }
+    }
+}
+
+/// Geometry of one 2-D convolution on an NCHW batch.
+struct ConvGeometry: Equatable {
+    var n = 0, c = 0, h = 0, w = 0
+    var kh = 1, kw = 1, sh = 1, sw = 1
+    var padTop = 0, padLeft = 0
+    var ho = 0, wo = 0
+}
+
+/// Lowers a convolution to GEMMs over an unfolded copy of the input, chunk by chunk of images,
+/// with all buffers kept between calls (allocated once for the largest shape seen).
+///
+/// Two unfoldings:
+/// - per tap row (`perTap`, used when C * kw is large enough for an efficient GEMM): the buffer U
+///   holds, for each (channel c, kernel column kx), the input rows sampled at columns
+///   stride * x + kx, split by row phase (row mod stride). The contribution of kernel row ky is
+///   then ONE GEMM with a shifted view of U (offset ky / stride rows, phase ky mod stride), so U is
+///   only kw times the input instead of kh * kw times (classic im2col), and the kh GEMMs
+///   accumulate. Between images of a chunk lie (kh-1)/stride spare rows; the GEMM computes them
+///   as garbage columns that the scatter drops (and that the backward sets to zero).
+/// - full (`!perTap`): classic im2col, rows (c, ky, kx), one GEMM.
+///
+/// The GEMM's M dimension is `rows` (output channels, or 4 x output channels for the phase
+/// convolution), N the output positions of a chunk of images, K = C * kw (or C * kh * kw).
+/// Weights are passed packed as [tap][rows][K] (see `weightIndex`).
+final class ConvLowering {
+    private(set) var geo = ConvGeometry()
+    private(set) var rows = 0
+    private(set) var perTap = true
+    /// Images per chunk.
+    private(set) var g = 1
+    /// Rows of U (and of the GEMM output) per image: ho + (kh - 1) / sh when perTap, else ho.
+    private(set) var rowsPerImage = 0
+    /// True when each image's GEMM output can go straight into an NCHW output (g == 1, full rows).
+    private(set) var direct = false
+    /// The unfolded input; reused for the unfolded input gradient in backward.
+    let u = Tensor(Shape(0))
+    /// GEMM output (forward) or gathered output gradient (backward) of one chunk, [rows][g * slot].
+    let cbuf = Tensor(Shape(0))
+    /// The chunk whose unfolding U holds (start image, count), to skip redoing it in backward.
+    private var uHolds: (n0: Int, m: Int)? = nil
+    private var planned = false
+
+    /// Forces a new plan at the next call (after changing the chunking targets).
+    func replan() { planned = false }
+
+    /// Target number of GEMM columns per chunk and the most floats U may hold (settable so
+    /// tests can force many small chunks).
+    var targetColumns = 2048
+    var maxUnfold = 8 << 20
+
+    var kDim: Int { perTap ? geo.c * geo.kw : geo.c * geo.kh * geo.kw }
+    var taps: Int { perTap ? geo.kh : 1 }
+    /// Columns per image in U and cbuf.
+    var slot: Int { rowsPerImage * geo.wo }
+    var phaseStride: Int { g * slot }
+    var uRowStride: Int { perTap ? geo.sh * g * slot : g * slot }
+    var cStride: Int { g * slot }
+    var packedCount: Int { taps * rows * kDim }
+    /// GEMM columns for a chunk of m images.
+    func columns(_ m: Int) -> Int { perTap ? ((m - 1) * rowsPerImage + geo.ho) * geo.wo : m * slot }
+
+    /// Chooses the lowering for a geometry and sizes the buffers. `allowDirect`: the caller can
+    /// take the GEMM output of a single image as its NCHW output.
+    func plan(_ geo: ConvGeometry, rows: Int, allowDirect: Bool) {
+        if geo == self.geo && rows == self.rows && planned { return }
+        planned = true
+        self.geo = geo
+        self.rows = rows
+        uHolds = nil
+        perTap = geo.kh > 1 && geo.c * geo.kw >= 96
+        rowsPerImage = perTap ? geo.ho + (geo.kh - 1) / geo.sh : geo.ho
+        let hw = geo.ho * geo.wo
+        if allowDirect && hw >= 1536 && targetColumns >= 1536 {
+            g = 1
+        } else {
+            g = max(1, min(geo.n, (targetColumns + slot - 1) / slot))
+            while g > 1 && kDim * uRowStride > maxUnfold { g -= 1 }
+        }
+        direct = allowDirect && g == 1
+        u.resize(Shape(kDim * uRowStride))
+        cbuf.resize(Shape(direct ? 0 : rows * cStride))
+    }
+
+    /// Index of weight (tap ky, GEMM row, channel c, kernel column kx) in the packed layout.
+    @inline(__always)
+    func weightIndex(ky: Int, row: Int, c: Int, kx: Int) -> Int {
+        if perTap { return (ky * rows + row) * kDim + c * geo.kw + kx }
+        return row * kDim + (c * geo.kh + ky) * geo.kw + kx
+    }
+
+    /// Range of output columns x whose input column stride * x + kx - padLeft lies inside the image.
+    @inline(__always)
+    private func validColumns(kx: Int) -> (Int, Int) {
+        let off = kx - geo.padLeft
+        // x >= ceil(-off / sw), x <= floor((w - 1 - off) / sw)
+        var lo = 0
+        if off < 0 { lo = (-off + geo.sw - 1) / geo.sw }
+        var hi = geo.wo
+        let lastIn = geo.w - 1 - off
+        if lastIn < 0 { hi = 0 } else { hi = min(geo.wo, lastIn / geo.sw + 1) }
+        return (lo, max(lo, hi))
+    }
+
+    /// Calls `body(uRow, inputRowIndex, image, channel, kx)` for each segment of U: the wo values
+    /// at `uRow` are taken from input row `inputRowIndex` (may lie in the padding) of `image`.
+    @inline(__always)
+    private func forEachSegment(channels: Range<Int>, m: Int,
+                                _ body: (_ seg: UnsafeMutablePointer<Float>, _ y: Int, _ i: Int, _ c: Int, _ kx: Int) -> Void) {
+        let U = u.data
+        let wo = geo.wo
+        for c in channels {
+            if perTap {
+                for kx in 0..<geo.kw {
+                    let rowBase = U + (c * geo.kw + kx) * uRowStride
+                    for q in 0..<geo.sh {
+                        for i in 0..<m {
+                            let base = rowBase + q * phaseStride + i * slot
+                            for r in 0..<rowsPerImage {
+                                body(base + r * wo, geo.sh * r + q - geo.padTop, i, c, kx)
+                            }
+                        }
+                    }
+                }
+            } else {
+                for ky in 0..<geo.kh {
+                    for kx in 0..<geo.kw {
+                        let rowBase = U + ((c * geo.kh + ky) * geo.kw + kx) * uRowStride
+                        for i in 0..<m {
+                            let base = rowBase + i * slot
+                            for y in 0..<geo.ho {
+                                body(base + y * wo, geo.sh * y + ky - geo.padTop, i, c, kx)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills U from images n0 ..< n0 + m of the NCHW input `x`. With `reuse` (backward), skips
+    /// the work if U still holds that chunk from the forward pass.
+    func unfold(_ x: UnsafePointer<Float>, n0: Int, m: Int, reuse: Bool) {
+        if reuse, let h = uHolds, h.n0 == n0, h.m == m { return }
+        let geo = self.geo
+        let wo = geo.wo, sw = geo.sw
+        parallelFor(geo.c, work: kDim * uRowStride) { range in
+            forEachSegment(channels: range, m: m) { seg, y, i, c, kx in
+                guard y >= 0 && y < geo.h else { seg.update(repeating: 0, count: wo); return }
+                let src = x + ((n0 + i) * geo.c + c) * geo.h * geo.w + y * geo.w + (kx - geo.padLeft)
+                let (lo, hi) = validColumns(kx: kx)
+                if lo > 0 { seg.update(repeating: 0, count: lo) }
+                if hi < wo { (seg + hi).update(repeating: 0, count: wo - hi) }
+                if sw == 1 {
+                    if hi > lo { (seg + lo).update(from: src + lo, count: hi - lo) }
+                } else {
+                    var xx = lo
+                    while xx < hi { seg[xx] = src[sw * xx]; xx += 1 }
+                }
+            }
+        }
+        uHolds = (n0, m)
+    }
+
+    /// Adds U (holding an unfolded gradient) back into images n0 ..< n0 + m of `dx` (col2im).
+    func fold(into dx: UnsafeMutablePointer<Float>, n0: Int, m: Int) {
+        let geo = self.geo
+        let sw = geo.sw
+        parallelFor(geo.c, work: kDim * uRowStride) { range in
+            forEachSegment(channels: range, m: m) { seg, y, i, c, kx in
+                guard y >= 0 && y < geo.h else { return }
+                let dst = dx + ((n0 + i) * geo.c + c) * geo.h * geo.w + y * geo.w + (kx - geo.padLeft)
+                let (lo, hi) = validColumns(kx: kx)
+                var xx = lo
+                if sw == 1 {
+                    while xx < hi { dst[xx] += seg[xx]; xx += 1 }
+                } else {
+                    while xx < hi { dst[sw * xx] += seg[xx]; xx += 1 }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    private func tapOffset(_ t: Int) -> Int {
+        perTap ? (t % geo.sh) * phaseStride + (t / geo.sh) * geo.wo : 0
+    }
+
+    /// out[rows][columns] (leading dimension ldc) = sum over taps of W_t x U_t (+ beta0 * out).
+    func gemmForward(weights: UnsafePointer<Float>, m: Int, out: UnsafeMutablePointer<Float>, ldc: Int, beta0: Float) {
+        let cols = columns(m), k = kDim
+        for t in 0..<taps {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(cols), Int32(k),
+                        1, weights + t * rows * k, Int32(k), u.data + tapOffset(t), Int32(uRowStride),
+                        t == 0 ? beta0 : 1, out, Int32(ldc))
+        }
+    }
+
+    /// dW_t += dC x U_t^T for each tap (dW packed like the weights).
+    func gemmWeightGradient(dC: UnsafePointer<Float>, ldc: Int, m: Int, into dW: UnsafeMutablePointer<Float>) {
+        let cols = columns(m), k = kDim
+        for t in 0..<taps {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(k), Int32(cols),
+                        1, dC, Int32(ldc), u.data + tapOffset(t), Int32(uRowStride),
+                        1, dW + t * rows * k, Int32(k))
+        }
+    }
+
+    /// U = sum over taps of W_t^T x dC placed at each tap's offset: the unfolded input gradient.
+    func gemmInputGradient(weights: UnsafePointer<Float>, dC: UnsafePointer<Float>, ldc: Int, m: Int) {
+        let cols = columns(m), k = kDim
+        uHolds = nil
+        u.data.update(repeating: 0, count: k * uRowStride)
+        for t in 0..<taps {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(cols), Int32(rows),
+                        1, weights + t * rows * k, Int32(k), dC, Int32(ldc),
+                        1, u.data + tapOffset(t), Int32(uRowStride))
+        }
+    }
+
+    /// Forgets which chunk U holds (call when the input may have changed).
+    func invalidate() { uHolds = nil }
+}

@@ -1,1 +1,0 @@
-// CytoNN: see Package.swift for this module's place in the layering.

@@ -1,0 +1,273 @@
+import CytoCore
+
+/// Nearest-neighbour upsampling x2 followed by a k x k convolution with 'same' padding and
+/// stride 1, computed on the LOW-resolution input: output pixel (2y + a, 2x + b) sees input
+/// rows y + floor((a + ky - p) / 2), so each of the four output phases (a, b) is a small
+/// convolution (3 x 3 for k = 5) whose weights are sums of the k x k weights. For k = 5 this does
+/// 9/25 of the multiply-adds of the literal upsample + convolution, forward and backward.
+/// The weights are stored as an ordinary Conv2D's ([out, in, k, k] + bias), so checkpoints are
+/// interchangeable with `Upsample2x` followed by `Conv2D(kernel: k, padding: .same)`.
+public final class UpsampleConv2D: Layer {
+    public let name: String
+    public var kind: String { "UpsampleConv2D" }
+    public let inChannels: Int, outChannels: Int, kernel: Int
+    public let weight: Parameter
+    public let bias: Parameter?
+
+    /// TensorFlow 'same' padding before, for stride 1: (k - 1) / 2.
+    private let padBefore: Int
+    /// Smallest and largest low-resolution offset over both phases; phase kernel = max - min + 1.
+    private let minOffset: Int, phaseKernel: Int
+    let lowering = ConvLowering()
+    private let out = Tensor(Shape(0))
+    private let dx = Tensor(Shape(0))
+    private let packed = Tensor(Shape(0))
+    private let dPacked = Tensor(Shape(0))
+    private var input: Tensor?
+    private var forwarded = false
+
+    public init(name: String, inChannels: Int, outChannels: Int, kernel: Int = 5, bias: Bool = true) {
+        precondition(inChannels > 0 && outChannels > 0 && kernel > 0)
+        self.name = name
+        self.inChannels = inChannels; self.outChannels = outChannels; self.kernel = kernel
+        weight = Parameter(name: "\(name).weight", shape: Shape(outChannels, inChannels, kernel, kernel))
+        self.bias = bias ? Parameter(name: "\(name).bias", shape: Shape(outChannels)) : nil
+        padBefore = (kernel - 1) / 2
+        minOffset = UpsampleConv2D.floorDiv(-padBefore, 2)
+        let maxOffset = UpsampleConv2D.floorDiv(1 + kernel - 1 - padBefore, 2)
+        phaseKernel = maxOffset - minOffset + 1
+    }
+
+    private static func floorDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
+
+    /// Tap of the phase kernel that kernel row (or column) `k` of phase `a` lands on.
+    @inline(__always)
+    private func phaseTap(_ a: Int, _ k: Int) -> Int { UpsampleConv2D.floorDiv(a + k - padBefore, 2) - minOffset }
+
+    public var parameters: [Parameter] { bias.map { [weight, $0] } ?? [weight] }
+
+    public func initialize(_ scheme: WeightInit, rng: inout RandomStream) {
+        let k = kernel * kernel
+        scheme.fill(weight.value, fanIn: inChannels * k, fanOut: outChannels * k, rng: &rng)
+        bias?.value.fill(0)
+    }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        guard s.rank == 4, s[1] == inChannels, s[2] > 0, s[3] > 0 else {
+            throw shapeError("expected input [N, \(inChannels), H, W], got \(s)")
+        }
+        return Shape(s[0], outChannels, 2 * s[2], 2 * s[3])
+    }
+
+    public func flops(for input: Shape) -> LayerFLOPs {
+        guard (try? outputShape(for: input)) != nil else { return LayerFLOPs() }
+        let pixels = Double(input[0] * input[2] * input[3])
+        let macs = pixels * 4 * Double(outChannels * inChannels * phaseKernel * phaseKernel)
+        let literal = pixels * 4 * Double(outChannels * inChannels * kernel * kernel)
+        return LayerFLOPs(forward: 2 * macs, backwardInput: 2 * macs, backwardParameters: 2 * macs, effectiveForward: 2 * literal)
+    }
+
+    /// Sums the k x k weights into the four phase kernels, packed for the lowering
+    /// (GEMM row = phase * out + o, phase = 2a + b).
+    private func packWeights() {
+        let L = lowering, O = outChannels, C = inChannels, k = kernel
+        packed.resize(Shape(L.packedCount))
+        packed.fill(0)
+        let w = weight.value.data, p = packed.data
+        for o in 0..<O {
+            for c in 0..<C {
+                for ky in 0..<k {
+                    for kx in 0..<k {
+                        let v = w[((o * C + c) * k + ky) * k + kx]
+                        for a in 0..<2 {
+                            for b in 0..<2 {
+                                p[L.weightIndex(ky: phaseTap(a, ky), row: (2 * a + b) * O + o, c: c, kx: phaseTap(b, kx))] += v
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let os = try outputShape(for: x.shape)
+        let n = x.shape[0], h = x.shape[2], w = x.shape[3], O = outChannels
+        let geo = ConvGeometry(n: n, c: inChannels, h: h, w: w, kh: phaseKernel, kw: phaseKernel, sh: 1, sw: 1,
+                               padTop: -minOffset, padLeft: -minOffset, ho: h, wo: w)
+        let L = lowering
+        L.plan(geo, rows: 4 * O, allowDirect: false)
+        packWeights()
+        out.resize(os)
+        input = x
+        forwarded = true
+        let b = bias?.value.data
+        let xp = UnsafePointer(x.data), op = out.data
+        let cb = L.cbuf.data, cs = L.cStride, slot = L.slot
+        let W2 = 2 * w, plane = 4 * h * w
+        var n0 = 0
+        while n0 < n {
+            let m = min(L.g, n - n0)
+            L.unfold(xp, n0: n0, m: m, reuse: false)
+            L.gemmForward(weights: packed.data, m: m, out: cb, ldc: cs, beta0: 0)
+            // Interleave the four phases into the full-resolution output, adding the bias.
+            parallelFor(m * O, work: m * O * plane) { range in
+                for io in range {
+                    let i = io / O, o = io % O
+                    let bo = b?[o] ?? 0
+                    let dst = op + ((n0 + i) * O + o) * plane
+                    for a in 0..<2 {
+                        let s0 = cb + ((2 * a) * O + o) * cs + i * slot
+                        let s1 = cb + ((2 * a + 1) * O + o) * cs + i * slot
+                        for y in 0..<h {
+                            let d = dst + (2 * y + a) * W2, r0 = s0 + y * w, r1 = s1 + y * w
+                            for xx in 0..<w {
+                                d[2 * xx] = r0[xx] + bo
+                                d[2 * xx + 1] = r1[xx] + bo
+                            }
+                        }
+                    }
+                }
+            }
+            n0 += m
+        }
+        return out
+    }
+
+    public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
+        try checkGradient(gradOut, against: out, forwarded: forwarded)
+        guard let x = input else { return nil }
+        let L = lowering, geo = L.geo
+        let n = geo.n, h = geo.h, w = geo.w, O = outChannels, C = inChannels, k = kernel
+        let W2 = 2 * w, plane = 4 * h * w
+        let gp = UnsafePointer(gradOut.data)
+        if parameterGradients {
+            dPacked.resize(Shape(L.packedCount))
+            dPacked.fill(0)
+            if let bias {
+                let db = bias.grad.data
+                for o in 0..<O {
+                    var s: Float = 0
+                    for i in 0..<n {
+                        let p = gp + (i * O + o) * plane
+                        for j in 0..<plane { s += p[j] }
+                    }
+                    db[o] += s
+                }
+            }
+        }
+        if inputGradient { dx.resize(x.shape); dx.fill(0) }
+        let cb = L.cbuf.data, cs = L.cStride, slot = L.slot
+        let chunks = (n + L.g - 1) / L.g
+        for chunk in stride(from: chunks - 1, through: 0, by: -1) {
+            let n0 = chunk * L.g, m = min(L.g, n - n0)
+            // Split the output gradient into its four phases (GEMM layout), zeroing spare rows.
+            parallelFor(m * O, work: m * O * plane) { range in
+                for io in range {
+                    let i = io / O, o = io % O
+                    let src = gp + ((n0 + i) * O + o) * plane
+                    for a in 0..<2 {
+                        let d0 = cb + ((2 * a) * O + o) * cs + i * slot
+                        let d1 = cb + ((2 * a + 1) * O + o) * cs + i * slot
+                        for y in 0..<h {
+                            let s = src + (2 * y + a) * W2, r0 = d0 + y * w, r1 = d1 + y * w
+                            for xx in 0..<w {
+                                r0[xx] = s[2 * xx]
+                                r1[xx] = s[2 * xx + 1]
+                            }
+                        }
+                        if slot > h * w {
+                            (d0 + h * w).update(repeating: 0, count: slot - h * w)
+                            (d1 + h * w).update(repeating: 0, count: slot - h * w)
+                        }
+                    }
+                }
+            }
+            if parameterGradients {
+                L.unfold(UnsafePointer(x.data), n0: n0, m: m, reuse: true)
+                L.gemmWeightGradient(dC: cb, ldc: cs, m: m, into: dPacked.data)
+            }
+            if inputGradient {
+                L.gemmInputGradient(weights: packed.data, dC: cb, ldc: cs, m: m)
+                L.fold(into: dx.data, n0: n0, m: m)
+            }
+        }
+        if parameterGradients {
+            // Each k x k weight fed one tap of each of the four phase kernels: sum their gradients.
+            let gw = weight.grad.data, p = dPacked.data
+            for o in 0..<O {
+                for c in 0..<C {
+                    for ky in 0..<k {
+                        for kx in 0..<k {
+                            var s: Float = 0
+                            for a in 0..<2 {
+                                for b in 0..<2 {
+                                    s += p[L.weightIndex(ky: phaseTap(a, ky), row: (2 * a + b) * O + o, c: c, kx: phaseTap(b, kx))]
+                                }
+                            }
+                            gw[((o * C + c) * k + ky) * k + kx] += s
+                        }
+                    }
+                }
+            }
+        }
+        return inputGradient ? dx : nil
+    }
+}
+
+/// Nearest-neighbour upsampling by 2 in height and width (NCHW). The literal form; networks use
+/// `UpsampleConv2D` when a convolution follows.
+public final class Upsample2x: Layer {
+    public let name: String
+    public var kind: String { "Upsample2x" }
+    private let out = Tensor(Shape(0))
+    private let dx = Tensor(Shape(0))
+    private var forwarded = false
+
+    public init(name: String) { self.name = name }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        guard s.rank == 4 else { throw shapeError("expected input [N, C, H, W], got \(s)") }
+        return Shape(s[0], s[1], 2 * s[2], 2 * s[3])
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let os = try outputShape(for: x.shape)
+        out.resize(os)
+        forwarded = true
+        let planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+        let xp = x.data, op = out.data
+        parallelFor(planes, work: os.count) { range in
+            for p in range {
+                let src = xp + p * h * w, dst = op + p * 4 * h * w
+                for y in 0..<h {
+                    let r = src + y * w, d0 = dst + 2 * y * 2 * w, d1 = d0 + 2 * w
+                    for xx in 0..<w {
+                        let v = r[xx]
+                        d0[2 * xx] = v; d0[2 * xx + 1] = v; d1[2 * xx] = v; d1[2 * xx + 1] = v
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
+        try checkGradient(gradOut, against: out, forwarded: forwarded)
+        guard inputGradient else { return nil }
+        let s = out.shape
+        let planes = s[0] * s[1], h = s[2] / 2, w = s[3] / 2
+        dx.resize(Shape(s[0], s[1], h, w))
+        let gp = gradOut.data, dp = dx.data
+        parallelFor(planes, work: s.count) { range in
+            for p in range {
+                let src = gp + p * 4 * h * w, dst = dp + p * h * w
+                for y in 0..<h {
+                    let g0 = src + 2 * y * 2 * w, g1 = g0 + 2 * w, d = dst + y * w
+                    for xx in 0..<w { d[xx] = g0[2 * xx] + g0[2 * xx + 1] + g1[2 * xx] + g1[2 * xx + 1] }
+                }
+            }
+        }
+        return dx
+    }
+}

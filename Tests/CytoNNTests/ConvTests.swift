@@ -1,0 +1,175 @@
+import CytoCore
+import Testing
+@testable import CytoNN
+
+@Suite("Convolution")
+struct ConvTests {
+    @Test("'same' padding is TensorFlow's: extra padding goes to the bottom/right")
+    func samePadding() {
+        // Values from TensorFlow's definition: out = ceil(in / s), total = max((out-1) s + k - in, 0).
+        let cases: [(Int, Int, Int, Int, Int, Int)] = [
+            // in, k, s, out, before, after
+            (5, 3, 2, 3, 1, 1), (6, 3, 2, 3, 0, 1), (96, 5, 2, 48, 1, 2), (96, 5, 1, 96, 2, 2),
+            (7, 4, 1, 7, 1, 2), (7, 1, 3, 3, 0, 0), (4, 5, 2, 2, 1, 2), (2, 5, 3, 1, 1, 2),
+        ]
+        for (i, k, s, o, b, a) in cases {
+            let r = Padding.same.output(input: i, kernel: k, stride: s)!
+            #expect(r.size == o && r.padBefore == b && r.padAfter == a, "in \(i) k \(k) s \(s): got \(r)")
+        }
+        #expect(Padding.valid.output(input: 7, kernel: 3, stride: 2)! == (3, 0, 0))
+        #expect(Padding.valid.output(input: 2, kernel: 3, stride: 1) == nil)
+    }
+
+    struct ConvCase: CustomStringConvertible {
+        var n, c, h, w, o, kh, kw, sh, sw: Int
+        var padding: Padding
+        /// GEMM columns per chunk (small values force several chunks per batch).
+        var chunk = 2048
+        var description: String { "n\(n) c\(c) \(h)x\(w) -> o\(o) k\(kh)x\(kw) s\(sh)x\(sw) \(padding) chunk \(chunk)" }
+
+        func make() -> Conv2D {
+            let conv = Conv2D(name: "conv", inChannels: c, outChannels: o, kernel: (kh, kw), stride: (sh, sw), padding: padding)
+            conv.lowering.targetColumns = chunk
+            return conv
+        }
+    }
+
+    static let cases: [ConvCase] = [
+        ConvCase(n: 2, c: 3, h: 9, w: 11, o: 4, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),     // full im2col, chunked
+        ConvCase(n: 20, c: 24, h: 10, w: 10, o: 8, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),  // per-tap, one chunk
+        ConvCase(n: 7, c: 24, h: 10, w: 10, o: 8, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same, chunk: 70),  // per-tap, 4 chunks
+        ConvCase(n: 5, c: 3, h: 6, w: 5, o: 4, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, chunk: 60),     // im2col, 3 chunks
+        ConvCase(n: 3, c: 32, h: 12, w: 9, o: 6, kh: 5, kw: 3, sh: 2, sw: 1, padding: .same),    // per-tap, odd strides
+        ConvCase(n: 2, c: 2, h: 42, w: 40, o: 3, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same),    // direct output (>= 1536 px)
+        ConvCase(n: 2, c: 40, h: 41, w: 40, o: 5, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),   // per-tap direct
+        ConvCase(n: 2, c: 5, h: 8, w: 7, o: 3, kh: 4, kw: 2, sh: 3, sw: 2, padding: .same),      // even kernel, stride 3
+        ConvCase(n: 2, c: 4, h: 8, w: 9, o: 3, kh: 3, kw: 3, sh: 2, sw: 2, padding: .valid),
+        ConvCase(n: 3, c: 30, h: 7, w: 7, o: 4, kh: 5, kw: 5, sh: 2, sw: 2, padding: .valid),    // per-tap valid
+        ConvCase(n: 1, c: 6, h: 5, w: 5, o: 2, kh: 1, kw: 1, sh: 1, sw: 1, padding: .same),      // 1x1
+    ]
+
+    @Test("Conv2D forward equals the definition", arguments: cases)
+    func forwardMatchesReference(_ k: ConvCase) throws {
+        let conv = k.make()
+        randomize(conv, seed: 3)
+        let x = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 4)
+        let y = try conv.forward(x)
+        let py = k.padding.output(input: k.h, kernel: k.kh, stride: k.sh)!, px = k.padding.output(input: k.w, kernel: k.kw, stride: k.sw)!
+        #expect(y.shape == Shape(k.n, k.o, py.size, px.size))
+        let ref = referenceConv(x, weight: conv.weight.value, bias: conv.bias!.value, stride: (k.sh, k.sw),
+                                pad: (py.padBefore, px.padBefore), out: (py.size, px.size))
+        #expect(maxAbsDiff(y.values, ref) < 1e-4, "\(k)")
+        // A second call with a smaller batch reuses the buffers and still agrees.
+        if k.n > 1 {
+            let x1 = randomTensor(Shape(1, k.c, k.h, k.w), seed: 5)
+            let y1 = try conv.forward(x1)
+            let ref1 = referenceConv(x1, weight: conv.weight.value, bias: conv.bias!.value, stride: (k.sh, k.sw),
+                                     pad: (py.padBefore, px.padBefore), out: (py.size, px.size))
+            #expect(maxAbsDiff(y1.values, ref1) < 1e-4, "\(k) batch 1")
+        }
+    }
+
+    @Test("Conv2D gradients (input, weight, bias) match finite differences", arguments: cases)
+    func gradients(_ k: ConvCase) throws {
+        let conv = k.make()
+        randomize(conv, seed: 11, scale: 0.3)
+        let x = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 12)
+        // Convolution is linear in x and in the weights: central differences are exact up to rounding.
+        try checkLayer(conv, input: x, h: 1e-2, rtol: 2e-3, atol: 2e-3, probes: 30, parameterProbes: 30)
+    }
+
+    @Test("backward skips what is not asked and accumulates parameter gradients")
+    func backwardOptions() throws {
+        let conv = Conv2D(name: "c", inChannels: 3, outChannels: 2, kernel: 3, stride: 1)
+        randomize(conv, seed: 1)
+        let x = randomTensor(Shape(2, 3, 6, 6), seed: 2)
+        let y = try conv.forward(x)
+        let r = randomTensor(y.shape, seed: 3)
+        #expect(try conv.backward(r, inputGradient: false, parameterGradients: true) == nil)
+        let once = conv.weight.grad.values
+        _ = try conv.backward(r, inputGradient: true, parameterGradients: true)
+        let twice = conv.weight.grad.values
+        #expect(maxAbsDiff(twice, once.map { 2 * $0 }) < 1e-4)
+        _ = try conv.backward(r, inputGradient: true, parameterGradients: false)
+        #expect(maxAbsDiff(conv.weight.grad.values, twice) == 0)
+    }
+
+    struct PhaseCase: CustomStringConvertible {
+        var n, c, h, w, o, k: Int
+        var chunk = 2048
+        var description: String { "n\(n) c\(c) \(h)x\(w) -> o\(o) k\(k) chunk \(chunk)" }
+    }
+
+    @Test("upsample x2 + conv 'same' as four phase convolutions equals the literal composition",
+          arguments: [PhaseCase(n: 3, c: 40, h: 6, w: 5, o: 7, k: 5),   // per-tap lowering
+                      PhaseCase(n: 2, c: 4, h: 5, w: 6, o: 3, k: 5),    // im2col lowering
+                      PhaseCase(n: 2, c: 3, h: 4, w: 4, o: 2, k: 3),
+                      PhaseCase(n: 2, c: 3, h: 4, w: 5, o: 2, k: 4),    // even kernel (asymmetric padding)
+                      PhaseCase(n: 1, c: 2, h: 3, w: 3, o: 2, k: 1),
+                      PhaseCase(n: 7, c: 32, h: 3, w: 3, o: 4, k: 5, chunk: 30)]) // several chunks
+    func phaseConvolution(_ p: PhaseCase) throws {
+        let fused = UpsampleConv2D(name: "conv1", inChannels: p.c, outChannels: p.o, kernel: p.k)
+        fused.lowering.targetColumns = p.chunk
+        let up = Upsample2x(name: "up1")
+        let conv = Conv2D(name: "conv1", inChannels: p.c, outChannels: p.o, kernel: p.k, stride: 1, padding: .same)
+        randomize(fused, seed: 21)
+        conv.weight.value.copy(from: fused.weight.value)
+        conv.bias!.value.copy(from: fused.bias!.value)
+        let x = randomTensor(Shape(p.n, p.c, p.h, p.w), seed: 22)
+
+        let yf = try fused.forward(x).values
+        let yl = try conv.forward(try up.forward(x)).values
+        #expect(yf.count == yl.count)
+        #expect(maxAbsDiff(yf, yl) < 1e-4, "forward \(p)")
+
+        let r = randomTensor(Shape(p.n, p.o, 2 * p.h, 2 * p.w), seed: 23)
+        let dxf = try fused.backward(r).values
+        let dxl = try up.backward(try conv.backward(r)).values
+        #expect(maxAbsDiff(dxf, dxl) < 1e-4, "input gradient \(p)")
+        #expect(maxAbsDiff(fused.weight.grad.values, conv.weight.grad.values) < 2e-4, "weight gradient \(p)")
+        #expect(maxAbsDiff(fused.bias!.grad.values, conv.bias!.grad.values) < 2e-4, "bias gradient \(p)")
+    }
+
+    @Test("phase convolution gradients match finite differences")
+    func phaseGradients() throws {
+        let fused = UpsampleConv2D(name: "up", inChannels: 3, outChannels: 2, kernel: 5)
+        randomize(fused, seed: 31, scale: 0.3)
+        try checkLayer(fused, input: randomTensor(Shape(2, 3, 4, 5), seed: 32), rtol: 2e-3, atol: 2e-3)
+    }
+
+    @Test("Upsample2x repeats each pixel and sums gradients over its 2x2 block")
+    func upsample() throws {
+        let up = Upsample2x(name: "up")
+        let x = try Tensor(Shape(1, 1, 2, 2), [1, 2, 3, 4])
+        #expect(try up.forward(x).values == [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4])
+        let g = try Tensor(Shape(1, 1, 4, 4), (0..<16).map(Float.init))
+        let expected: [Float] = [10, 18, 42, 50]  // 0+1+4+5, 2+3+6+7, 8+9+12+13, 10+11+14+15
+        #expect(try up.backward(g).values == expected)
+    }
+
+    @Test("shapes that do not fit give an error naming the layer and the shapes")
+    func shapeErrors() throws {
+        let conv = Conv2D(name: "conv7", inChannels: 3, outChannels: 4, kernel: 5, stride: 2)
+        do {
+            _ = try conv.forward(Tensor(Shape(2, 4, 8, 8)))
+            Issue.record("no error")
+        } catch let e as CytoError {
+            #expect(e.kind == .shapeMismatch)
+            #expect(e.message.contains("conv7") && e.message.contains("[2, 4, 8, 8]") && e.message.contains("[N, 3, H, W]"), "\(e.message)")
+        }
+        let valid = Conv2D(name: "v", inChannels: 1, outChannels: 1, kernel: 5, padding: .valid)
+        #expect(throws: CytoError.self) { _ = try valid.forward(Tensor(Shape(1, 1, 3, 3))) }
+        let fused = UpsampleConv2D(name: "up3", inChannels: 8, outChannels: 4)
+        #expect(throws: CytoError.self) { _ = try fused.forward(Tensor(Shape(2, 8, 5))) }
+        // Backward before forward, and a gradient of the wrong shape.
+        let fresh = Conv2D(name: "fresh", inChannels: 1, outChannels: 1, kernel: 3)
+        #expect(throws: CytoError.self) { _ = try fresh.backward(Tensor(Shape(1, 1, 3, 3))) }
+        _ = try fresh.forward(Tensor(Shape(1, 1, 3, 3)))
+        do {
+            _ = try fresh.backward(Tensor(Shape(1, 1, 4, 3)))
+            Issue.record("no error")
+        } catch let e as CytoError {
+            #expect(e.kind == .shapeMismatch && e.message.contains("fresh") && e.message.contains("[1, 1, 4, 3]"))
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import CytoCore
+import Testing
+@testable import CytoNN
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A tiny GAN on 16 x 16 grey images of one bright Gaussian blob at a random position.
+struct BlobGAN {
+    static let arch = DCGANArchitecture(size: 16, channels: 1, latent: 16, generatorWidths: [32, 16, 8], discriminatorWidths: [8, 16, 32],
+                                        discriminatorStrides: [1, 2, 2], representation: 32)
+    let step: GANTrainingStep
+    var dataRNG: RandomStream
+
+    init(seed: UInt64, loss: GANLoss = .lsgan, lrG: Float = 1e-3, lrD: Float = 5e-4) throws {
+        let g = try BlobGAN.arch.makeGenerator()
+        let d = try BlobGAN.arch.makeDiscriminator(noise: RandomStream(seed: seed, purpose: "noise"))
+        var rng = RandomStream(seed: seed, purpose: "init")
+        g.initialize(.normal(std: 0.02), rng: &rng)
+        d.initialize(.normal(std: 0.02), rng: &rng)
+        step = GANTrainingStep(generator: g, discriminator: d,
+                               generatorOptimizer: Adam(parameters: g.parameters, learningRate: .paper(lrG), beta1: 0.5),
+                               discriminatorOptimizer: Adam(parameters: d.parameters, learningRate: .paper(lrD), beta1: 0.5),
+                               loss: loss, latent: BlobGAN.arch.latent, seed: seed)
+        dataRNG = RandomStream(seed: seed, purpose: "data")
+    }
+
+    /// A batch of blob images in [-1, 1]: background -1, a Gaussian bump (sigma 1.5) to +1.
+    mutating func realBatch(_ n: Int, into t: Tensor) {
+        t.resize(Shape(n, 1, 16, 16))
+        for i in 0..<n {
+            let cy = 3 + 10 * Double(dataRNG.uniformFloat()), cx = 3 + 10 * Double(dataRNG.uniformFloat())
+            for y in 0..<16 {
+                for x in 0..<16 {
+                    let r2 = (Double(y) - cy) * (Double(y) - cy) + (Double(x) - cx) * (Double(x) - cx)
+                    t.data[i * 256 + y * 16 + x] = Float(-1 + 2 * exp(-r2 / (2 * 1.5 * 1.5)))
+                }
+            }
+        }
+    }
+
+    /// Mean pixel, mean per-image maximum, fraction of pixels above 0.
+    static func statistics(_ t: Tensor) -> [Double] {
+        let n = t.shape.batch, per = t.shape.itemCount
+        var mean = 0.0, maxSum = 0.0, bright = 0.0
+        for i in 0..<n {
+            var m = -Float.infinity
+            for j in 0..<per {
+                let v = t.data[i * per + j]
+                mean += Double(v); m = max(m, v)
+                if v > 0 { bright += 1 }
+            }
+            maxSum += Double(m)
+        }
+        return [mean / Double(n * per), maxSum / Double(n), bright / Double(n * per)]
+    }
+
+    /// Statistics of n samples from latent draws of a separate stream (training-mode BatchNorm).
+    func samples(_ n: Int) throws -> [Double] {
+        var rng = RandomStream(seed: 1, purpose: "evaluation")
+        let z = Tensor(Shape(n, BlobGAN.arch.latent))
+        rng.fillNormal(z.buffer)
+        step.generator.training = true
+        return BlobGAN.statistics(try step.generator.forward(z))
+    }
+}
+
+@Suite("Tiny GAN")
+struct TinyGANTests {
+    static func distance(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + abs($1.0 - $1.1) } }
+
+    @Test("same seed on one thread: bit-identical parameters after 20 steps")
+    func determinism() throws {
+        Engine.setThreads(1)
+        func run() throws -> [[Float]] {
+            var gan = try BlobGAN(seed: 42)
+            let real = Tensor(Shape(0))
+            for _ in 0..<20 {
+                gan.realBatch(16, into: real)
+                _ = try gan.step.step(real: real)
+            }
+            return (gan.step.generator.namedTensors + gan.step.discriminator.namedTensors).map { $0.tensor.values }
+        }
+        let a = try run(), b = try run()
+        #expect(a.count == b.count)
+        for (x, y) in zip(a, b) { #expect(x == y) }
+        // A different seed gives different parameters.
+        var other = try BlobGAN(seed: 43)
+        let real = Tensor(Shape(0))
+        other.realBatch(16, into: real)
+        _ = try other.step.step(real: real)
+        #expect(other.step.generator.parameters[0].value.values != a[0])
+    }
+
+    @Test("LSGAN moves its samples' statistics towards the data's in 400 steps")
+    func learnsBlobs() throws {
+        Engine.setThreads(1)
+        var gan = try BlobGAN(seed: 7)
+        let real = Tensor(Shape(0))
+        gan.realBatch(512, into: real)
+        let data = BlobGAN.statistics(real)
+        let before = TinyGANTests.distance(try gan.samples(256), data)
+        for _ in 0..<400 {
+            gan.realBatch(32, into: real)
+            let r = try gan.step.step(real: real)
+            #expect(r.discriminatorLoss.isFinite && r.generatorLoss.isFinite)
+        }
+        let afterStats = try gan.samples(256)
+        let after = TinyGANTests.distance(afterStats, data)
+        // data: mean ~ -0.9, max ~ 1, bright fraction ~ 0.04; an untrained generator gives ~ 0, ~ 0, ~ 0.5.
+        #expect(after < 0.5 * before, "distance to data statistics \(before) -> \(after); samples \(afterStats), data \(data)")
+    }
+
+    @Test("DCGAN and WGAN-GP steps run and reduce their own losses' pull on a fixed batch")
+    func otherLosses() throws {
+        Engine.setThreads(1)
+        for loss in [GANLoss.dcgan, .wgangp] {
+            var gan = try BlobGAN(seed: 3, loss: loss)
+            let real = Tensor(Shape(0))
+            var first: GANTrainingStep.Result? = nil, last: GANTrainingStep.Result? = nil
+            for i in 0..<30 {
+                gan.realBatch(16, into: real)
+                let r = try gan.step.step(real: real)
+                if i == 0 { first = r }
+                last = r
+                #expect(r.discriminatorLoss.isFinite && r.generatorLoss.isFinite)
+            }
+            if loss == .wgangp {
+                #expect(last!.gradientPenalty >= 0 && first!.gradientPenalty > 0)
+                // The critic learns to separate: its loss (fake - real + penalty) goes down.
+                #expect(last!.discriminatorLoss < first!.discriminatorLoss, "\(first!) -> \(last!)")
+            } else {
+                #expect(last!.discriminatorLoss < first!.discriminatorLoss, "\(first!) -> \(last!)")
+            }
+        }
+    }
+}
