@@ -1,1 +1,0 @@
-// CellImage: see Package.swift for this module's place in the layering.
