@@ -32,7 +32,8 @@ let package = Package(
 
         .target(name: "CytoCore", dependencies: ["CJSONC", "CZlib"]),
         .target(name: "CytoNN", dependencies: ["CytoCore", "CBLAS"]),
-        .target(name: "CellImage", dependencies: ["CytoCore", "CTIFF", "CPNG"]),
+        .target(name: "CPNGShim", dependencies: ["CPNG"]),
+        .target(name: "CellImage", dependencies: ["CytoCore", "CTIFF", "CPNG", "CPNGShim"]),
         .target(name: "CytoGAN", dependencies: ["CytoNN", "CellImage"]),
         .target(name: "Profiling", dependencies: ["CytoCore", "CBLAS"]),
         .target(name: "Worker", dependencies: ["CytoGAN", "Profiling"]),
