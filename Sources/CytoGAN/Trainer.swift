@@ -60,6 +60,14 @@ public final class Trainer: @unchecked Sendable {
         public var lastCheckpoint: String?
     }
 
+    /// The losses of one generator step.
+    public struct StepLosses: Sendable {
+        public var discriminator: Float
+        public var generator: Float
+        /// WGAN-GP's penalty (included in `discriminator`); 0 for the other losses.
+        public var gradientPenalty: Float
+    }
+
     /// Why a run ended.
     public enum StopReason: String, Sendable {
         case steps, time, requested
@@ -83,6 +91,9 @@ public final class Trainer: @unchecked Sendable {
     public let options: Options
     /// Called with progress every `progressInterval` seconds and after the last step.
     public var onProgress: ((Progress) -> Void)?
+    /// Called after every generator step with the model's step and the step's losses (the
+    /// generator's loss is the one of this step's last critic update).
+    public var onStep: ((Int, StepLosses) -> Void)?
     /// Called after every checkpoint with its path.
     public var onCheckpoint: ((String) -> Void)?
     /// Log lines (skipped crops, dataset changes).
@@ -178,6 +189,7 @@ public final class Trainer: @unchecked Sendable {
             }
             model.step += 1
             stepsRun += 1
+            onStep?(model.step, StepLosses(discriminator: lossD, generator: lossG, gradientPenalty: gp))
 
             if let every = options.checkpointEverySteps, every > 0, model.step % every == 0 {
                 try checkpoint(); lastCheckpointTime = clock.seconds
