@@ -16,8 +16,8 @@ public struct SynthConfig: Sendable, Equatable {
     public var compoundsPerMOA: Int = 3
     /// Concentrations in uM; every compound is tested at each.
     public var concentrations: [Double] = [0.3, 1.0, 3.0]
-    public var batches: Int = 3
-    public var platesPerBatch: Int = 2
+    public var batches: Int = 2
+    public var platesPerBatch: Int = 3
     public var controlWellsPerPlate: Int = 4
     public var cellsPerWell: Int = 16
     /// Strength of batch effects (per-channel gain spread between batches, as a log-normal sigma).

@@ -24,8 +24,8 @@ struct SynthCommand: ParsableCommand {
     @Option(help: "Mechanisms of action besides DMSO (1-\(SynthScreen.allMOAs.count)).") var moas: Int = 7
     @Option(help: "Compounds per mechanism.") var compoundsPerMoa: Int = 3
     @Option(help: "Concentrations in uM, comma-separated.") var concentrations: String = "0.3,1,3"
-    @Option(help: "Batches (each compound lives in one).") var batches: Int = 3
-    @Option(help: "Plates per batch.") var platesPerBatch: Int = 2
+    @Option(help: "Batches (each compound lives in one).") var batches: Int = 2
+    @Option(help: "Plates per batch.") var platesPerBatch: Int = 3
     @Option(help: "DMSO wells per plate.") var controlWells: Int = 4
     @Option(help: "Cells per well.") var cellsPerWell: Int = 16
     @Option(help: "Threads rendering and writing crops.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
