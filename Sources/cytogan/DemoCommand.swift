@@ -91,12 +91,10 @@ final class Demo {
             opts.checkpointDirectory = "\(out)/checkpoints"
             opts.keep = 1
             let trainer = Trainer(model: model, source: manifest, options: opts, log: { [progress] in progress.log("train: \($0)") })
+            let words = ProgressDisplay(mode: .none)
             trainer.onProgress = { [progress] p in
                 curve.append((p.step, p.discriminatorLoss, p.generatorLoss))
-                let f = p.stepLimit.map { Double(p.stepsThisRun) / Double(max($0, 1)) }
-                    ?? minutes.map { p.elapsedSeconds / ($0 * 60) } ?? 0
-                progress.update("train", fraction: f, detail: String(format: "step %d  D %.3f  G %.3f  %.0f img/s",
-                                                                      p.step, p.discriminatorLoss, p.generatorLoss, p.imagesPerSecond))
+                progress.update("train", fraction: ProgressDisplay.fraction(p), detail: words.text(p))
             }
             return try trainer.run()
         }

@@ -1,36 +1,59 @@
 import Foundation
 
-/// A progress display on stderr: a redrawn bar on a terminal, plain lines otherwise (logs, CI).
-/// stdout is never touched, so it is safe beside protocol or table output.
+/// Progress on stderr: a redrawn bar on a terminal, plain lines otherwise (logs, CI), or nothing.
+/// stdout is never touched, so it is safe beside protocol or table output. Shared by `train`,
+/// `demo` and any long command.
 final class ProgressBar: @unchecked Sendable {
-    private let isTTY = isatty(2) != 0
+    enum Mode { case bar, lines, none }
+    let mode: Mode
+    /// Least seconds between plain lines (0: every update is a line).
+    var lineInterval: Double
     private let lock = NSLock()
     private var lastLine = Date.distantPast
     private var drawn = false
-    /// Seconds between plain lines when stderr is not a terminal.
-    var lineInterval: Double = 10
 
-    /// Shows `stage` at `fraction` (0...1) of its work, with a short `detail`.
-    func update(_ stage: String, fraction: Double, detail: String = "") {
+    /// `mode` nil picks a bar on a terminal and lines otherwise.
+    init(mode: Mode? = nil, lineInterval: Double = 10) {
+        self.mode = mode ?? (isatty(2) != 0 ? .bar : .lines)
+        self.lineInterval = lineInterval
+    }
+
+    /// Shows `stage` with `detail`, and a bar when `fraction` (0...1) is known.
+    func update(_ stage: String, fraction: Double?, detail: String = "") {
         lock.lock(); defer { lock.unlock() }
-        let f = min(max(fraction, 0), 1)
-        if isTTY {
-            let width = 28, filled = Int(f * Double(width))
-            let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-            let text = String(format: "\r%@ [%@] %3.0f%% %@", stage.padding(toLength: 18, withPad: " ", startingAt: 0), bar, f * 100, detail)
-            FileHandle.standardError.write(Data((text + "\u{1B}[K").utf8))
+        let f = fraction.map { min(max($0, 0), 1) }
+        switch mode {
+        case .none: return
+        case .bar:
+            var bar = ""
+            if let f {
+                let width = 24, filled = Int(f * Double(width))
+                bar = "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] "
+            }
+            let head = stage.isEmpty ? "" : stage + " "
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + head + bar + detail).utf8))
             drawn = true
-        } else if Date().timeIntervalSince(lastLine) >= lineInterval || f >= 1 {
-            FileHandle.standardError.write(Data(String(format: "%@ %3.0f%% %@\n", stage, f * 100, detail).utf8))
+        case .lines:
+            guard Date().timeIntervalSince(lastLine) >= lineInterval || f == 1 else { return }
+            var text = stage
+            if let f { text += String(format: " %3.0f%%", f * 100) }
+            if !detail.isEmpty { text += " " + detail }
+            FileHandle.standardError.write(Data((text + "\n").utf8))
             lastLine = Date()
         }
     }
 
-    /// Ends the current bar line and prints `message` on its own line.
+    /// A log line (shown in every mode), clearing the bar first.
     func log(_ message: String) {
         lock.lock(); defer { lock.unlock() }
         if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); drawn = false }
         FileHandle.standardError.write(Data((message + "\n").utf8))
         lastLine = .distantPast
+    }
+
+    /// Ends a drawn bar's line.
+    func finish() {
+        lock.lock(); defer { lock.unlock() }
+        if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false }
     }
 }

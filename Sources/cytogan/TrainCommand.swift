@@ -244,14 +244,12 @@ func parseNormalization(_ text: String) throws -> Normalization {
     }
 }
 
-/// Progress on stderr: a redrawn bar on a terminal, or a plain line per report.
+/// Training progress in words (step, epoch, losses, speed, ETA), drawn by a `ProgressBar`.
 final class ProgressDisplay: @unchecked Sendable {
-    enum Mode { case bar, lines, none }
-    let mode: Mode
-    private var drawn = false
-    private let lock = NSLock()
+    typealias Mode = ProgressBar.Mode
+    let bar: ProgressBar
 
-    init(mode: Mode) { self.mode = mode }
+    init(mode: Mode) { bar = ProgressBar(mode: mode, lineInterval: 0) }
 
     static func duration(_ s: Double) -> String {
         guard s.isFinite else { return "?" }
@@ -271,36 +269,23 @@ final class ProgressDisplay: @unchecked Sendable {
         return s
     }
 
+    /// The share of the run done: by steps when limited by steps, else by elapsed time and ETA.
+    static func fraction(_ p: Trainer.Progress) -> Double? {
+        var fraction: Double? = nil
+        if let l = p.stepLimit, l > 0 { fraction = Double(p.stepsThisRun) / Double(l) }
+        if let eta = p.etaSeconds, p.elapsedSeconds + eta > 0 { fraction = max(fraction ?? 0, p.elapsedSeconds / (p.elapsedSeconds + eta)) }
+        return fraction
+    }
+
     func show(_ p: Trainer.Progress) {
-        lock.lock(); defer { lock.unlock() }
-        switch mode {
-        case .none: return
-        case .lines: stderrLine(text(p))
-        case .bar:
-            var bar = ""
-            var fraction: Double? = nil
-            if let l = p.stepLimit, l > 0 { fraction = Double(p.stepsThisRun) / Double(l) }
-            if let eta = p.etaSeconds, p.elapsedSeconds + eta > 0 { fraction = max(fraction ?? 0, p.elapsedSeconds / (p.elapsedSeconds + eta)) }
-            if let f = fraction {
-                let w = 24, k = Int((min(max(f, 0), 1) * Double(w)).rounded(.down))
-                bar = "[" + String(repeating: "#", count: k) + String(repeating: ".", count: w - k) + "] "
-            }
-            FileHandle.standardError.write(Data(("\r\u{1B}[K" + bar + text(p)).utf8))
-            drawn = true
-        }
+        // Lines carry the full text without a percentage, as before; the bar adds one.
+        bar.update("", fraction: bar.mode == .bar ? ProgressDisplay.fraction(p) : nil, detail: text(p))
     }
 
     /// A log line (always shown, also with progress off), clearing the bar first.
-    func message(_ s: String) {
-        lock.lock(); defer { lock.unlock() }
-        if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); drawn = false }
-        stderrLine(s)
-    }
+    func message(_ s: String) { bar.log(s) }
 
-    func finish() {
-        lock.lock(); defer { lock.unlock() }
-        if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false }
-    }
+    func finish() { bar.finish() }
 }
 
 /// Loss curve rows appended to a CSV (header written when the file is new), flushed as they come.
