@@ -53,6 +53,9 @@ final class ModelSlot: @unchecked Sendable {
 
     var hasModel: Bool { locked { model != nil } }
 
+    /// Requests waiting for the model now (tests watch it).
+    var waiters: Int { locked { waiting } }
+
     /// The current model's configuration (latent size, image size...) without waiting; -32015.
     func config() throws -> GANConfig {
         try locked {
