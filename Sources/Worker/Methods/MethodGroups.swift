@@ -31,6 +31,11 @@ extension Server {
     public func registerStandardMethods() {
         registerLifecycleMethods()
         registerJobMethods()
+        registerProfileMethods()
+        registerModelMethods()
+        registerFeatureMethods()
+        registerSampleMethods()
+        registerTrainMethods()
     }
 
     /// A worker on stdin/stdout with every standard method registered.
