@@ -1,0 +1,199 @@
+"""Batch feature extraction sharded over a Dask cluster: each Dask worker process drives its own
+`cytogan serve` (through cytogan_client) with the same model, shards of the crop list go to
+whichever worker is free, and the results come back in the crops' order — identical to one
+process extracting the whole list, because a crop's features do not depend on its neighbours.
+
+    from distributed import Client, LocalCluster
+    import cytogan_dask
+    with Client(LocalCluster(n_workers=4, threads_per_worker=1)) as client:
+        df = cytogan_dask.extract_manifest(client, "crops.csv", model="model.safetensors")
+
+The model, the binary and the crops must be reachable under the same paths from every Dask worker
+(a shared filesystem on a cluster). Command line: `python -m cytogan_dask --help`.
+"""
+import argparse
+import atexit
+import os
+import sys
+import threading
+
+import numpy as np
+
+import cytogan_client
+from cytogan_client import tables
+
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - dask is needed to use this module, not to import it
+    WorkerPlugin = object
+
+_workers = {}
+_lock = threading.Lock()
+
+
+def process_worker(model, binary=None, args=()):
+    """This process's cytogan worker for `model` (started and loaded on first use, then reused by
+    every task in the process; closed at exit)."""
+    key = (os.path.abspath(model), binary or "", tuple(args))
+    with _lock:
+        w = _workers.get(key)
+        if w is None or not w.connection.alive:
+            w = cytogan_client.Worker.start(binary, args, client_name="cytogan-dask")
+            try:
+                w.model_load(model)
+            except BaseException:
+                w.close()
+                raise
+            _workers[key] = w
+        return w
+
+
+@atexit.register
+def close_process_workers():
+    """Closes this process's cytogan workers (each exits 0 after answering what it was sent)."""
+    with _lock:
+        for w in _workers.values():
+            try:
+                w.close(timeout=30)
+            except Exception:  # noqa: BLE001 - exiting anyway
+                pass
+        _workers.clear()
+
+
+class CytoganPlugin(WorkerPlugin):
+    """Starts the cytogan worker when a Dask worker joins and closes it when the Dask worker
+    leaves, so start-up is not paid inside the first task: `client.register_plugin(plugin)`."""
+
+    name = "cytogan"
+
+    def __init__(self, model, binary=None, args=()):
+        self.model = os.path.abspath(model)
+        self.binary = binary
+        self.args = tuple(args)
+
+    def setup(self, worker):
+        process_worker(self.model, self.binary, self.args)
+
+    def teardown(self, worker):
+        close_process_workers()
+
+
+def extract_shard(crops, model, binary=None, args=(), channels=None, batch_size=None, on_error="fail"):
+    """Runs on a Dask worker: the features of `crops` as a float32 (n, d) array (NaN rows for
+    crops skipped with on_error="skip") and the list of per-crop errors (indices in the shard)."""
+    w = process_worker(model, binary, args)
+    r = w.features_extract(crops, channels=channels, batch_size=batch_size, on_error=on_error)
+    return tables.to_array(r["features"], r["dim"]), r.get("errors") or []
+
+
+def shards_of(n, shard_size):
+    """(start, stop) ranges covering range(n) in pieces of at most `shard_size`."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    return [(i, min(i + shard_size, n)) for i in range(0, n, shard_size)]
+
+
+def extract_crops(client, crops, model, *, binary=None, args=(), shard_size=256, channels=None, batch_size=None,
+                  on_error="fail", progress=None):
+    """Features of `crops` (CropSpec dicts) computed on the cluster of `client`: a float32 (n, d)
+    array in the crops' order, and the list of errors (indices into `crops`) when on_error="skip".
+    A crop error with on_error="fail" raises the worker's typed error, its index made global.
+    `progress(done, total)` is called as shards finish."""
+    from distributed import as_completed
+
+    crops = list(crops)
+    if not crops:
+        raise ValueError("no crops to extract")
+    model = os.path.abspath(model)
+    ranges = shards_of(len(crops), shard_size)
+    futures = client.map(extract_shard, [crops[a:b] for a, b in ranges], model=model, binary=binary, args=args,
+                         channels=channels, batch_size=batch_size, on_error=on_error, pure=False)
+    where = {f.key: r for f, r in zip(futures, ranges)}
+    done = 0
+    blocks = {}
+    for fut in as_completed(futures):
+        a, b = where[fut.key]
+        try:
+            blocks[a] = fut.result()
+        except cytogan_client.WorkerError as e:
+            if e.index is not None:
+                e.data["index"] = e.index + a
+            for f in futures:
+                f.cancel()
+            raise cytogan_client.error_from_response({"code": e.code, "message": e.message, "data": e.data},
+                                                     e.method) from None
+        done += b - a
+        if progress is not None:
+            progress(done, len(crops))
+    errors = []
+    for a, _ in ranges:
+        for err in blocks[a][1]:
+            err = dict(err)
+            err["index"] = err["index"] + a
+            errors.append(err)
+    return np.concatenate([blocks[a][0] for a, _ in ranges]), errors
+
+
+def extract_manifest(client, manifest, model, *, path_column="path", path_columns=None, root=None, output="auto",
+                     **kwargs):
+    """Features of every crop of a manifest CSV, computed on the cluster: a DataFrame in
+    pycytominer's layout (the manifest's `Metadata_*` columns, then `CytoGAN_0..`) with pandas,
+    else a float32 array. Takes `extract_crops`'s keyword arguments; with on_error="skip" the
+    errors are in the DataFrame's `attrs["errors"]`."""
+    manifest = os.path.abspath(manifest)
+    crops = cytogan_client.read_manifest(manifest, path_column=path_column, path_columns=path_columns, root=root)
+    feats, errors = extract_crops(client, crops, model, **kwargs)
+    kind = tables.resolve_output(output)
+    if kind == "numpy":
+        return feats
+    if kind == "list":
+        return [None if np.isnan(r).all() else r.tolist() for r in feats]
+    df = tables.format_features(list(feats), feats.shape[1], "pandas", tables.manifest_metadata(manifest))
+    df.attrs["errors"] = errors
+    return df
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m cytogan_dask",
+                                 description="Extract GAN features of a crop manifest on a Dask cluster.")
+    ap.add_argument("--manifest", required=True, help="crops CSV (path column, Metadata_* columns)")
+    ap.add_argument("--model", required=True, help="checkpoint (.safetensors), same path on every worker")
+    ap.add_argument("--out", required=True, help="features CSV (Metadata_* columns, then CytoGAN_*)")
+    ap.add_argument("--scheduler", help="scheduler address (tcp://host:8786) or a scheduler file (.json)")
+    ap.add_argument("--local", type=int, default=2, help="without --scheduler: a LocalCluster of this many processes")
+    ap.add_argument("--binary", help="cytogan binary on the workers (default: $CYTOGAN_BIN or PATH)")
+    ap.add_argument("--shard-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    args = ap.parse_args(argv)
+
+    from distributed import Client, LocalCluster
+    if args.scheduler and args.scheduler.endswith(".json"):
+        client, cluster = Client(scheduler_file=args.scheduler), None
+    elif args.scheduler:
+        client, cluster = Client(args.scheduler), None
+    else:
+        cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, processes=True)
+        client = Client(cluster)
+    try:
+        client.register_plugin(CytoganPlugin(args.model, args.binary))
+
+        def report(done, total):
+            print(f"\rcytogan_dask: {done}/{total} crops", end="", file=sys.stderr, flush=True)
+
+        df = extract_manifest(client, args.manifest, args.model, binary=args.binary, shard_size=args.shard_size,
+                              batch_size=args.batch_size, on_error=args.on_error, output="pandas", progress=report)
+        print(file=sys.stderr)
+        tmp = args.out + ".tmp"
+        df.to_csv(tmp, index=False, float_format="%.9g")
+        os.replace(tmp, args.out)
+        print(f"cytogan_dask: {len(df)} crops, {len(df.attrs['errors'])} errors -> {args.out}", file=sys.stderr)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
