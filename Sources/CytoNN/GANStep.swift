@@ -66,7 +66,9 @@ public final class GANTrainingStep {
     }
 
     /// Runs one step on a batch of real images (NCHW, shaped like the generator's output).
-    public func step(real: Tensor) throws -> Result {
+    /// With `updateGenerator` false only the discriminator learns (the extra critic steps of
+    /// WGAN-GP); the generator's loss is then reported as NaN.
+    public func step(real: Tensor, updateGenerator: Bool = true) throws -> Result {
         let b = real.shape.batch
         guard b > 0 else { throw CytoError(.invalidInput, "training step: empty batch") }
         generator.training = true
@@ -100,6 +102,7 @@ public final class GANTrainingStep {
             lossD += gp
         }
         discriminatorOptimizer.update()
+        guard updateGenerator else { return Result(discriminatorLoss: lossD, generatorLoss: .nan, gradientPenalty: gp) }
 
         // Generator through the discriminator.
         generator.zeroGradients()

@@ -10,7 +10,7 @@ struct Cytogan: AsyncParsableCommand {
         discussion: "Run `cytogan demo` for the whole job on built-in synthetic data.",
         version: "0.1.0",
         subcommands: [
-            ServeCommand.self, TrainCommand.self, ExtractCommand.self, SampleCommand.self,
+            ServeCommand.self, TrainCommand.self, ExtractCommand.self, SampleCommand.self, EncodeCommand.self,
             SynthCommand.self, DemoCommand.self, BenchCommand.self, ImageCommand.self, ProfileCommand.self,
         ])
 }

@@ -1,7 +1,355 @@
 import ArgumentParser
+import CellImage
+import CytoCore
+import CytoGAN
+import CytoNN
+import Dispatch
+import Foundation
 
-// Placeholder until its issue lands: it says so and fails, rather than pretending to work.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `cytogan train`: trains a GAN on the crops of a manifest, with progress, checkpoints and
+/// exact resume.
 struct TrainCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "train", abstract: "(not built yet)")
-    func run() throws { throw ValidationError("'cytogan train' is not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a DCGAN, LSGAN or WGAN-GP on single-cell crops (checkpoints, exact resume).",
+        discussion: """
+        Crops stream from disk in a seeded shuffled order (a new one each epoch), decoded and \
+        augmented in a background thread. Unreadable crops are skipped and named on stderr. \
+        Progress goes to stderr (a bar on a terminal, plain lines otherwise). Checkpoints are \
+        safetensors files in --checkpoint-dir, written every --checkpoint-every steps and/or \
+        --checkpoint-minutes, on SIGINT/SIGTERM (then the run exits) and at the end; the newest \
+        --keep are kept. --resume continues a checkpoint exactly: N steps, resume, N steps gives \
+        the weights of 2N steps in one run (one thread). A JSON summary is printed on stdout.
+        """)
+
+    @Option(help: "Crop manifest (CSV with a path column and Metadata_* columns).") var manifest: String
+    @Option(help: "Folder that relative paths start from (default: the manifest's folder).") var root: String?
+    @Option(name: .customLong("channel-columns"), help: "One path column per channel instead of 'path' (e.g. DNA,Tubulin,Actin).")
+    var channelColumns: String?
+    @Option(help: "Configuration preset: \(GANConfig.presetNames.joined(separator: ", ")).") var preset: String?
+    @Option(help: "A GANConfig JSON file (instead of a preset).") var config: String?
+    @Option(help: "lsgan, dcgan or wgangp (sets the paper's learning rates for it).") var loss: String?
+    @Option(help: "Random seed of the run (weights, noise, order, augmentation).") var seed: UInt64?
+    @Option(name: .customLong("batch-size"), help: "Crops per batch.") var batchSize: Int?
+    @Option(name: .customLong("critic-steps"), help: "WGAN-GP: discriminator updates per generator update.") var criticSteps: Int?
+    @Option(help: "Normalization: per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI, or JSON.") var normalization: String?
+    @Option(help: "How crops reach the model size: resample, area, bilinear or pad_crop.") var resize: String?
+    @Option(help: "Augmentation: none, flips, rotations or dihedral (flips and rotations).") var augment: String?
+    @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pool:LAYER, a layer name, or a comma list.")
+    var featureLayer: String?
+    @Option(help: "Generator steps to run.") var steps: Int?
+    @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
+    @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
+    @Option(name: .customLong("checkpoint-every"), help: "Checkpoint every N steps.") var checkpointEvery: Int?
+    @Option(name: .customLong("checkpoint-minutes"), help: "Checkpoint every M minutes.") var checkpointMinutes: Double?
+    @Option(help: "Checkpoints kept (the newest).") var keep: Int = 3
+    @Option(help: "Continue from a checkpoint file, or the newest in a folder (its configuration is used).") var resume: String?
+    @Option(help: "Threads for the engine (default: all cores).") var threads: Int?
+    @Option(name: .customLong("log-csv"), help: "Append step, losses and speed to this CSV every --log-every steps.") var logCSV: String?
+    @Option(name: .customLong("log-every"), help: "Steps between --log-csv rows.") var logEvery: Int = 10
+    @Option(help: "Progress display: auto, bar, lines or none.") var progress: String = "auto"
+    @Flag(name: .customLong("fixed-batch"), help: "Train on the first batch over and over without loading data: the engine's own speed, to compare with a normal run.")
+    var fixedBatch = false
+
+    func validate() throws {
+        if let steps, steps < 0 { throw ValidationError("--steps must be >= 0") }
+        if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be > 0") }
+        if steps == nil && minutes == nil { throw ValidationError("give --steps N and/or --minutes M") }
+        if keep < 1 { throw ValidationError("--keep must be >= 1") }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1") }
+        if logEvery < 1 { throw ValidationError("--log-every must be >= 1") }
+        if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
+        if resume != nil, preset != nil || config != nil || loss != nil || seed != nil || batchSize != nil || criticSteps != nil
+            || normalization != nil || resize != nil || augment != nil || featureLayer != nil {
+            throw ValidationError("--resume continues a checkpoint with its own configuration: drop --preset, --config, --loss, --seed and the other model options")
+        }
+        guard ["auto", "bar", "lines", "none"].contains(progress) else { throw ValidationError("--progress must be auto, bar, lines or none") }
+    }
+
+    /// The configuration from the preset or file, with the command-line overrides applied.
+    func makeConfig() throws -> GANConfig {
+        let lossValue: GANLoss? = try loss.map { try choice($0, "--loss") }
+        var c: GANConfig
+        if let config {
+            let text = String(decoding: try readFileBytes(config), as: UTF8.self)
+            do { c = try GANConfig(json: try JSON.parse(text)) } catch var e as CytoError { e.path = config; throw e }
+            if let l = lossValue, l != c.loss {
+                let (d, g) = GANConfig.paperRates(l)
+                c.loss = l
+                c.discriminatorRate.base = d; c.generatorRate.base = g
+            }
+        } else {
+            c = try GANConfig.preset(preset ?? "small-64", loss: lossValue ?? .lsgan)
+        }
+        if let seed { c.seed = seed }
+        if let batchSize { c.batchSize = batchSize }
+        if let criticSteps { c.criticSteps = criticSteps }
+        if let normalization { c.preprocessing.normalization = try parseNormalization(normalization) }
+        if let resize {
+            guard let m = ResizeMode(rawValue: resize) else {
+                throw ValidationError("--resize must be one of \(ResizeMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            c.preprocessing.resize = m
+        }
+        if let augment {
+            switch augment {
+            case "none": c.augmentation = .none
+            case "flips": c.augmentation = Augmentation(flips: true)
+            case "rotations": c.augmentation = Augmentation(rotations: true)
+            case "dihedral": c.augmentation = .dihedral
+            default: throw ValidationError("--augment must be none, flips, rotations or dihedral")
+            }
+        }
+        if let featureLayer { c.featureLayer = try FeatureLayer(parsing: featureLayer) }
+        if c.name != "custom" && (batchSize != nil || normalization != nil || resize != nil || augment != nil || criticSteps != nil) {
+            c.name += "+custom"
+        }
+        try c.validate()
+        return c
+    }
+
+    func run() throws {
+        try reportingErrors {
+            Engine.setThreads(threads ?? ProcessInfo.processInfo.activeProcessorCount)
+            let model: GANModel
+            if let resume {
+                var isDir: ObjCBool = false
+                var file = resume
+                if FileManager.default.fileExists(atPath: resume, isDirectory: &isDir), isDir.boolValue {
+                    guard let latest = CheckpointDirectory(path: resume).latest else {
+                        throw CytoError(.fileNotFound, "no checkpoint-*.safetensors in the folder", path: resume)
+                    }
+                    file = latest
+                }
+                model = try GANModel.load(from: file)
+                stderrLine("resuming \(file) at step \(model.step), epoch \(model.cursor.epoch), position \(model.cursor.position)")
+            } else {
+                model = try GANModel(config: try makeConfig())
+            }
+            let c = model.config
+            let source = try StreamingManifest(path: manifest, root: root, channelColumns: try channelColumns.map(parseList),
+                                               log: { stderrLine($0) })
+            if source.skippedRowCount > 0 { stderrLine("\(source.skippedRowCount) manifest row(s) skipped") }
+            stderrLine("training \(c.name): \(c.loss.rawValue), \(c.architecture.size)x\(c.architecture.size)x\(c.architecture.channels), "
+                       + "batch \(c.batchSize), \(source.count) crops, \(Engine.threads) thread(s), "
+                       + "G \(model.generator.parameterCount) / D \(model.discriminator.parameterCount) parameters")
+
+            if fixedBatch { try runFixedBatch(model, source); return }
+            let trainer = Trainer(model: model, source: source,
+                                  options: Trainer.Options(steps: steps, minutes: minutes, checkpointDirectory: checkpointDir,
+                                                           checkpointEverySteps: checkpointEvery, checkpointEveryMinutes: checkpointMinutes,
+                                                           keep: keep, progressInterval: progressMode == .bar ? 0.5 : 10),
+                                  log: { stderrLine($0) })
+            let display = ProgressDisplay(mode: progressMode)
+            trainer.onProgress = { display.show($0) }
+            trainer.onCheckpoint = { p in display.message("checkpoint \(p)") }
+            var lossLog: LossLog? = nil
+            if let logCSV { lossLog = try LossLog(path: logCSV) }
+            let started = Date()
+            trainer.onStep = { step, losses in
+                if step % logEvery == 0 { lossLog?.append(step: step, model: model, losses: losses, seconds: Date().timeIntervalSince(started)) }
+            }
+            let signals = SignalStop { signal in
+                display.message("signal \(signal): checkpointing and stopping after this step")
+                trainer.requestStop()
+            }
+            defer { signals.cancel() }
+            let summary = try trainer.run()
+            display.finish()
+            let p = summary.last
+            stderrLine(String(format: "done: %d step(s) (%@), step %d, %.1f images/s, %.0f%% of the time waiting for data, %d crop(s) skipped",
+                              summary.stepsRun, summary.reason.rawValue, summary.finalStep, summary.imagesPerSecond,
+                              100 * summary.dataWaitFraction, summary.skippedCrops))
+            var out: [String: JSON] = [
+                "steps_run": JSON(summary.stepsRun), "step": JSON(summary.finalStep), "stop_reason": .string(summary.reason.rawValue),
+                "images_per_second": .double(summary.imagesPerSecond), "elapsed_seconds": .double(summary.elapsedSeconds),
+                "data_wait_fraction": .double(summary.dataWaitFraction), "skipped_crops": JSON(summary.skippedCrops),
+                "skipped_manifest_rows": JSON(source.skippedRowCount), "threads": JSON(Engine.threads),
+                "checkpoints": .array(summary.checkpoints.map { .string($0) }),
+                "epoch": JSON(model.cursor.epoch), "position": JSON(model.cursor.position),
+            ]
+            if let p { out["discriminator_loss"] = .float(p.discriminatorLoss); out["generator_loss"] = .float(p.generatorLoss) }
+            if let last = summary.checkpoints.last { out["checkpoint"] = .string(last) }
+            print(JSON.object(out).serialized)
+            try lossLog?.close()
+        }
+    }
+
+    /// The engine alone: one batch decoded once, then --steps training steps on it, timed.
+    /// Nothing is saved (the model did not learn from real data).
+    func runFixedBatch(_ model: GANModel, _ source: StreamingManifest) throws {
+        let c = model.config
+        let loader = CropLoader(preprocessing: c.preprocessing)
+        var specs: [CropSpec] = []
+        var i = 0
+        while specs.count < c.batchSize && i < source.count { specs.append(try source.spec(at: i)); i += 1 }
+        let batch = Tensor(Shape(specs.count, c.architecture.channels, c.architecture.size, c.architecture.size))
+        for e in loader.loadBatch(specs, into: batch.buffer) { if let e { throw e } }
+        guard let steps else { throw ValidationError("--fixed-batch needs --steps") }
+        _ = try model.trainingStep.step(real: batch)  // warm-up: buffers sized
+        let t0 = Date()
+        for _ in 0..<steps { _ = try model.trainingStep.step(real: batch) }
+        let secs = Date().timeIntervalSince(t0)
+        let ips = Double(steps * specs.count) / secs
+        stderrLine(String(format: "fixed batch: %d step(s) of %d in %.2f s, %.1f images/s (engine only, no data loading)", steps, specs.count, secs, ips))
+        print(JSON.object(["steps_run": JSON(steps), "batch": JSON(specs.count), "elapsed_seconds": .double(secs),
+                           "images_per_second": .double(ips), "threads": JSON(Engine.threads), "fixed_batch": .bool(true)]).serialized)
+    }
+
+    var progressMode: ProgressDisplay.Mode {
+        switch progress {
+        case "bar": return .bar
+        case "lines": return .lines
+        case "none": return .none
+        default: return isatty(2) != 0 ? .bar : .lines
+        }
+    }
+}
+
+/// Writes one line to stderr.
+func stderrLine(_ s: String) {
+    FileHandle.standardError.write(Data((s + "\n").utf8))
+}
+
+/// Splits "a,b,c" into trimmed non-empty parts.
+func parseList(_ text: String) throws -> [String] {
+    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty }) else { throw ValidationError("'\(text)' is not a comma-separated list") }
+    return parts
+}
+
+/// A normalization from its short form (per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C,
+/// percentile:LO,HI) or its JSON form.
+func parseNormalization(_ text: String) throws -> Normalization {
+    if text.hasPrefix("{") { return try Normalization(json: try JSON.parse(text)) }
+    let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+    let numbers = try parts.count > 1 ? parseList(parts[1]).map { s -> Double in
+        guard let v = Double(s), v.isFinite else { throw ValidationError("--normalization: '\(s)' is not a number") }
+        return v
+    } : []
+    switch parts[0] {
+    case "per_crop_max": return .perCropMax
+    case "bit_depth": return .bitDepth(bits: numbers.first.map { Int($0) })
+    case "fixed_scale":
+        return try Normalization(json: ["kind": "fixed_scale", "scale": .array(numbers.map { .double($0) })])
+    case "percentile":
+        guard numbers.count == 2 else { throw ValidationError("--normalization percentile:LO,HI takes two numbers") }
+        return try Normalization(json: ["kind": "percentile", "low": .double(numbers[0]), "high": .double(numbers[1])])
+    default:
+        throw ValidationError("--normalization must be per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI or JSON")
+    }
+}
+
+/// Progress on stderr: a redrawn bar on a terminal, or a plain line per report.
+final class ProgressDisplay: @unchecked Sendable {
+    enum Mode { case bar, lines, none }
+    let mode: Mode
+    private var drawn = false
+    private let lock = NSLock()
+
+    init(mode: Mode) { self.mode = mode }
+
+    static func duration(_ s: Double) -> String {
+        guard s.isFinite else { return "?" }
+        let t = Int(s.rounded())
+        return t >= 3600 ? "\(t / 3600)h\(t % 3600 / 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
+    }
+
+    func text(_ p: Trainer.Progress) -> String {
+        var s = "step \(p.step)"
+        if let l = p.stepLimit { s += " (\(p.stepsThisRun)/\(l))" }
+        s += " epoch \(p.epoch) \(p.datasetCount > 0 ? 100 * p.position / p.datasetCount : 0)%"
+        s += String(format: "  D %.4f  G %.4f", p.discriminatorLoss, p.generatorLoss)
+        if p.gradientPenalty != 0 { s += String(format: "  gp %.4f", p.gradientPenalty) }
+        s += String(format: "  %.1f img/s", p.imagesPerSecond)
+        if let eta = p.etaSeconds { s += "  ETA \(ProgressDisplay.duration(eta))" }
+        if p.skippedCrops > 0 { s += "  skipped \(p.skippedCrops)" }
+        return s
+    }
+
+    func show(_ p: Trainer.Progress) {
+        lock.lock(); defer { lock.unlock() }
+        switch mode {
+        case .none: return
+        case .lines: stderrLine(text(p))
+        case .bar:
+            var bar = ""
+            var fraction: Double? = nil
+            if let l = p.stepLimit, l > 0 { fraction = Double(p.stepsThisRun) / Double(l) }
+            if let eta = p.etaSeconds, p.elapsedSeconds + eta > 0 { fraction = max(fraction ?? 0, p.elapsedSeconds / (p.elapsedSeconds + eta)) }
+            if let f = fraction {
+                let w = 24, k = Int((min(max(f, 0), 1) * Double(w)).rounded(.down))
+                bar = "[" + String(repeating: "#", count: k) + String(repeating: ".", count: w - k) + "] "
+            }
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + bar + text(p)).utf8))
+            drawn = true
+        }
+    }
+
+    func message(_ s: String) {
+        lock.lock(); defer { lock.unlock() }
+        guard mode != .none else { return }
+        if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); drawn = false }
+        stderrLine(s)
+    }
+
+    func finish() {
+        lock.lock(); defer { lock.unlock() }
+        if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false }
+    }
+}
+
+/// Loss curve rows appended to a CSV (header written when the file is new), flushed as they come.
+final class LossLog {
+    private let handle: FileHandle
+    init(path: String) throws {
+        let exists = FileManager.default.fileExists(atPath: path)
+        if !exists {
+            guard FileManager.default.createFile(atPath: path, contents: Data("step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,elapsed_seconds\n".utf8)) else {
+                throw CytoError(.io, "cannot create the loss log", path: path)
+            }
+        }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw CytoError(.io, "cannot open the loss log", path: path) }
+        h.seekToEndOfFile()
+        handle = h
+    }
+    func append(step: Int, model: GANModel, losses: Trainer.StepLosses, seconds: Double) {
+        let line = "\(step),\(model.cursor.epoch),\(model.cursor.position),\(losses.discriminator),\(losses.generator),\(losses.gradientPenalty),\(String(format: "%.2f", seconds))\n"
+        handle.write(Data(line.utf8))
+    }
+    func close() throws { try handle.close() }
+}
+
+/// SIGINT and SIGTERM delivered to a handler on a dispatch queue (the first time); a second
+/// signal ends the process at once.
+final class SignalStop {
+    private var sources: [DispatchSourceSignal] = []
+    init(_ handler: @escaping @Sendable (Int32) -> Void) {
+        let queue = DispatchQueue(label: "cytogan.signals")
+        let count = SignalCounter()
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            s.setEventHandler {
+                if count.next() > 1 { stderrLine("second signal: exiting without a checkpoint"); exit(128 + sig) }
+                handler(sig)
+            }
+            s.resume()
+            sources.append(s)
+        }
+    }
+    func cancel() {
+        for s in sources { s.cancel() }
+        signal(SIGINT, SIG_DFL); signal(SIGTERM, SIG_DFL)
+    }
+}
+
+private final class SignalCounter: @unchecked Sendable {
+    private var n = 0
+    private let lock = NSLock()
+    func next() -> Int { lock.lock(); defer { lock.unlock() }; n += 1; return n }
 }

@@ -1,0 +1,366 @@
+import CellImage
+import CytoCore
+import CytoNN
+
+/// Which data augmentations the trainer applies to real crops, each drawn per crop from the
+/// loader's own random stream: horizontal and vertical flips, and rotations by multiples of 90°.
+public struct Augmentation: Sendable, Equatable {
+    public var flips: Bool
+    public var rotations: Bool
+
+    public init(flips: Bool = false, rotations: Bool = false) { self.flips = flips; self.rotations = rotations }
+
+    /// No augmentation (the paper).
+    public static let none = Augmentation()
+    /// Flips and 90° rotations: the 8 symmetries of the square, for cells that have no orientation.
+    public static let dihedral = Augmentation(flips: true, rotations: true)
+
+    public var isIdentity: Bool { !flips && !rotations }
+
+    public var json: JSON { ["flips": .bool(flips), "rotations": .bool(rotations)] }
+
+    public init(json: JSON) throws {
+        guard case .object(let o) = json else {
+            throw CytoError(.invalidInput, "augmentation must be an object, got \(json.typeName)", field: "augmentation")
+        }
+        func flag(_ k: String) throws -> Bool {
+            guard let v = o[k], !v.isNull else { return false }
+            guard let b = v.boolValue else { throw CytoError(.invalidInput, "'\(k)' must be true or false", field: k) }
+            return b
+        }
+        flips = try flag("flips")
+        rotations = try flag("rotations")
+    }
+}
+
+/// Which discriminator activations make a cell's feature vector.
+///
+/// Written as comma-separated parts: `representation` (the paper's Dense layer), `pooled` (global
+/// average pooling of every convolution block's output, "lrelu<i>", concatenated; issue 8),
+/// `pool:<layer>` (global average pooling of one layer's NCHW output), or any discriminator layer
+/// name (its output flattened). Example: "representation,pooled".
+public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
+    public enum Part: Sendable, Equatable {
+        /// A layer's output, flattened.
+        case layer(String)
+        /// Global average pooling over H and W of a layer's [N, C, H, W] output.
+        case pooled(String)
+        /// Global average pooling of every convolution block ("lrelu0", "lrelu1", ...).
+        case allBlocksPooled
+    }
+
+    public var parts: [Part]
+
+    public init(parts: [Part]) { self.parts = parts }
+
+    /// The paper's choice: the 'representation' Dense layer.
+    public static let representation = FeatureLayer(parts: [.layer(DCGANArchitecture.representationLayer)])
+    /// Every convolution block, globally average pooled and concatenated.
+    public static let pooled = FeatureLayer(parts: [.allBlocksPooled])
+
+    /// Parses the comma-separated form (see the type's documentation).
+    public init(parsing text: String) throws {
+        var parts: [Part] = []
+        for raw in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let p = raw.trimmingCharacters(in: .whitespaces)
+            guard !p.isEmpty else {
+                throw CytoError(.invalidInput, "feature layer '\(text)' has an empty part", field: "feature_layer")
+            }
+            if p == "pooled" { parts.append(.allBlocksPooled) }
+            else if p.hasPrefix("pool:") {
+                let name = String(p.dropFirst(5))
+                guard !name.isEmpty else { throw CytoError(.invalidInput, "'pool:' needs a layer name", field: "feature_layer") }
+                parts.append(.pooled(name))
+            } else { parts.append(.layer(p)) }
+        }
+        guard !parts.isEmpty else { throw CytoError(.invalidInput, "feature layer is empty", field: "feature_layer") }
+        self.parts = parts
+    }
+
+    public var description: String {
+        parts.map { p -> String in
+            switch p {
+            case .layer(let n): return n
+            case .pooled(let n): return "pool:\(n)"
+            case .allBlocksPooled: return "pooled"
+            }
+        }.joined(separator: ",")
+    }
+}
+
+/// Everything that defines a GAN run: the networks (every size a parameter), the loss, the
+/// optimizers and their schedule, the batch, WGAN-GP's critic steps and penalty, how crops become
+/// inputs, augmentation, which layer gives features, and the seed. Stored in every checkpoint as
+/// JSON (`json`, `init(json:)`), so a model file is self-describing.
+public struct GANConfig: Sendable, Equatable {
+    /// The preset this came from ("paper-96", "small-64") or "custom".
+    public var name: String
+    public var architecture: DCGANArchitecture
+    public var loss: GANLoss
+    /// Discriminator and generator learning-rate schedules (base rate and staircase decay).
+    public var discriminatorRate: LearningRate
+    public var generatorRate: LearningRate
+    /// Adam's moment decays (the paper: beta1 0.5) and epsilon.
+    public var beta1: Float
+    public var beta2: Float
+    public var epsilon: Float
+    public var batchSize: Int
+    /// Discriminator (critic) updates per generator update; WGAN-GP only (1 for the others).
+    public var criticSteps: Int
+    /// WGAN-GP's lambda.
+    public var gradientPenalty: Float
+    /// Initial weights: N(0, std^2) in the DCGAN manner, or Glorot / He.
+    public var initialization: WeightInit
+    public var preprocessing: Preprocessing
+    public var augmentation: Augmentation
+    public var featureLayer: FeatureLayer
+    public var seed: UInt64
+
+    public init(name: String = "custom", architecture: DCGANArchitecture = .paper96, loss: GANLoss = .lsgan,
+                discriminatorRate: LearningRate? = nil, generatorRate: LearningRate? = nil,
+                beta1: Float = 0.5, beta2: Float = 0.999, epsilon: Float = 1e-8, batchSize: Int = 64,
+                criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
+                preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
+                featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+        self.name = name
+        self.architecture = architecture
+        self.loss = loss
+        let (d, g) = GANConfig.paperRates(loss)
+        self.discriminatorRate = discriminatorRate ?? .paper(d)
+        self.generatorRate = generatorRate ?? .paper(g)
+        self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
+        self.batchSize = batchSize
+        self.criticSteps = criticSteps
+        self.gradientPenalty = gradientPenalty
+        self.initialization = initialization
+        self.preprocessing = preprocessing ?? Preprocessing(size: architecture.size, channels: architecture.channels)
+        self.augmentation = augmentation
+        self.featureLayer = featureLayer
+        self.seed = seed
+    }
+
+    /// The paper's base learning rates (discriminator, generator) for a loss:
+    /// DCGAN 5e-5 / 1e-5; LSGAN and WGAN-GP 7e-5 / 2e-4.
+    public static func paperRates(_ loss: GANLoss) -> (Float, Float) {
+        switch loss {
+        case .dcgan: return (5e-5, 1e-5)
+        case .lsgan, .wgangp: return (7e-5, 2e-4)
+        }
+    }
+
+    /// Names of the presets, for help texts and errors.
+    public static let presetNames = ["paper-96", "small-64"]
+
+    /// A named preset with `loss` (default LSGAN) and `seed`.
+    ///
+    /// - `paper-96`: CytoGAN exactly: 96x96x3, the paper's widths, the paper's learning rates for
+    ///   the loss, Adam beta1 0.5, staircase decay 0.9999 every 100 steps, batch 64, per-crop
+    ///   maximum normalization, no augmentation, features from 'representation'; WGAN-GP with
+    ///   lambda 10 and one critic step per generator step.
+    /// - `small-64`: the same design on 64x64 crops with half the widths, batch 32, flips and
+    ///   rotations, and the paper's rates doubled (learning starts sooner on a CPU budget).
+    public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
+        switch name {
+        case "paper-96":
+            return GANConfig(name: name, architecture: .paper96, loss: loss, batchSize: 64,
+                             preprocessing: .cytogan, augmentation: .none, seed: seed)
+        case "small-64":
+            let (d, g) = paperRates(loss)
+            return GANConfig(name: name, architecture: .small64, loss: loss,
+                             discriminatorRate: .paper(2 * d), generatorRate: .paper(2 * g), batchSize: 32,
+                             preprocessing: Preprocessing(size: 64, channels: 3, normalization: .perCropMax, resize: .resample),
+                             augmentation: .dihedral, seed: seed)
+        default:
+            throw CytoError(.invalidInput, "unknown preset '\(name)' (\(presetNames.joined(separator: ", ")))", field: "preset")
+        }
+    }
+
+    /// Checks that the configuration describes something trainable.
+    public func validate() throws {
+        try architecture.validate()
+        func bad(_ f: String, _ m: String) -> CytoError { CytoError(.invalidInput, "config: \(m)", field: f) }
+        guard preprocessing.size == architecture.size else {
+            throw bad("preprocessing", "preprocessing size \(preprocessing.size) differs from the network's input size \(architecture.size)")
+        }
+        guard preprocessing.channels == architecture.channels else {
+            throw bad("preprocessing", "preprocessing has \(preprocessing.channels) channels, the network \(architecture.channels)")
+        }
+        try preprocessing.normalization.validate(channels: preprocessing.channels)
+        guard batchSize >= 2 else { throw bad("batch_size", "batch size must be at least 2 (BatchNorm needs more than one item)") }
+        guard criticSteps >= 1 else { throw bad("critic_steps", "critic steps must be at least 1") }
+        guard loss == .wgangp || criticSteps == 1 else { throw bad("critic_steps", "extra critic steps are for WGAN-GP only") }
+        for (f, r) in [("discriminator_rate", discriminatorRate), ("generator_rate", generatorRate)] {
+            guard r.base > 0, r.base.isFinite, r.decayRate > 0, r.decayRate <= 1 else {
+                throw bad(f, "learning rate must be positive and its decay rate in (0, 1]")
+            }
+        }
+        guard beta1 >= 0, beta1 < 1, beta2 >= 0, beta2 < 1, epsilon > 0 else { throw bad("beta1", "Adam needs 0 <= beta < 1 and epsilon > 0") }
+        guard gradientPenalty >= 0, gradientPenalty.isFinite else { throw bad("gradient_penalty", "gradient penalty must be >= 0") }
+    }
+
+    // MARK: JSON
+
+    public var json: JSON {
+        [
+            "name": .string(name),
+            "architecture": architecture.json,
+            "loss": .string(loss.rawValue),
+            "discriminator_rate": GANConfig.rateJSON(discriminatorRate),
+            "generator_rate": GANConfig.rateJSON(generatorRate),
+            "beta1": .float(beta1), "beta2": .float(beta2), "epsilon": .float(epsilon),
+            "batch_size": JSON(batchSize),
+            "critic_steps": JSON(criticSteps),
+            "gradient_penalty": .float(gradientPenalty),
+            "initialization": GANConfig.initJSON(initialization),
+            "preprocessing": preprocessing.json,
+            "augmentation": augmentation.json,
+            "feature_layer": .string(featureLayer.description),
+            "seed": .string(String(seed)),
+        ]
+    }
+
+    /// Parses the `json` form. Missing keys take the defaults of `init` (the paper's); wrong
+    /// types or values are errors naming the key.
+    public init(json: JSON) throws {
+        guard case .object(let o) = json else { throw CytoError(.invalidInput, "config must be an object, got \(json.typeName)", field: "config") }
+        func bad(_ k: String, _ m: String) -> CytoError { CytoError(.invalidInput, "config: \(m)", field: k) }
+        func value(_ k: String) -> JSON? { o[k].flatMap { $0.isNull ? nil : $0 } }
+        func float(_ k: String, _ d: Float) throws -> Float {
+            guard let v = value(k) else { return d }
+            guard let x = v.doubleValue, x.isFinite else { throw bad(k, "'\(k)' must be a number") }
+            return Float(x)
+        }
+        func int(_ k: String, _ d: Int) throws -> Int {
+            guard let v = value(k) else { return d }
+            guard let x = v.intValue else { throw bad(k, "'\(k)' must be an integer") }
+            return x
+        }
+        let arch = try value("architecture").map { try DCGANArchitecture(json: $0) } ?? .paper96
+        var loss = GANLoss.lsgan
+        if let l = value("loss") {
+            guard let s = l.stringValue, let v = GANLoss(rawValue: s) else {
+                throw bad("loss", "'loss' must be one of \(GANLoss.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            loss = v
+        }
+        let (d, g) = GANConfig.paperRates(loss)
+        var seed: UInt64 = 1
+        if let s = value("seed") {
+            if let t = s.stringValue, let v = UInt64(t) { seed = v }
+            else if let v = s.intValue, v >= 0 { seed = UInt64(v) }
+            else { throw bad("seed", "'seed' must be a non-negative integer (or its decimal string)") }
+        }
+        var featureLayer = FeatureLayer.representation
+        if let f = value("feature_layer") {
+            guard let s = f.stringValue else { throw bad("feature_layer", "'feature_layer' must be a string") }
+            featureLayer = try FeatureLayer(parsing: s)
+        }
+        var name = "custom"
+        if let n = value("name") {
+            guard let s = n.stringValue else { throw bad("name", "'name' must be a string") }
+            name = s
+        }
+        self.init(name: name, architecture: arch, loss: loss,
+                  discriminatorRate: try value("discriminator_rate").map { try GANConfig.rate($0, "discriminator_rate") } ?? .paper(d),
+                  generatorRate: try value("generator_rate").map { try GANConfig.rate($0, "generator_rate") } ?? .paper(g),
+                  beta1: try float("beta1", 0.5), beta2: try float("beta2", 0.999), epsilon: try float("epsilon", 1e-8),
+                  batchSize: try int("batch_size", 64), criticSteps: try int("critic_steps", 1),
+                  gradientPenalty: try float("gradient_penalty", 10),
+                  initialization: try value("initialization").map { try GANConfig.initialization($0) } ?? .normal(std: 0.02),
+                  preprocessing: try value("preprocessing").map { try Preprocessing(json: $0) },
+                  augmentation: try value("augmentation").map { try Augmentation(json: $0) } ?? .none,
+                  featureLayer: featureLayer, seed: seed)
+        try validate()
+    }
+
+    static func rateJSON(_ r: LearningRate) -> JSON {
+        ["base": .float(r.base), "decay_rate": .double(r.decayRate), "decay_steps": JSON(r.decaySteps), "staircase": .bool(r.staircase)]
+    }
+
+    static func rate(_ j: JSON, _ field: String) throws -> LearningRate {
+        if let x = j.doubleValue { return .paper(Float(x)) }
+        guard case .object(let o) = j, let base = o["base"]?.doubleValue, base > 0, base.isFinite else {
+            throw CytoError(.invalidInput, "config: '\(field)' must be a positive number or {base, decay_rate, decay_steps, staircase}", field: field)
+        }
+        let rate = o["decay_rate"]?.doubleValue ?? 0.9999
+        let steps = o["decay_steps"]?.intValue ?? 100
+        guard rate > 0, rate <= 1, steps > 0 else {
+            throw CytoError(.invalidInput, "config: '\(field)' needs 0 < decay_rate <= 1 and decay_steps > 0", field: field)
+        }
+        return LearningRate(Float(base), decayRate: rate, decaySteps: steps, staircase: o["staircase"]?.boolValue ?? true)
+    }
+
+    static func initJSON(_ w: WeightInit) -> JSON {
+        switch w {
+        case .normal(let std): return ["kind": "normal", "std": .float(std)]
+        case .glorotUniform: return ["kind": "glorot_uniform"]
+        case .heNormal: return ["kind": "he_normal"]
+        }
+    }
+
+    static func initialization(_ j: JSON) throws -> WeightInit {
+        switch j["kind"]?.stringValue {
+        case "normal":
+            guard let s = j["std"]?.doubleValue, s > 0 else {
+                throw CytoError(.invalidInput, "config: normal initialization needs a positive 'std'", field: "initialization")
+            }
+            return .normal(std: Float(s))
+        case "glorot_uniform": return .glorotUniform
+        case "he_normal": return .heNormal
+        default:
+            throw CytoError(.invalidInput, "config: 'initialization' kind must be normal, glorot_uniform or he_normal", field: "initialization")
+        }
+    }
+}
+
+extension DCGANArchitecture {
+    /// The JSON form stored in checkpoints (every size a key).
+    public var json: JSON {
+        [
+            "size": JSON(size), "channels": JSON(channels), "latent": JSON(latent),
+            "generator_widths": .array(generatorWidths.map { JSON($0) }),
+            "discriminator_widths": .array(discriminatorWidths.map { JSON($0) }),
+            "discriminator_strides": .array(discriminatorStrides.map { JSON($0) }),
+            "representation": JSON(representation), "kernel": JSON(kernel),
+            "leak": .float(leak), "noise_std": .float(noiseStd), "fused_upsample": .bool(fusedUpsample),
+        ]
+    }
+
+    /// Parses the `json` form; missing keys take the paper's values.
+    public init(json: JSON) throws {
+        guard case .object(let o) = json else {
+            throw CytoError(.invalidInput, "architecture must be an object, got \(json.typeName)", field: "architecture")
+        }
+        func bad(_ k: String, _ m: String) -> CytoError { CytoError(.invalidInput, "architecture: \(m)", field: k) }
+        let p = DCGANArchitecture.paper96
+        func int(_ k: String, _ d: Int) throws -> Int {
+            guard let v = o[k], !v.isNull else { return d }
+            guard let i = v.intValue else { throw bad(k, "'\(k)' must be an integer") }
+            return i
+        }
+        func ints(_ k: String, _ d: [Int]) throws -> [Int] {
+            guard let v = o[k], !v.isNull else { return d }
+            guard let a = v.arrayValue, let list = Optional(a.compactMap(\.intValue)), list.count == a.count, !list.isEmpty else {
+                throw bad(k, "'\(k)' must be a non-empty array of integers")
+            }
+            return list
+        }
+        func float(_ k: String, _ d: Float) throws -> Float {
+            guard let v = o[k], !v.isNull else { return d }
+            guard let x = v.doubleValue, x.isFinite else { throw bad(k, "'\(k)' must be a number") }
+            return Float(x)
+        }
+        var fused = p.fusedUpsample
+        if let f = o["fused_upsample"], !f.isNull {
+            guard let b = f.boolValue else { throw bad("fused_upsample", "'fused_upsample' must be true or false") }
+            fused = b
+        }
+        self.init(size: try int("size", p.size), channels: try int("channels", p.channels), latent: try int("latent", p.latent),
+                  generatorWidths: try ints("generator_widths", p.generatorWidths),
+                  discriminatorWidths: try ints("discriminator_widths", p.discriminatorWidths),
+                  discriminatorStrides: try ints("discriminator_strides", p.discriminatorStrides),
+                  representation: try int("representation", p.representation), kernel: try int("kernel", p.kernel),
+                  leak: try float("leak", p.leak), noiseStd: try float("noise_std", p.noiseStd), fusedUpsample: fused)
+        try validate()
+    }
+}

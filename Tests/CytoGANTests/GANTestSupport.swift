@@ -1,0 +1,72 @@
+import CellImage
+import CytoCore
+import CytoNN
+import Foundation
+@testable import CytoGAN
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Small fixtures for the GAN tests: a tiny configuration (16 x 16 x 3, a few filters) and
+/// folders of synthetic 16-bit crops with a manifest.
+enum Fixture {
+    /// A configuration small enough for many training steps in a test.
+    static func tinyConfig(loss: GANLoss = .lsgan, seed: UInt64 = 5, augmentation: Augmentation = .dihedral,
+                           criticSteps: Int = 1, batch: Int = 4) -> GANConfig {
+        let arch = DCGANArchitecture(size: 16, channels: 3, latent: 8, generatorWidths: [16, 8, 4],
+                                     discriminatorWidths: [4, 8, 8], discriminatorStrides: [1, 2, 2], representation: 6)
+        return GANConfig(name: "tiny", architecture: arch, loss: loss, discriminatorRate: .paper(1e-3), generatorRate: .paper(1e-3),
+                         batchSize: batch, criticSteps: criticSteps,
+                         preprocessing: Preprocessing(size: 16, channels: 3, normalization: .perCropMax, resize: .resample),
+                         augmentation: augmentation, seed: seed)
+    }
+
+    static func tempDir(_ tag: String) throws -> String {
+        let d = NSTemporaryDirectory() + "cytogan-gan-tests-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try makeDirectories(d)
+        return d
+    }
+
+    /// Writes `count` 3-channel uint16 crops of `side` x `side` (a blob at a seeded position) as
+    /// TIFFs under `dir`/crops and returns their paths relative to `dir`.
+    static func writeCrops(in dir: String, count: Int, side: Int = 18, seed: UInt64 = 3) throws -> [String] {
+        try makeDirectories(dir + "/crops")
+        var rng = RandomStream(seed: seed, purpose: "fixture")
+        var paths: [String] = []
+        for i in 0..<count {
+            var v = [UInt16](repeating: 0, count: 3 * side * side)
+            let cx = 4 + Double(rng.uniformFloat()) * Double(side - 8), cy = 4 + Double(rng.uniformFloat()) * Double(side - 8)
+            for c in 0..<3 {
+                let r = 2.0 + Double(c) + Double(rng.uniformFloat()) * 2
+                for y in 0..<side {
+                    for x in 0..<side {
+                        let d2 = (Double(x) - cx) * (Double(x) - cx) + (Double(y) - cy) * (Double(y) - cy)
+                        v[(c * side + y) * side + x] = UInt16(min(65535, 200 + 3000 * exp(-d2 / (2 * r * r)) + Double(rng.below(100))))
+                    }
+                }
+            }
+            let bytes = v.withUnsafeBytes { Array($0) }
+            let im = PixelImage(width: side, height: side, channels: 3, sampleType: .uint16, storage: bytes)
+            let rel = "crops/c\(i).tif"
+            try ImageWriter.writeTIFF(im, to: dir + "/" + rel)
+            paths.append(rel)
+        }
+        return paths
+    }
+
+    /// A manifest at `dir`/crops.csv for `paths` with plate and compound metadata.
+    static func writeManifest(in dir: String, paths: [String], extraLines: [String] = []) throws -> String {
+        var text = "path,Metadata_Plate,Metadata_Compound,Metadata_Index\n"
+        for (i, p) in paths.enumerated() { text += "\(p),P\(i % 2),\(i % 3 == 0 ? "DMSO" : "X"),\(i)\n" }
+        for l in extraLines { text += l + "\n" }
+        let path = dir + "/crops.csv"
+        try AtomicFile.write(Array(text.utf8), to: path)
+        return path
+    }
+
+    /// Bit patterns of every tensor of a model's checkpoint, by name.
+    static func bits(_ model: GANModel) -> [String: [UInt32]] {
+        Dictionary(uniqueKeysWithValues: model.namedTensors.map { ($0.name, $0.tensor.values.map(\.bitPattern)) })
+    }
+}

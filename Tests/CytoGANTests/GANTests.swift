@@ -1,0 +1,353 @@
+import CellImage
+import CytoCore
+import CytoNN
+import Foundation
+import Testing
+@testable import CytoGAN
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: Configuration
+
+@Test func presetsFollowThePaper() throws {
+    for loss in GANLoss.allCases {
+        let c = try GANConfig.preset("paper-96", loss: loss)
+        let (d, g) = loss == .dcgan ? (Float(5e-5), Float(1e-5)) : (Float(7e-5), Float(2e-4))
+        #expect(c.discriminatorRate == LearningRate(d, decayRate: 0.9999, decaySteps: 100, staircase: true))
+        #expect(c.generatorRate == LearningRate(g, decayRate: 0.9999, decaySteps: 100, staircase: true))
+        #expect(c.beta1 == 0.5 && c.batchSize == 64 && c.architecture == .paper96)
+        #expect(c.preprocessing == .cytogan && c.preprocessing.normalization == .perCropMax)
+        #expect(c.gradientPenalty == 10 && c.featureLayer == .representation && c.augmentation == .none)
+    }
+    let s = try GANConfig.preset("small-64")
+    #expect(s.architecture.size == 64 && s.preprocessing.size == 64)
+    #expect(throws: CytoError.self) { try GANConfig.preset("big-512") }
+}
+
+@Test func configJSONRoundTrips() throws {
+    var c = Fixture.tinyConfig(loss: .wgangp, criticSteps: 3)
+    c.featureLayer = try FeatureLayer(parsing: "representation,pooled,pool:lrelu1")
+    c.seed = UInt64.max - 7
+    c.initialization = .heNormal
+    c.preprocessing.normalization = .fixedScale([1000, 2000, 3000])
+    let text = c.json.serialized
+    let back = try GANConfig(json: try JSON.parse(text))
+    #expect(back == c)
+    #expect(back.json.serialized == text)
+    for p in GANConfig.presetNames {
+        let preset = try GANConfig.preset(p, loss: .dcgan, seed: 9)
+        #expect(try GANConfig(json: preset.json) == preset)
+    }
+}
+
+@Test func badConfigNamesTheField() throws {
+    var o = Fixture.tinyConfig().json.objectValue!
+    o["batch_size"] = 1
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted batch 1") } catch let e as CytoError { #expect(e.field == "batch_size") }
+    o = Fixture.tinyConfig().json.objectValue!
+    o["loss"] = "vae"
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted loss vae") } catch let e as CytoError { #expect(e.field == "loss") }
+    o = Fixture.tinyConfig().json.objectValue!
+    o["critic_steps"] = 5  // LSGAN
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted critic steps for LSGAN") } catch let e as CytoError { #expect(e.field == "critic_steps") }
+}
+
+// MARK: Losses against NumPy
+
+/// Values from NumPy (float64), made by this script:
+///   rng = np.random.default_rng(7); b = 4
+///   scores = np.round(rng.normal(0, 2, 2 * b), 4); smooth = np.round(rng.uniform(0.8, 1.0, b), 4)
+///   t = np.concatenate([np.zeros(b), smooth]); sig = 1 / (1 + np.exp(-scores))
+///   bce_d = np.mean(-(t * np.log(sig) + (1 - t) * np.log(1 - sig))); bce_d_grad = (sig - t) / (2 * b)
+///   mse_d = np.mean((scores - t) ** 2); mse_d_grad = 2 * (scores - t) / (2 * b)
+///   w_d = scores[:b].mean() - scores[b:].mean(); fake = scores[:b]
+///   bce_g = np.mean(-np.log(1 / (1 + np.exp(-fake)))); mse_g = np.mean((fake - 1) ** 2); w_g = -fake.mean()
+/// The discriminator sees [fake; real] with targets [0; U(0.8, 1)]; the generator targets 1.
+@Test func ganLossesMatchNumPy() throws {
+    let scores: [Float] = [0.0025, 0.5975, -0.5483, -1.7812, -0.9093, -1.9833, 0.1203, 2.6804]
+    let smooth: [Float] = [0.9594, 0.8936, 0.8606, 0.8557]
+    let s = try Tensor(Shape(8, 1), scores)
+    let t = try Tensor(Shape(8, 1), [0, 0, 0, 0] + smooth)
+    let g = Tensor(Shape(0))
+    func near(_ a: [Float], _ b: [Double], _ tol: Double = 2e-6) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { abs(Double($0) - $1) <= tol * max(1, abs($1)) }
+    }
+    #expect(near([try Loss.binaryCrossEntropy(logits: s, targets: t, gradient: g)], [0.8198458070169821]))
+    #expect(near(g.values, [0.06257812495930992, 0.08063551719659087, 0.04578236398079458, 0.018019377705069343,
+                            -0.08403211246826672, -0.09657906308007716, -0.04132015228263401, 0.010020017269661036]))
+    #expect(near([try Loss.meanSquaredError(s, targets: t, gradient: g)], [2.4345607887500003]))
+    #expect(near(g.values, [0.000625, 0.149375, -0.137075, -0.4453, -0.467175, -0.719225, -0.185075, 0.456175]))
+    let labels = try Tensor(Shape(8, 1), [0, 0, 0, 0, 1, 1, 1, 1])
+    #expect(near([try Loss.wasserstein(scores: s, labels: labels, gradient: g)], [-0.4094]))
+    let fake = try Tensor(Shape(4, 1), Array(scores.prefix(4)))
+    let ones = Tensor(Shape(4, 1), repeating: 1)
+    #expect(near([try Loss.binaryCrossEntropy(logits: fake, targets: ones, gradient: g)], [1.0178883230508]))
+    #expect(near([try Loss.meanSquaredError(fake, targets: ones, gradient: g)], [2.8223297075000002]))
+    #expect(near([try Loss.wasserstein(scores: fake, labels: ones, gradient: g)], [0.43237499999999995]))
+}
+
+// MARK: Noise space
+
+@Test func lerpAndSlerp() throws {
+    let a: [Float] = [1, 0, 0], b: [Float] = [0, 1, 0]
+    for mode in InterpolationMode.allCases {
+        let path = try NoiseSpace.interpolate(a, b, steps: 5, mode: mode)
+        #expect(path.count == 5 && path.first == a && path.last == b)
+    }
+    // Closed form on the unit circle: slerp(t) = (cos(t pi/2), sin(t pi/2)), always unit norm.
+    for i in 0...10 {
+        let t = Float(i) / 10
+        let s = NoiseSpace.slerp(a, b, t: t)
+        #expect(abs(s[0] - cos(t * .pi / 2)) < 1e-6 && abs(s[1] - sin(t * .pi / 2)) < 1e-6 && s[2] == 0)
+        let l = NoiseSpace.lerp(a, b, t: t)
+        #expect(l == [1 - t, t, 0])
+    }
+    // Unit inputs in 100 dimensions stay unit norm; lerp's midpoint shrinks.
+    var rng = RandomStream(seed: 4, purpose: "test")
+    var u = [Float](repeating: 0, count: 100), v = u
+    rng.fillNormal(&u); rng.fillNormal(&v)
+    func unit(_ x: [Float]) -> [Float] { let n = x.reduce(0) { $0 + $1 * $1 }.squareRoot(); return x.map { $0 / n } }
+    func norm(_ x: [Float]) -> Float { x.reduce(0) { $0 + $1 * $1 }.squareRoot() }
+    u = unit(u); v = unit(v)
+    for p in try NoiseSpace.interpolate(u, v, steps: 9, mode: .slerp) { #expect(abs(norm(p) - 1) < 1e-5) }
+    #expect(norm(NoiseSpace.lerp(u, v, t: 0.5)) < 0.9)
+    // Parallel vectors fall back to lerp; algebra is a - b + c.
+    #expect(NoiseSpace.slerp([2, 0], [4, 0], t: 0.5) == [3, 0])
+    #expect(try NoiseSpace.algebra([5, 1], minus: [2, 2], plus: [1, 1]) == [4, 0])
+    #expect(throws: CytoError.self) { try NoiseSpace.interpolate(a, b, steps: 1, mode: .linear) }
+    #expect(throws: CytoError.self) { try NoiseSpace.algebra([1], minus: [1, 2], plus: [1]) }
+}
+
+// MARK: Augmentation
+
+@Test func squareSymmetriesMoveThePixelsTheyShould() {
+    // 3 x 3 plane 0...8 row-major. One counter-clockwise quarter turn gives [2 5 8; 1 4 7; 0 3 6].
+    func apply(_ s: SquareSymmetry) -> [Float] {
+        var p: [Float] = (0..<9).map(Float.init)
+        var scratch = [Float](repeating: 0, count: 9)
+        p.withUnsafeMutableBufferPointer { pp in scratch.withUnsafeMutableBufferPointer { s.apply(pp.baseAddress!, channels: 1, size: 3, scratch: $0.baseAddress!) } }
+        return p
+    }
+    #expect(apply(SquareSymmetry(turns: 1)) == [2, 5, 8, 1, 4, 7, 0, 3, 6])
+    #expect(apply(SquareSymmetry(turns: 2)) == [8, 7, 6, 5, 4, 3, 2, 1, 0])
+    #expect(apply(SquareSymmetry(mirror: true)) == [2, 1, 0, 5, 4, 3, 8, 7, 6])
+    // The 8 symmetries are distinct, and flips-only draws reach exactly the 4 mirror/half-turn ones.
+    var all = Set<[Float]>()
+    for m in [false, true] { for t in 0..<4 { all.insert(apply(SquareSymmetry(mirror: m, turns: t))) } }
+    #expect(all.count == 8)
+    var rng = RandomStream(seed: 1, purpose: "t")
+    var flips = Set<[Float]>(), rotations = Set<[Float]>()
+    for _ in 0..<200 {
+        flips.insert(apply(SquareSymmetry.draw(Augmentation(flips: true), rng: &rng)))
+        rotations.insert(apply(SquareSymmetry.draw(Augmentation(rotations: true), rng: &rng)))
+    }
+    #expect(flips == [apply(SquareSymmetry()), apply(SquareSymmetry(mirror: true)), apply(SquareSymmetry(turns: 2)),
+                      apply(SquareSymmetry(mirror: true, turns: 2))])
+    #expect(rotations.count == 4)
+}
+
+// MARK: Manifests
+
+@Test func badManifestRowsAreSkippedAndCounted() throws {
+    let dir = try Fixture.tempDir("manifest")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let text = """
+    path,Metadata_Plate,Metadata_Well
+    a.tif,P1,A01
+    b.tif,P1
+    ,P1,A03
+    "c,1.tif",P2,"B""01"
+
+    /abs/d.tif,P2,B02
+    e.tif,P3,C01,extra
+
+    """
+    try AtomicFile.write(Array(text.utf8), to: dir + "/m.csv")
+    var logged: [String] = []
+    let m = try StreamingManifest(path: dir + "/m.csv", log: { logged.append($0) })
+    #expect(m.count == 3)
+    #expect(m.skippedRowCount == 3 && logged.count == 3)
+    #expect(m.skippedRows.map(\.line) == [3, 4, 8])
+    #expect(m.metadataNames == ["Metadata_Plate", "Metadata_Well"])
+    #expect(try m.spec(at: 0) == .file(dir + "/a.tif"))
+    #expect(try m.spec(at: 1) == .file(dir + "/c,1.tif"))
+    #expect(try m.metadata(at: 1) == ["P2", "B\"01"])
+    #expect(try m.spec(at: 2) == .file("/abs/d.tif"))
+    #expect(m.name(at: 2) == "/abs/d.tif")
+    let rooted = try StreamingManifest(path: dir + "/m.csv", root: "/data")
+    #expect(try rooted.spec(at: 0) == .file("/data/a.tif"))
+    do { _ = try StreamingManifest(path: dir + "/m.csv", channelColumns: ["DNA"]); Issue.record("no error") } catch let e as CytoError {
+        #expect(e.field == "DNA" && e.path == dir + "/m.csv")
+    }
+}
+
+// MARK: Checkpoints and exact resume
+
+@Test func checkpointRoundTripRestoresEverything() throws {
+    Engine.setThreads(1)
+    let dir = try Fixture.tempDir("ckpt")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let paths = try Fixture.writeCrops(in: dir, count: 9)
+    let manifest = try StreamingManifest(path: try Fixture.writeManifest(in: dir, paths: paths))
+    let model = try GANModel(config: Fixture.tinyConfig(loss: .wgangp, criticSteps: 2))
+    let trainer = Trainer(model: model, source: manifest,
+                          options: .init(steps: 4, checkpointDirectory: dir + "/ck", checkpointEverySteps: 1, keep: 2))
+    let summary = try trainer.run()
+    #expect(summary.stepsRun == 4 && summary.finalStep == 4 && model.discriminatorOptimizer.step == 8)
+    // Last K kept, no temporary files left behind.
+    let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/ck").sorted()
+    #expect(files == ["checkpoint-000000003.safetensors", "checkpoint-000000004.safetensors"])
+    let loaded = try GANModel.load(from: CheckpointDirectory(path: dir + "/ck").latest!)
+    #expect(loaded.config == model.config)
+    #expect(Fixture.bits(loaded) == Fixture.bits(model))
+    #expect(loaded.step == 4 && loaded.cursor == model.cursor && loaded.cursor.position == (8 * 4) % 9)
+    #expect(loaded.cursor.epoch == 3)
+    #expect(loaded.randomStreams == model.randomStreams)
+    #expect(loaded.generatorOptimizer.step == 4 && loaded.discriminatorOptimizer.step == 8)
+    // BatchNorm statistics are in the file and have moved from their initial values.
+    #expect(loaded.generator.stateTensors.contains { $0.name == "bn0.running_mean" && $0.tensor.values.contains { $0 != 0 } })
+    // A file that is not a checkpoint is refused with its path.
+    try SafeTensors.write([("x", Tensor(Shape(2)))], to: dir + "/other.safetensors")
+    do { _ = try GANModel.load(from: dir + "/other.safetensors"); Issue.record("loaded a foreign file") } catch let e as CytoError {
+        #expect(e.path == dir + "/other.safetensors")
+    }
+}
+
+@Test(arguments: [(GANLoss.lsgan, 1), (GANLoss.dcgan, 1), (GANLoss.wgangp, 2)])
+func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
+    Engine.setThreads(1)
+    let dir = try Fixture.tempDir("resume")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    // 11 crops and a missing one: epochs end inside batches, and a skipped crop is part of the order.
+    let paths = try Fixture.writeCrops(in: dir, count: 11)
+    let manifest = try StreamingManifest(path: try Fixture.writeManifest(in: dir, paths: paths + ["crops/missing.tif"]))
+    let config = Fixture.tinyConfig(loss: loss, criticSteps: critic)
+    let n = 5
+
+    let whole = try GANModel(config: config)
+    var skipped: [String] = []
+    let s1 = try Trainer(model: whole, source: manifest, options: .init(steps: 2 * n), log: { skipped.append($0) }).run()
+    #expect(s1.skippedCrops > 0 && skipped.allSatisfy { $0.contains("missing.tif") })
+
+    let first = try GANModel(config: config)
+    let s2 = try Trainer(model: first, source: manifest, options: .init(steps: n, checkpointDirectory: dir + "/ck", prefetch: 2)).run()
+    let resumed = try GANModel.load(from: s2.checkpoints.last!)
+    _ = try Trainer(model: resumed, source: manifest, options: .init(steps: n, prefetch: 5)).run()
+
+    #expect(resumed.step == whole.step)
+    #expect(resumed.cursor == whole.cursor)
+    #expect(resumed.randomStreams == whole.randomStreams)
+    let a = Fixture.bits(whole), b = Fixture.bits(resumed)
+    #expect(a.keys == b.keys)
+    for (name, v) in a { #expect(b[name] == v, "tensor \(name) differs after resume") }
+    // And the run did change the weights.
+    #expect(Fixture.bits(try GANModel(config: config)) != a)
+}
+
+// MARK: Features
+
+@Test func extractionKeepsOrderAndIsDeterministic() throws {
+    Engine.setThreads(1)
+    let model = try GANModel(config: Fixture.tinyConfig())
+    var rng = RandomStream(seed: 11, purpose: "x")
+    let batch = Tensor(Shape(5, 3, 16, 16))
+    rng.fillNormal(batch.buffer, mean: 0, std: 0.5)
+    let fx = try FeatureExtractor(model: model)
+    #expect(fx.count == 6 && fx.names.first == "representation_0")
+    let all = try fx.extract(batch)
+    #expect(try fx.extract(batch) == all)
+    for i in 0..<5 {
+        let one = try Tensor(Shape(1, 3, 16, 16), Array(batch.values[(i * 768)..<((i + 1) * 768)]))
+        let f = try fx.extract(one)
+        for k in 0..<6 { #expect(abs(f[k] - all[i * 6 + k]) <= 1e-5 * max(1, abs(f[k]))) }
+    }
+    // Noisy encoding: differs from the deterministic one, reproducible from its seed.
+    let n1 = try FeatureExtractor(model: model, noisy: true, noiseSeed: 3).extract(batch)
+    let n2 = try FeatureExtractor(model: model, noisy: true, noiseSeed: 3).extract(batch)
+    #expect(n1 == n2 && n1 != all)
+    #expect(try fx.extract(batch) == all)  // the noisy runs left the model as it was
+
+    // Pooled: the mean over H, W of each block's LeakyReLU output, concatenated.
+    let pooled = try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "pooled,representation"))
+    #expect(pooled.count == 4 + 8 + 8 + 6)
+    let p = try pooled.extract(batch)
+    model.discriminator.training = false
+    _ = try model.discriminator.forward(batch)
+    model.discriminator.training = true
+    var offset = 0
+    for name in ["lrelu0", "lrelu1", "lrelu2"] {
+        let t = model.discriminator.output(of: name)!
+        let c = t.shape[1], hw = t.shape[2] * t.shape[3]
+        for i in 0..<5 {
+            for k in 0..<c {
+                var s = 0.0
+                for j in 0..<hw { s += Double(t.data[(i * c + k) * hw + j]) }
+                #expect(abs(Double(p[i * pooled.count + offset + k]) - s / Double(hw)) < 1e-5)
+            }
+        }
+        offset += c
+    }
+    for i in 0..<5 { for k in 0..<6 { #expect(p[i * pooled.count + 20 + k] == all[i * 6 + k]) } }
+    #expect(throws: CytoError.self) { try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "conv9")) }
+    #expect(throws: CytoError.self) { try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "pool:representation")) }
+}
+
+@Test func extractionFromCropsReportsBadOnes() throws {
+    Engine.setThreads(1)
+    let dir = try Fixture.tempDir("extract")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let paths = try Fixture.writeCrops(in: dir, count: 3)
+    let model = try GANModel(config: Fixture.tinyConfig())
+    let fx = try FeatureExtractor(model: model)
+    let specs = [CropSpec.file(dir + "/" + paths[0]), .file(dir + "/nothing.tif"), .file(dir + "/" + paths[2])]
+    let rows = try fx.extract(specs: specs, loader: CropLoader(preprocessing: model.config.preprocessing))
+    #expect(rows.errors[0] == nil && rows.errors[1]?.kind == .fileNotFound && rows.errors[1]?.index == 1 && rows.errors[2] == nil)
+    let single = try fx.extract(specs: [specs[2]], loader: CropLoader(preprocessing: model.config.preprocessing))
+    for k in 0..<fx.count { #expect(abs(single.features[k] - rows.features[2 * fx.count + k]) < 1e-5) }
+}
+
+// MARK: Sampling and encoding
+
+@Test func samplesDoNotDependOnTheirBatch() throws {
+    Engine.setThreads(1)
+    let model = try GANModel(config: Fixture.tinyConfig())
+    let z = NoiseSpace.draw(count: 5, latent: 8, seed: 2)
+    #expect(z == NoiseSpace.draw(count: 5, latent: 8, seed: 2))
+    let all = try Sampler(model: model, batchSize: 5).generate(z)
+    let pieces = try Sampler(model: model, batchSize: 2).generate(z)
+    #expect(all.count == 5 * 768 && all.allSatisfy { $0 >= -1 && $0 <= 1 })
+    #expect(zip(all, pieces).allSatisfy { abs($0 - $1) < 1e-5 })
+    #expect(throws: CytoError.self) { try Sampler(model: model).generate([1, 2, 3]) }
+}
+
+@Test func encoderRecoversGeneratedCells() throws {
+    Engine.setThreads(1)
+    let dir = try Fixture.tempDir("encode")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    // A briefly trained generator (so G is not near-constant), then cells it made from known z.
+    let paths = try Fixture.writeCrops(in: dir, count: 8)
+    let model = try GANModel(config: Fixture.tinyConfig())
+    _ = try Trainer(model: model, source: try StreamingManifest(path: try Fixture.writeManifest(in: dir, paths: paths)),
+                    options: .init(steps: 20)).run()
+    let zTrue = NoiseSpace.draw(count: 3, latent: 8, seed: 99)
+    let cells = try Sampler(model: model).generate(zTrue)
+    let encoder = try NoiseEncoder(model: model, options: .init(iterations: 150, learningRate: 0.05, restarts: 2, seed: 4))
+    let r = try encoder.encode(cells, count: 3)
+    #expect(r.z.count == 24 && r.reconstructions.count == cells.count)
+    #expect(r.lossCurve.count == 151 && r.lossCurve.last! < 0.5 * r.lossCurve.first!)
+    // The reported error is the error of the reported reconstruction, which is G(z).
+    let again = try Sampler(model: model).generate(r.z)
+    #expect(zip(again, r.reconstructions).allSatisfy { abs($0 - $1) < 1e-5 })
+    for i in 0..<3 {
+        var s = 0.0
+        for j in 0..<768 { let e = Double(r.reconstructions[i * 768 + j] - cells[i * 768 + j]); s += e * e }
+        #expect(abs(s / 768 - Double(r.pixelError[i])) < 1e-6)
+    }
+    // Better than a fresh random draw at reproducing the cells.
+    let random = try Sampler(model: model).generate(NoiseSpace.draw(count: 3, latent: 8, seed: 5))
+    var base = 0.0
+    for j in 0..<cells.count { let e = Double(random[j] - cells[j]); base += e * e }
+    #expect(Double(r.pixelError.reduce(0, +)) * 768 < 0.5 * base)
+}
