@@ -45,7 +45,7 @@ def require_command(*args):
 
 
 SYNTH_ARGS = ["--moas", "2", "--compounds-per-moa", "2", "--concentrations", "1", "--batches", "1",
-              "--plates-per-batch", "2", "--control-wells", "1", "--cells-per-well", "2", "--size", "48",
+              "--plates-per-batch", "2", "--control-wells", "2", "--cells-per-well", "2", "--size", "48",
               "--threads", "2"]
 
 

@@ -1,7 +1,13 @@
 """Batch feature extraction sharded over a Dask cluster: each Dask worker process drives its own
 `cytogan serve` (through cytogan_client) with the same model, shards of the crop list go to
-whichever worker is free, and the results come back in the crops' order — identical to one
-process extracting the whole list, because a crop's features do not depend on its neighbours.
+whichever worker is free, and the results come back in the crops' order — bit for bit the
+features one process extracting the whole list gives.
+
+Bit for bit needs care: the engine's matrix products round the last bit of a crop's features
+differently depending on the crop's position within its batch (and on the BLAS thread count). So
+shards are cut at multiples of the batch size: every crop then sits in the same batch, at the same
+position, as in a single request with that batch size. Give every cytogan worker the same thread
+count as the reference run (OPENBLAS_NUM_THREADS) for identity across machines.
 
     from distributed import Client, LocalCluster
     import cytogan_dask
@@ -86,11 +92,16 @@ def extract_shard(crops, model, binary=None, args=(), channels=None, batch_size=
     return tables.to_array(r["features"], r["dim"]), r.get("errors") or []
 
 
-def shards_of(n, shard_size):
-    """(start, stop) ranges covering range(n) in pieces of at most `shard_size`."""
-    if shard_size < 1:
-        raise ValueError("shard_size must be at least 1")
-    return [(i, min(i + shard_size, n)) for i in range(0, n, shard_size)]
+WORKER_BATCH = 64  # features/extract's default batchSize (PROTOCOL.md 8.4)
+
+
+def shards_of(n, shard_size, batch_size=WORKER_BATCH):
+    """(start, stop) ranges covering range(n), each a whole number of batches (`shard_size`
+    rounded up to a multiple of `batch_size`), so each crop keeps its place in its batch."""
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError("shard_size and batch_size must be at least 1")
+    step = -(-shard_size // batch_size) * batch_size
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 def extract_crops(client, crops, model, *, binary=None, args=(), shard_size=256, channels=None, batch_size=None,
@@ -98,14 +109,15 @@ def extract_crops(client, crops, model, *, binary=None, args=(), shard_size=256,
     """Features of `crops` (CropSpec dicts) computed on the cluster of `client`: a float32 (n, d)
     array in the crops' order, and the list of errors (indices into `crops`) when on_error="skip".
     A crop error with on_error="fail" raises the worker's typed error, its index made global.
-    `progress(done, total)` is called as shards finish."""
+    `progress(done, total)` is called as shards finish. Shards are whole batches (see
+    `shards_of`); batch_size None is the worker's default, 64."""
     from distributed import as_completed
 
     crops = list(crops)
     if not crops:
         raise ValueError("no crops to extract")
     model = os.path.abspath(model)
-    ranges = shards_of(len(crops), shard_size)
+    ranges = shards_of(len(crops), shard_size, batch_size or WORKER_BATCH)
     futures = client.map(extract_shard, [crops[a:b] for a, b in ranges], model=model, binary=binary, args=args,
                          channels=channels, batch_size=batch_size, on_error=on_error, pure=False)
     where = {f.key: r for f, r in zip(futures, ranges)}

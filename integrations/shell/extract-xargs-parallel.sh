@@ -12,12 +12,14 @@ cytogan=${CYTOGAN:-cytogan}
 parts=$(mktemp -d)
 trap 'rm -rf "$parts"' EXIT
 
-export model cytogan parts
-# Each xargs invocation gets NUL-separated paths as arguments and feeds them to one line-mode
-# extractor (OPENBLAS_NUM_THREADS=1: the parallelism is the processes').
+export model cytogan parts per
+# Each xargs invocation gets N NUL-separated paths as arguments and feeds them to one line-mode
+# extractor, one thread each (the parallelism is the processes'). One batch of N per process, one
+# thread: the rows equal, bit for bit, `cytogan extract --paths - --batch N --threads 1` on the
+# whole list (the engine rounds a crop's last bits by its place in its batch and the threads).
 find "$crops" -name '*.tif' -print0 | sort -z \
   | xargs -0 -n "$per" -P "$procs" bash -c '
-      printf "%s\n" "$@" | OPENBLAS_NUM_THREADS=1 "$cytogan" extract --model "$model" --paths - \
+      printf "%s\n" "$@" | "$cytogan" extract --model "$model" --paths - --batch "$per" --threads 1 \
         > "$(mktemp "$parts/part-XXXXXX.csv")"' _
 
 # One header, then every part's rows sorted by path (the first column).

@@ -12,6 +12,6 @@ mkdir -p "$work"
 
 "$cytogan" extract --model "$model" --manifest "$manifest" --out "$work/cells.csv"
 "$cytogan" profile aggregate --input "$work/cells.csv" --output "$work/wells.csv" \
-  --by Metadata_Plate Metadata_Well --join Metadata_Batch 2> /dev/null
+  --by Metadata_Plate Metadata_Well --join Metadata_Batch > /dev/null 2>&1
 "$cytogan" profile moa --wells "$work/wells.csv" 2> /dev/null > "$work/moa.json"
-jq '{nsc: .nsc.accuracy, nscb: .nscb.accuracy, per_compound: .per_compound.mean, map: .map}' "$work/moa.json"
+jq '{nsc, nscb, per_compound, map}' "$work/moa.json"
