@@ -151,7 +151,7 @@ def otsu_threshold(values, bins=256):
     return float(centres[int(np.argmax(between))])
 
 
-def segment_nuclei(dna, *, sigma=2.0, min_area=60, max_area=5000, drop_border=True):
+def segment_nuclei(dna, *, sigma=1.0, min_area=60, max_area=5000, drop_border=True):
     """Nuclei of a DNA image: Gaussian smoothing, Otsu threshold, hole filling, connected
     components; objects smaller than min_area or larger than max_area pixels, or touching the
     border, are dropped. Returns a label image (objects numbered 1..n)."""
