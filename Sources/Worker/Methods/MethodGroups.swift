@@ -31,6 +31,7 @@ extension Server {
     public func registerStandardMethods() {
         registerLifecycleMethods()
         registerJobMethods()
+        registerProfileMethods()
     }
 
     /// A worker on stdin/stdout with every standard method registered.
