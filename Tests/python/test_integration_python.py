@@ -515,3 +515,47 @@ print("ok")
 """
     r = subprocess.run([str(py), "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+def test_profile_helpers_on_a_feature_table_file(worker, tmp_path):
+    """profiles/* through the typed helpers on a table file, against pandas computed from the
+    definitions (per-well mean; standardize to DMSO with the sample standard deviation)."""
+    require("profiles/aggregate", "profiles/normalize", "profiles/score", "profiles/export", "profiles/list",
+            "profiles/drop")
+    rng = np.random.default_rng(4)
+    rows = []
+    for p in ("P1", "P2"):
+        for w, (comp, conc, moa) in enumerate([("DMSO", 0.0, ""), ("DMSO", 0.0, ""), ("DMSO", 0.0, ""),
+                                               ("a", 1.0, "m1"), ("b", 1.0, "m1"), ("c", 1.0, "m2"), ("d", 1.0, "m2")]):
+            for cell in range(3):
+                rows.append([p, f"W{w}", comp, conc, moa, "B1", *rng.normal(w % 4, 1, 5)])
+    cols = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration", "Metadata_MOA",
+            "Metadata_Batch"] + [f"f{j}" for j in range(5)]
+    cells = pd.DataFrame(rows, columns=cols)
+    path = tmp_path / "cells.csv"
+    cells.to_csv(path, index=False)
+    feats = [f"f{j}" for j in range(5)]
+
+    info = worker.profiles_aggregate(path, by=["Metadata_Plate", "Metadata_Well"], into="wells")
+    assert info["name"] == "wells" and info["rows"] == 14
+    wells = worker.table("wells")
+    ref = cells.groupby(["Metadata_Plate", "Metadata_Well"], sort=False)[feats].mean().reset_index()
+    np.testing.assert_allclose(wells[feats].to_numpy(), ref[feats].to_numpy(), rtol=1e-6, atol=1e-9)
+
+    worker.profiles_normalize("wells", ("Metadata_Compound", ["DMSO"]), method="standardize", into="norm")
+    norm = worker.table("norm")
+    ctrl = wells[wells["Metadata_Compound"] == "DMSO"][feats]
+    expect = (wells[feats] - ctrl.mean()) / ctrl.std(ddof=1)
+    np.testing.assert_allclose(norm[feats].to_numpy(), expect.to_numpy(), rtol=1e-5, atol=1e-6)
+
+    score = worker.profiles_score("norm", exclude=("Metadata_Compound", ["DMSO"]), metrics=["nsc", "map"],
+                                  batch="Metadata_Batch", distance="cosine")
+    assert score["nsc"]["total"] == 4 and 0 <= score["nsc"]["accuracy"] <= 1
+    out = worker.profiles_export("norm", tmp_path / "out" / "norm.npy")
+    np.testing.assert_allclose(np.load(out["path"]), norm[feats].to_numpy(np.float32), rtol=1e-6)
+    names = {t["name"] for t in worker.profiles_list()}
+    assert {"wells", "norm"} <= names
+    assert worker.profiles_drop("norm") == {"dropped": "norm"}
+    with pytest.raises(cytogan_client.InvalidInput) as e:
+        worker.profiles_drop("norm")
+    assert e.value.field == "table"

@@ -476,25 +476,33 @@ class Worker:
     def profiles_list(self):
         return self.call("profiles/list")["tables"]
 
-    def profiles_aggregate(self, source, *, by=None, method=None, into=None, timeout=None):
-        return self.call("profiles/aggregate", params_of(source=_table_ref(source), by=by, method=method, into=into),
-                         timeout=timeout)
+    def profiles_aggregate(self, source, *, by=None, method=None, join=None, into=None, timeout=None):
+        """One row per group of `by` columns (mean or median); `join` columns keep their distinct
+        values joined with ';' (e.g. the batch, for NSCB). Returns TableInfo."""
+        return self.call("profiles/aggregate", params_of(source=_table_ref(source), by=by, method=method, join=join,
+                                                         into=into), timeout=timeout)
 
-    def profiles_normalize(self, source, controls, *, method=None, by=None, into=None, timeout=None):
-        """`controls` is {"column", "values"} or a (column, [values]) pair."""
+    def profiles_normalize(self, source, controls, *, method=None, by=None, into=None, epsilon=None, lambda_=None,
+                           spherize_method=None, timeout=None):
+        """Normalize to control rows: `controls` is {"column", "values"} or a (column, [values])
+        pair; `method` standardize, robustize, tvn, spherize or coral. Returns TableInfo."""
         if isinstance(controls, tuple):
             column, values = controls
             controls = {"column": column, "values": list(values)}
         return self.call("profiles/normalize", params_of(source=_table_ref(source), controls=controls, method=method,
-                                                         by=by, into=into), timeout=timeout)
+                                                         by=by, into=into, epsilon=epsilon, lambda_=lambda_,
+                                                         spherize_method=spherize_method), timeout=timeout)
 
-    def profiles_score(self, source, *, moa=None, compound=None, batch=None, exclude=None, metrics=None,
-                       confusion=None, timeout=None):
+    def profiles_score(self, source, *, moa=None, compound=None, concentration=None, batch=None, exclude=None,
+                       metrics=None, confusion=None, distance=None, timeout=None):
+        """MOA matching of profiles (NSC, NSCB, per-compound accuracy, mAP, confusion).
+        `exclude` is {"column", "values"} or a (column, [values]) pair."""
         if isinstance(exclude, tuple):
             column, values = exclude
             exclude = {"column": column, "values": list(values)}
-        return self.call("profiles/score", params_of(source=_table_ref(source), moa=moa, compound=compound, batch=batch,
-                                                     exclude=exclude, metrics=metrics, confusion=confusion),
+        return self.call("profiles/score", params_of(source=_table_ref(source), moa=moa, compound=compound,
+                                                     concentration=concentration, batch=batch, exclude=exclude,
+                                                     metrics=metrics, confusion=confusion, distance=distance),
                          timeout=timeout)
 
     def profiles_export(self, source, path, *, format=None, timeout=None):
