@@ -60,12 +60,19 @@ def main(argv=None):
                 module.crop_size.value = args.crop_size
             if args.no_mask:
                 module.use_mask.value = False
+    failures = []
+
+    def on_event(caller, event):  # a module that raises cancels the run; remember why
+        if type(event).__name__ in ("RunException", "PrepareRunException", "PostRunException"):
+            failures.append(f"{getattr(event.module, 'module_name', '?')}: {event.error!r}")
+
+    pipeline.add_listener(on_event)
     images = os.path.abspath(args.images)
     pipeline.add_pathnames_to_file_list(
         [os.path.join(images, f) for f in sorted(os.listdir(images)) if os.path.isfile(os.path.join(images, f))])
     measurements = pipeline.run()
-    if measurements is None:
-        print("run_headless: the pipeline failed (see the log above)", file=sys.stderr)
+    if measurements is None or failures:
+        print(f"run_headless: the pipeline failed: {'; '.join(failures) or 'see the log above'}", file=sys.stderr)
         return 1
     names = [f for f in measurements.get_feature_names(args.objects) if f not in ("ImageNumber", "ObjectNumber")]
     if not names:

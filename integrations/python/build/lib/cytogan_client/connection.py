@@ -319,11 +319,22 @@ class Connection:
             raise
 
     def notify(self, method, params=None):
-        """Sends a notification (no answer)."""
+        """Sends a notification (no answer). From a callback (the reader thread) the write is
+        handed to a short-lived thread, so the reader never blocks on a full pipe while the
+        worker waits for it to read."""
         msg = {"jsonrpc": "2.0", "method": method}
         if params:
             msg["params"] = params
-        self._write(msg)
+        if threading.current_thread() is self._reader_thread:
+            threading.Thread(target=self._write_quietly, args=(msg,), daemon=True).start()
+        else:
+            self._write(msg)
+
+    def _write_quietly(self, msg):
+        try:
+            self._write(msg)
+        except Exception as e:  # noqa: BLE001 - the connection is going away; nothing to tell
+            print(f"cytogan_client: could not send {msg.get('method')}: {e}", file=sys.stderr)
 
     def on_notification(self, method, callback):
         """Calls `callback(params)` for every notification `method` the worker sends (on the
@@ -428,14 +439,14 @@ class Connection:
         print(f"cytogan_client: protocol violation: {text}", file=sys.stderr)
 
     def _connection_lost(self, reason):
+        rc = None
+        if self.process is not None and self._lost is None:
+            try:  # outside the lock: other threads keep failing fast meanwhile
+                rc = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                rc = None
         with self._lock:
             if self._lost is None:
-                rc = None
-                if self.process is not None:
-                    try:
-                        rc = self.process.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        rc = None
                 self._lost = ConnectionLost(reason, rc, self.log_tail())
             lost = self._lost
             pending = list(self._pending.values())
