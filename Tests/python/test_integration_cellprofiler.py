@@ -159,10 +159,10 @@ def test_module_on_a_fake_workspace_matches_the_worker(plugin, stardist, small_m
     with cytogan_client.Worker.start(BIN) as w:
         info = w.model_load(small_model)
         assert info["config"]["channels"] == 3
-        size = 40
+        size = info["config"]["preprocessing"].get("crop_size") or info["config"]["architecture"]["size"]
         centres = arrays.object_centres(labels)
         ids = [i for i in range(1, labels.max() + 1) if np.isfinite(centres[i - 1]).all()]
-        crops = [cytogan_client.crop_field([str(img_path), str(second), str(img_path)], center=tuple(centres[i - 1]), size=size,
+        crops = [cytogan_client.crop_field([str(img_path), str(second), str(img_path)], centre=tuple(centres[i - 1]),
                                            mask=str(mask_path), label=i) for i in ids]
         ref = w.extract(crops, output="numpy")
     dim = info["featureDim"]
@@ -235,7 +235,7 @@ def test_cellprofiler_pipeline_on_example_human_matches_the_worker(shared_data, 
     fields = [str(images / f"AS_09125_050116030001_D03f00d{i}.tif") for i in range(3)]
     with cytogan_client.Worker.start(BIN) as w:
         w.model_load(small_model)
-        crops = [cytogan_client.crop_field(fields, center=(float(r["Location_Center_X"]), float(r["Location_Center_Y"])))
+        crops = [cytogan_client.crop_field(fields, centre=(float(r["Location_Center_X"]), float(r["Location_Center_Y"])))
                  for r in rows["worker"]]
         ref = w.extract(crops, output="numpy")
     got_worker = np.array([[float(r[k]) for k in feat] for r in rows["worker"]], dtype=np.float32)

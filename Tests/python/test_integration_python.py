@@ -249,9 +249,12 @@ def test_feature_tables_follow_pycytominer_layout():
     meta = [{"Metadata_Plate": "P1", "Metadata_Well": "B02"}, {"Metadata_Plate": "P1", "Metadata_Well": "B03"},
             {"Metadata_Plate": "P2", "Metadata_Well": "B02"}]
     df = cytogan_client.format_features(feats, 3, "pandas", meta)
-    assert list(df.columns) == ["Metadata_Plate", "Metadata_Well", "CytoGAN_0", "CytoGAN_1", "CytoGAN_2"]
-    assert df["CytoGAN_1"].dtype == np.float32
-    assert df.iloc[1][["CytoGAN_0", "CytoGAN_1", "CytoGAN_2"]].isna().all()
+    assert list(df.columns) == ["Metadata_Plate", "Metadata_Well", "representation_0", "representation_1",
+                                "representation_2"]
+    assert df["representation_1"].dtype == np.float32
+    assert df.iloc[1][["representation_0", "representation_1", "representation_2"]].isna().all()
+    assert cytogan_client.feature_names(2, "lrelu3") == ["lrelu3_0", "lrelu3_1"]
+    assert cytogan_client.feature_names(2, "pool:lrelu2") == ["feature_0", "feature_1"]
     arr = cytogan_client.format_features(feats, 3, "numpy")
     np.testing.assert_array_equal(arr[[0, 2]], np.array([feats[0], feats[2]], dtype=np.float32))
     assert np.isnan(arr[1]).all()
@@ -263,9 +266,13 @@ def test_feature_tables_follow_pycytominer_layout():
 
 def test_crop_builders_make_schema_valid_crops():
     crops = [crop_file("a.tif", metadata={"Metadata_Well": "B02"}, id=3),
+             crop_file("b.tif", channels=[0, 2, 1]),
              cytogan_client.crop_channels(["d.tif", "t.tif", "a.tif"]),
-             crop_field("f.tif", center=(10.5, 20), size=48, mask="m.tif", label=2),
+             crop_field("f.tif", centre=(10.5, 20), mask="m.tif", label=2),
+             crop_field("f.tif", center=(3, 4), channels=[0, 0, 0]),
              crop_field(["f0.tif", "f1.tif"], box=(1, 2, 30, 40))]
+    assert crops[3] == {"path": "f.tif", "centre": [10.5, 20], "mask": "m.tif", "label": 2}
+    assert crops[5] == {"paths": ["f0.tif", "f1.tif"], "box": [1, 2, 30, 40]}
     for c in crops:
         schemas()._validate(c, schemas().common["$id"] + "#/$defs/CropSpec")
     with pytest.raises(ValueError):
@@ -315,13 +322,15 @@ def test_extract_returns_pycytominer_tables_and_arrays_equal_to_the_raw_json(mod
     df = w.extract(crops, output="pandas")
     rows = manifest_rows(synth_screen / "crops.csv")
     meta_cols = [c for c in rows[0] if c.startswith("Metadata_")]
-    feat_cols = [f"CytoGAN_{i}" for i in range(raw["dim"])]
+    assert w.model_info()["featureLayer"] == "representation"
+    feat_cols = [f"representation_{i}" for i in range(raw["dim"])]
     assert list(df.columns) == meta_cols + feat_cols
     assert df["Metadata_Well"].tolist() == [r["Metadata_Well"] for r in rows]
     np.testing.assert_array_equal(df[feat_cols].to_numpy(), ref)
     np.testing.assert_array_equal(w.extract(crops, output="numpy"), ref)
-    assert w.extract(crops[:2], output="list") == raw["features"][:2]
+    assert w.extract(crops, output="list") == raw["features"]
     # From the manifest (read by the worker), metadata typed by pandas as pycytominer reads CSVs.
+    # (Same batches as the crop list above: the same numbers to the bit.)
     dm = w.extract(manifest=synth_screen / "crops.csv")
     expect = pd.read_csv(synth_screen / "crops.csv")[meta_cols]
     pd.testing.assert_frame_equal(dm[meta_cols], expect)
@@ -331,7 +340,9 @@ def test_extract_returns_pycytominer_tables_and_arrays_equal_to_the_raw_json(mod
 def test_progress_streaming_and_partial_results(model_worker, synth_screen):
     w = model_worker
     crops = synth_crops(synth_screen)
-    whole = w.extract(crops, output="numpy")
+    # Same batches as the streamed requests below: the engine rounds a crop's last bits by its
+    # position in its batch, so equal batches give equal numbers.
+    whole = w.extract(crops, output="numpy", batch_size=4)
     seen = []
     blocks = list(w.extract_stream(crops, output="numpy", batch_size=4, progress=lambda p, t, m: seen.append((p, t))))
     assert [o for o, _ in blocks] == list(range(0, len(crops), 4))
@@ -341,7 +352,7 @@ def test_progress_streaming_and_partial_results(model_worker, synth_screen):
     assert all(b[0] > a[0] for a, b in zip(seen, seen[1:])), f"progress must grow: {seen}"
     assert seen[-1][0] <= len(crops) and all(t == len(crops) for _, t in seen if t is not None)
     # The generic Stream over the raw protocol gives the same items.
-    s = w.stream("features/extract", crops=crops, batchSize=8)
+    s = w.stream("features/extract", crops=crops, batchSize=4)
     items = list(s)
     assert s.result["count"] == len(crops) and "features" not in s.result
     np.testing.assert_array_equal(np.array(items, dtype=np.float32), whole)
@@ -378,16 +389,22 @@ def test_skipped_crops_are_nan_rows_with_their_errors(model_worker, synth_screen
         w.extract(crops)
     assert e.value.index == 1 and e.value.path.endswith("missing.tif")
     df = w.extract(crops, on_error="skip", output="pandas")
-    assert df.iloc[1].filter(like="CytoGAN_").isna().all() and not df.iloc[[0, 2, 3]].isna().any().any()
+    assert df.iloc[1].filter(like="representation_").isna().all() and not df.iloc[[0, 2, 3]].isna().any().any()
     assert [x["index"] for x in df.attrs["errors"]] == [1] and df.attrs["errors"][0]["code"] == -32010
 
 
-def test_field_crops_by_centre(model_worker, shared_data):
+def test_field_crops_by_centre_and_box(model_worker, shared_data):
     require("features/extract")
-    field = shared_data / "fields" / "stardist" / "img2d.tif"
-    a = model_worker.extract([crop_field(field, center=(100, 120), size=48)], output="numpy")
-    b = model_worker.extract([crop_field(field, box=(76, 96, 48, 48))], output="numpy")
-    np.testing.assert_array_equal(a, b)  # the same 48x48 window, two ways
+    field = shared_data / "fields" / "stardist" / "img2d.tif"  # one channel, given thrice
+    cfg = model_worker.model_info()["config"]
+    s = cfg["preprocessing"].get("crop_size") or cfg["architecture"]["size"]
+    a = model_worker.extract([crop_field(field, centre=(100, 120), channels=[0, 0, 0])], output="numpy")
+    b = model_worker.extract([crop_field(field, box=(100 - s // 2, 120 - s // 2, 100 - s // 2 + s, 120 - s // 2 + s),
+                                         channels=[0, 0, 0])], output="numpy")
+    np.testing.assert_array_equal(a, b)  # the same window, two ways
+    with pytest.raises(cytogan_client.InvalidInput) as e:
+        model_worker.extract([crop_file(field, channels=[0, 0, 0]), crop_field(field, centre=(9999, 5), channels=[0, 0, 0])])
+    assert e.value.index == 1
 
 
 def test_kept_rows_profiles_round_trip(model_worker, synth_screen, tmp_path):
@@ -396,15 +413,15 @@ def test_kept_rows_profiles_round_trip(model_worker, synth_screen, tmp_path):
     df = w.extract(manifest=synth_screen / "crops.csv", keep=True, table="cells")
     assert {t["name"]: t["rows"] for t in w.profiles_list()}["cells"] == len(df)
     back = w.table("cells")
-    feat = [c for c in df.columns if c.startswith("CytoGAN_")]
+    feat = [c for c in df.columns if c.startswith("representation_")]
     np.testing.assert_allclose(back[feat].to_numpy(), df[feat].to_numpy(), rtol=1e-6)
-    info = w.profiles_aggregate("cells", by=["Metadata_Compound", "Metadata_Concentration"], into="profiles")
-    # The mean per treatment, computed independently with pandas.
-    ref = df.groupby(["Metadata_Compound", "Metadata_Concentration"])[feat].mean()
+    info = w.profiles_aggregate("cells", by=["Metadata_Plate", "Metadata_Well"], join=["Metadata_Batch"], into="wells")
+    # The mean per well, computed independently with pandas.
+    ref = df.groupby(["Metadata_Plate", "Metadata_Well"])[feat].mean()
     assert info["rows"] == len(ref)
-    agg = w.table("profiles").set_index(["Metadata_Compound", "Metadata_Concentration"]).sort_index()
-    np.testing.assert_allclose(agg[feat].to_numpy(), ref.sort_index().to_numpy(), rtol=1e-4, atol=1e-5)
-    w.profiles_normalize("profiles", ("Metadata_Compound", ["DMSO"]), into="normalized")
+    agg = w.table("wells").set_index(["Metadata_Plate", "Metadata_Well"]).sort_index()
+    np.testing.assert_allclose(agg[feat].to_numpy(), ref.sort_index().to_numpy(), rtol=1e-4, atol=1e-7)
+    w.profiles_normalize("wells", ("Metadata_Compound", ["DMSO"]), into="normalized")
     score = w.profiles_score("normalized", exclude=("Metadata_Compound", ["DMSO"]), metrics=["nsc", "map"])
     assert 0 <= score["nsc"]["accuracy"] <= 1 and score["nsc"]["total"] > 0
     out = w.profiles_export("cells", tmp_path / "cells.csv")
@@ -412,17 +429,17 @@ def test_kept_rows_profiles_round_trip(model_worker, synth_screen, tmp_path):
     assert w.profiles_drop("normalized") == {"dropped": "normalized"}
 
 
-def test_training_job_progress_pause_resume_cancel_and_reload(small_model, synth_screen, tmp_path):
-    require("train/start", "model/save", "model/load")
+def test_training_job_progress_pause_resume_cancel_done_and_reload(synth_screen, tmp_path):
+    require("train/start", "model/save", "model/load", "model/create")
     w = Worker.start(BIN)
     try:
-        w.model_load(small_model)
+        w.model_create("small-64", seed=1, config={"batch_size": 4})
         seen = []
         ended = []
         w.on_notification("notifications/jobs/ended", ended.append)
-        ckpt = tmp_path / "train.safetensors"
-        job = w.train_start({"manifest": {"path": str(synth_screen / "crops.csv")}}, steps=10_000, batch_size=8,
-                            seed=3, checkpoint={"path": str(ckpt), "every": 5},
+        ckpt = tmp_path / "checkpoints"
+        job = w.train_start({"manifest": {"path": str(synth_screen / "crops.csv")}}, steps=10_000,
+                            checkpoint={"directory": str(ckpt), "every": 5},
                             progress=lambda p, t, m: seen.append((p, t, m)))
         assert job.kind == "train" and job.id.startswith("job-")
         deadline = time.time() + 60
@@ -445,6 +462,11 @@ def test_training_job_progress_pause_resume_cancel_and_reload(small_model, synth
         while not ended and time.time() < deadline:
             time.sleep(0.05)
         assert ended and ended[0]["job"]["jobId"] == job.id
+        assert any(p.suffix == ".safetensors" for p in ckpt.iterdir())  # a cancelled job keeps its checkpoint
+        # A short job to the end: two more steps.
+        at = w.model_info()["step"]
+        done = w.train_start(synth_screen / "crops.csv", steps=at + 2).result(timeout=120)
+        assert done["step"] == at + 2 and done["stepsRun"] == 2 and w.model_info()["step"] == at + 2
         # Save, reload in a new worker: identical features.
         crops = synth_crops(synth_screen)[:5]
         saved = tmp_path / "after.safetensors"
@@ -457,20 +479,10 @@ def test_training_job_progress_pause_resume_cancel_and_reload(small_model, synth
         np.testing.assert_array_equal(w2.extract(crops, output="numpy"), before)
 
 
-def test_short_training_job_runs_to_done(small_model, synth_screen, tmp_path):
-    require("train/start")
-    with Worker.start(BIN) as w:
-        w.model_load(small_model)
-        job = w.train_start({"manifest": {"path": str(synth_screen / "crops.csv")}}, steps=3, batch_size=4)
-        result = job.result(timeout=120)
-        assert result["steps"] == 3
-        assert w.model_info()["step"] == 3
-
-
 def test_samples_and_encoding(model_worker, synth_screen, tmp_path):
     require("samples/generate", "samples/interpolate", "samples/algebra", "cells/encode")
     w = model_worker
-    dim = w.model_info()["config"]["latentDim"]
+    dim = w.model_info()["config"]["architecture"]["latent"]
     g = w.samples_generate(3, seed=5, output={"dir": str(tmp_path / "s"), "format": "png"})
     assert len(g["latents"]) == 3 and all(len(z) == dim for z in g["latents"])
     assert all(pathlib.Path(f).is_file() for f in g["files"])
@@ -480,8 +492,8 @@ def test_samples_and_encoding(model_worker, synth_screen, tmp_path):
     alg = w.samples_algebra({"seed": 1}, {"seed": 2}, {"seed": 3})
     t = alg["terms"]
     np.testing.assert_allclose(alg["latent"], np.array(t["a"]) - np.array(t["b"]) + np.array(t["c"]), rtol=1e-5, atol=1e-6)
-    enc = w.cells_encode(synth_crops(synth_screen)[:2], steps=3)
-    assert len(enc["latents"]) == 2 and all(math.isfinite(x) for x in enc["loss"])
+    enc = w.cells_encode(synth_crops(synth_screen)[:2], steps=3, restarts=1)
+    assert len(enc["latents"]) == 2 and all(math.isfinite(x) for x in enc["pixelError"])
 
 
 # ------------------------------------------------------------------ packaging

@@ -61,11 +61,11 @@ def synth_screen(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory):
-    """A checkpoint of the `small` preset (untrained, seed 1) written by the worker."""
+    """A checkpoint of the `small-64` preset (untrained, seed 1) written by the worker."""
     require("model/create", "model/save")
     path = tmp_path_factory.mktemp("model") / "small.safetensors"
     with cytogan_client.Worker.start(BIN) as w:
-        w.model_create("small", seed=1)
+        w.model_create("small-64", seed=1)
         w.model_save(path)
     return path
 

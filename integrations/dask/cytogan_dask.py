@@ -86,10 +86,11 @@ class CytoganPlugin(WorkerPlugin):
 
 def extract_shard(crops, model, binary=None, args=(), channels=None, batch_size=None, on_error="fail"):
     """Runs on a Dask worker: the features of `crops` as a float32 (n, d) array (NaN rows for
-    crops skipped with on_error="skip") and the list of per-crop errors (indices in the shard)."""
+    crops skipped with on_error="skip"), the list of per-crop errors (indices in the shard), and
+    the feature names the worker uses."""
     w = process_worker(model, binary, args)
     r = w.features_extract(crops, channels=channels, batch_size=batch_size, on_error=on_error)
-    return tables.to_array(r["features"], r["dim"]), r.get("errors") or []
+    return tables.to_array(r["features"], r["dim"]), r.get("errors") or [], w.feature_columns(r["dim"])
 
 
 WORKER_BATCH = 64  # features/extract's default batchSize (PROTOCOL.md 8.4)
@@ -104,10 +105,18 @@ def shards_of(n, shard_size, batch_size=WORKER_BATCH):
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def extract_crops(client, crops, model, *, binary=None, args=(), shard_size=256, channels=None, batch_size=None,
-                  on_error="fail", progress=None):
+def extract_crops(client, crops, model, **kwargs):
     """Features of `crops` (CropSpec dicts) computed on the cluster of `client`: a float32 (n, d)
     array in the crops' order, and the list of errors (indices into `crops`) when on_error="skip".
+    Keyword arguments: binary, args, shard_size (256), channels, batch_size, on_error ("fail"),
+    progress(done, total). See `run_shards`."""
+    feats, errors, _ = run_shards(client, crops, model, **kwargs)
+    return feats, errors
+
+
+def run_shards(client, crops, model, *, binary=None, args=(), shard_size=256, channels=None, batch_size=None,
+               on_error="fail", progress=None):
+    """`extract_crops`, also returning the feature names the workers use.
     A crop error with on_error="fail" raises the worker's typed error, its index made global.
     `progress(done, total)` is called as shards finish. Shards are whole batches (see
     `shards_of`); batch_size None is the worker's default, 64."""
@@ -143,24 +152,26 @@ def extract_crops(client, crops, model, *, binary=None, args=(), shard_size=256,
             err = dict(err)
             err["index"] = err["index"] + a
             errors.append(err)
-    return np.concatenate([blocks[a][0] for a, _ in ranges]), errors
+    return np.concatenate([blocks[a][0] for a, _ in ranges]), errors, blocks[0][2]
 
 
 def extract_manifest(client, manifest, model, *, path_column="path", path_columns=None, root=None, output="auto",
                      **kwargs):
     """Features of every crop of a manifest CSV, computed on the cluster: a DataFrame in
-    pycytominer's layout (the manifest's `Metadata_*` columns, then `CytoGAN_0..`) with pandas,
+    pycytominer's layout (the manifest's `Metadata_*` columns, then the features, named as the
+    worker names them: `representation_0..`) with pandas,
     else a float32 array. Takes `extract_crops`'s keyword arguments; with on_error="skip" the
     errors are in the DataFrame's `attrs["errors"]`."""
     manifest = os.path.abspath(manifest)
     crops = cytogan_client.read_manifest(manifest, path_column=path_column, path_columns=path_columns, root=root)
-    feats, errors = extract_crops(client, crops, model, **kwargs)
+    feats, errors, columns = run_shards(client, crops, model, **kwargs)
     kind = tables.resolve_output(output)
     if kind == "numpy":
         return feats
     if kind == "list":
         return [None if np.isnan(r).all() else r.tolist() for r in feats]
-    df = tables.format_features(list(feats), feats.shape[1], "pandas", tables.manifest_metadata(manifest))
+    df = tables.format_features(list(feats), feats.shape[1], "pandas", tables.manifest_metadata(manifest),
+                                columns=columns)
     df.attrs["errors"] = errors
     return df
 
@@ -170,7 +181,7 @@ def main(argv=None):
                                  description="Extract GAN features of a crop manifest on a Dask cluster.")
     ap.add_argument("--manifest", required=True, help="crops CSV (path column, Metadata_* columns)")
     ap.add_argument("--model", required=True, help="checkpoint (.safetensors), same path on every worker")
-    ap.add_argument("--out", required=True, help="features CSV (Metadata_* columns, then CytoGAN_*)")
+    ap.add_argument("--out", required=True, help="features CSV (Metadata_* columns, then the features)")
     ap.add_argument("--scheduler", help="scheduler address (tcp://host:8786) or a scheduler file (.json)")
     ap.add_argument("--local", type=int, default=2, help="without --scheduler: a LocalCluster of this many processes")
     ap.add_argument("--binary", help="cytogan binary on the workers (default: $CYTOGAN_BIN or PATH)")

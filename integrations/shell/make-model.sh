@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Creates a model checkpoint through the worker, with requests built by jq:
 #   ./make-model.sh OUT.safetensors [PRESET] [SEED]
-# PRESET: small (default; 48x48, CPU-friendly), lsgan, dcgan, wgan-gp. The model is untrained:
-# train it with train-with-progress.sh, or use it as the untrained-discriminator baseline.
+# PRESET: small-64 (default; 64x64, half the widths, CPU-friendly) or paper-96 (CytoGAN). The
+# model is untrained: train it (`cytogan train --resume OUT ...`) or use it as a baseline.
 set -euo pipefail
 out=${1:?usage: make-model.sh OUT.safetensors [PRESET] [SEED]}
-preset=${2:-small}
+preset=${2:-small-64}
 seed=${3:-0}
 cytogan=${CYTOGAN:-cytogan}
 out_abs=$(realpath -m "$out")
@@ -19,6 +19,6 @@ out_abs=$(realpath -m "$out")
   jq -nc --arg path "$out_abs" '{jsonrpc: "2.0", id: 3, method: "model/save", params: {path: $path}}'
 } | "$cytogan" serve --log-level error \
   | jq -e -r 'if .error then ("error \(.error.code): \(.error.message)" | halt_error(1))
-              elif .id == 2 then "model: \(.result.preset) \(.result.config.imageSize)px, \(.result.featureDim) features"
+              elif .id == 2 then "model: \(.result.preset) \(.result.config.architecture.size)px, \(.result.featureDim) features"
               elif .id == 3 then "saved \(.result.path) (\(.result.bytes) bytes)"
               else empty end'

@@ -12,8 +12,9 @@ illumination correction or other processing upstream), or by the worker from the
 disk (the fields as loaded by NamesAndTypes). Either way each crop is a window of *crop size*
 pixels centred on the object's centre (the mean of its pixel coordinates, as
 Location_Center_X/Y), zero outside the image, and optionally masked to the object (other objects'
-and background pixels set to 0). The worker then divides each channel by its maximum, maps it to
-[-1, 1] and resizes to the model's input size, as CytoGAN does.
+and background pixels set to 0). *Crop size* 0 means the model's own (its preprocessing crop
+size, else its input size); the worker always cuts that size. The worker then normalizes each crop as the model says (CytoGAN: each
+channel divided by its maximum, mapped to [-1, 1]) and resizes it to the model's input size.
 
 Needs the ``cytogan_client`` package (integrations/python of cytogan) in CellProfiler's Python,
 and the ``cytogan`` binary (the setting, $CYTOGAN_BIN, or on PATH). One worker process is kept per
@@ -31,7 +32,7 @@ Measurements made by this module
 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 
 -  *CytoGAN_0 ... CytoGAN_{d-1}*: the discriminator's representation of the object's crop (d is
-   the model's feature dimension, 64 for the small preset, 100 for the paper's networks). An
+   the model's feature dimension, 100 for the paper's representation layer). An
    object whose crop could not be made (no pixels) gets NaN.
 """
 import atexit
@@ -97,7 +98,12 @@ def measure_objects(worker, info, labels, channels=None, field_paths=None, crop_
     out = np.full((count, dim), np.nan, dtype=np.float32)
     if count == 0:
         return out
-    size = int(crop_size) or int(info["config"]["imageSize"])
+    cfg = info["config"]
+    model_crop = int(cfg.get("preprocessing", {}).get("crop_size") or cfg["architecture"]["size"])
+    size = int(crop_size) or model_crop
+    if field_paths is not None and size != model_crop:
+        raise ValueError(f"the worker cuts windows of the model's crop size ({model_crop} pixels): set the crop "
+                         f"size to 0 or {model_crop}, or cut the crops here")
     centres = arrays.object_centres(labels, count)
     present = [i for i in range(count) if np.isfinite(centres[i]).all()]
     if not present:
@@ -115,7 +121,7 @@ def measure_objects(worker, info, labels, channels=None, field_paths=None, crop_
                 dtype = np.uint16 if count < 65536 else np.float32
                 mask = arrays.write_tiff(os.path.join(d, "labels.tif"), labels.astype(dtype))
             for i in present:
-                crops.append(cytogan_client.crop_field(list(field_paths), center=tuple(centres[i]), size=size, mask=mask,
+                crops.append(cytogan_client.crop_field(list(field_paths), centre=tuple(centres[i]), mask=mask,
                                                        label=(i + 1) if use_mask else None))
         feats = worker.extract(crops, output="numpy", batch_size=batch_size)
     out[present] = feats
@@ -146,8 +152,9 @@ class MeasureObjectCytoGAN(Module):
             doc=f"*{CUT_HERE}*: from the images as they are at this point of the pipeline. "
                 f"*{CUT_WORKER}*: the worker reads the image files named by NamesAndTypes (unprocessed).")
         self.crop_size = Integer(
-            "Crop size in pixels (0: the model's input size)", 0, minval=0,
-            doc="Side of the square window cut around each object's centre.")
+            "Crop size in pixels (0: the model's crop size)", 0, minval=0,
+            doc="Side of the square window cut around each object's centre (the worker resizes it to the "
+                "model's input). When the worker cuts, it is the model's crop size.")
         self.use_mask = Binary(
             "Mask each crop to its object?", True,
             doc="Set pixels that do not belong to the object (background, neighbours) to 0.")

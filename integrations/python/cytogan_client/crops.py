@@ -4,7 +4,7 @@ A crop is a plain JSON-ready dict; these functions only spare typing and check t
 
     crop_file("a.tif", metadata={"Metadata_Well": "B02"})
     crop_channels(["dna.tif", "tub.tif", "actin.tif"])
-    crop_field("field.tif", center=(120.5, 88), size=96, mask="labels.tif", label=7)
+    crop_field("field.tif", centre=(120.5, 88), mask="labels.tif", label=7)
 """
 import csv
 import gzip
@@ -22,37 +22,51 @@ def _extras(d, metadata, id):
     return d
 
 
-def crop_file(path, *, metadata=None, id=None):
-    """One image holding every channel of a crop."""
-    return _extras({"path": os.fspath(path)}, metadata, id)
+def crop_file(path, *, channels=None, metadata=None, id=None):
+    """One image holding every channel of a crop; `channels` picks and orders its channels."""
+    d = {"path": os.fspath(path)}
+    if channels is not None:
+        d["channels"] = [int(c) for c in channels]
+    return _extras(d, metadata, id)
 
 
 def crop_channels(paths, *, metadata=None, id=None):
-    """One single-channel image per channel, in channel order."""
+    """One single-channel image per channel, in the model's channel order."""
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("crop_channels needs at least one path")
     return _extras({"paths": paths}, metadata, id)
 
 
-def crop_field(field, *, center=None, box=None, size=None, mask=None, label=None, metadata=None, id=None):
-    """A window of a whole field image: `field` is a path or a list of per-channel paths; exactly
-    one of `center=(x, y)` (a square of side `size`, default the model's image size) or
-    `box=(x, y, width, height)` (pixels, x = column, origin top-left). `mask` is a label image of
-    the field's size; pixels whose label is not `label` (default: the label under the centre) are
-    set to 0."""
-    if (center is None) == (box is None):
-        raise ValueError("crop_field needs exactly one of center=(x, y) or box=(x, y, width, height)")
-    src = {"paths": [os.fspath(p) for p in field]} if isinstance(field, (list, tuple)) else {"path": os.fspath(field)}
-    d = {"field": src}
-    if center is not None:
-        x, y = center
-        d["center"] = {"x": _num(x), "y": _num(y)}
+def crop_field(field, *, centre=None, center=None, box=None, mask=None, label=None, channels=None, metadata=None,
+               id=None):
+    """A window of a whole field image: `field` is a path (multi-channel; `channels` picks them)
+    or a list of per-channel paths; exactly one of `centre=(x, y)` (a square of the model's crop
+    size around the point; `center` is accepted too) or `box=(x0, y0, x1, y1)` (pixels, end
+    exclusive: a window of the crop size centred on the box, or its square envelope). x is the
+    column, y the row, from the top-left, as CellProfiler's Location_Center_X/Y. `mask` is a label
+    image of the field's size; pixels whose label is not `label` (default: the label under the
+    centre) are set to 0."""
+    if centre is not None and center is not None:
+        raise ValueError("give centre or center, not both")
+    centre = centre if centre is not None else center
+    if (centre is None) == (box is None):
+        raise ValueError("crop_field needs exactly one of centre=(x, y) or box=(x0, y0, x1, y1)")
+    if isinstance(field, (list, tuple)):
+        d = {"paths": [os.fspath(p) for p in field]}
+        if channels is not None:
+            raise ValueError("channels picks channels of one multi-channel file, not of per-channel files")
     else:
-        x, y, w, h = box
-        d["box"] = {"x": int(x), "y": int(y), "width": int(w), "height": int(h)}
-    if size is not None:
-        d["size"] = int(size)
+        d = {"path": os.fspath(field)}
+        if channels is not None:
+            d["channels"] = [int(c) for c in channels]
+    if centre is not None:
+        x, y = centre
+        d["centre"] = [_num(x), _num(y)]
+    else:
+        d["box"] = [int(v) for v in box]
+        if len(d["box"]) != 4:
+            raise ValueError("box is (x0, y0, x1, y1)")
     if mask is not None:
         d["mask"] = os.fspath(mask)
     if label is not None:

@@ -1,5 +1,5 @@
 """Feature matrices in the shapes Python users expect: a pandas DataFrame in pycytominer's layout
-(`Metadata_*` columns, then `CytoGAN_0` ... `CytoGAN_{d-1}`), a float32 NumPy array, or plain
+(`Metadata_*` columns, then the features, `representation_0` ... for the paper's layer), a float32 NumPy array, or plain
 lists, whichever is installed (`output="auto"`) or asked for."""
 import csv
 
@@ -12,7 +12,7 @@ try:
 except ImportError:  # pragma: no cover
     pd = None
 
-FEATURE_PREFIX = "CytoGAN_"
+FEATURE_PREFIX = "representation_"  # the paper's layer; the worker names columns after the model's feature layer
 OUTPUTS = ("auto", "pandas", "numpy", "list")
 
 
@@ -29,9 +29,13 @@ def resolve_output(output):
     return output
 
 
-def feature_names(dim, prefix=FEATURE_PREFIX):
-    """Feature column names as the worker's tables name them."""
-    return [f"{prefix}{i}" for i in range(dim)]
+def feature_names(dim, layer="representation"):
+    """Feature column names as the worker and `cytogan extract` name them for a model whose
+    `featureLayer` is `layer`: "<layer>_<i>" for one named layer (the paper's "representation").
+    For pooled or several layers, whose exact names the protocol does not report, "feature_<i>"."""
+    if layer and all(ch.isalnum() or ch == "_" for ch in layer) and layer != "pooled":
+        return [f"{layer}_{i}" for i in range(dim)]
+    return [f"feature_{i}" for i in range(dim)]
 
 
 def to_array(features, dim):
@@ -43,16 +47,17 @@ def to_array(features, dim):
     return a
 
 
-def format_features(features, dim, output="auto", metadata=None, index=None):
+def format_features(features, dim, output="auto", metadata=None, index=None, columns=None):
     """`features` (list of vectors or None) as `output`. For pandas, `metadata` is a DataFrame or a
-    list of dicts (one per row) whose columns come first; `index` labels the rows."""
+    list of dicts (one per row) whose columns come first, `columns` names the features (default
+    `feature_names(dim)`), `index` labels the rows."""
     kind = resolve_output(output)
     if kind == "list":
         return [None if v is None else list(v) for v in features]
     arr = to_array(features, dim)
     if kind == "numpy":
         return arr
-    feats = pd.DataFrame(arr, columns=feature_names(dim), index=index)
+    feats = pd.DataFrame(arr, columns=columns or feature_names(dim), index=index)
     if metadata is None:
         return feats
     meta = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(list(metadata))

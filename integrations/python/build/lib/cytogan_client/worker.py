@@ -4,7 +4,7 @@ method of protocol/PROTOCOL.md, jobs, streaming and feature tables.
     from cytogan_client import Worker
     with Worker.start() as w:                       # cytogan from $CYTOGAN_BIN or PATH
         w.model_load("model.safetensors")
-        df = w.extract(manifest="crops.csv")        # pandas: Metadata_* columns, then CytoGAN_*
+        df = w.extract(manifest="crops.csv")        # pandas: Metadata_* columns, then representation_*
 """
 import os
 import subprocess
@@ -332,16 +332,24 @@ class Worker:
         return Job(self, self.jobs_status(job_id))
 
     # ---------------------------------------------------------------- model (8.3)
-    def model_create(self, preset=None, *, config=None, seed=None, timeout=None):
-        """A new model from a preset (`dcgan`, `lsgan`, `wgan-gp`, `small`) with `config`
-        overrides; returns ModelInfo."""
-        return self.call("model/create", params_of(preset=preset, config=config, seed=seed), timeout=timeout)
+    def model_create(self, preset=None, *, loss=None, config=None, seed=None, timeout=None):
+        """A new model from a preset (`paper-96`: CytoGAN's networks; `small-64`: half the widths
+        on 64x64, for CPUs), a loss (`lsgan`, `dcgan`, `wgangp`) and `config` overrides (the
+        checkpoint's snake_case GANConfig keys); returns ModelInfo."""
+        return self.call("model/create", params_of(preset=preset, loss=loss, config=config, seed=seed),
+                         timeout=timeout)
 
     def model_load(self, path, *, timeout=None):
+        """Loads a checkpoint (from model/save, training, or `cytogan train`); returns ModelInfo."""
         return self.call("model/load", path=os.fspath(path), timeout=timeout)
 
-    def model_save(self, path, *, optimizer=None, timeout=None):
-        return self.call("model/save", params_of(path=os.fspath(path), optimizer=optimizer), timeout=timeout)
+    def model_save(self, path, *, timeout=None):
+        """Writes the whole model (optimizer and random state included) atomically."""
+        return self.call("model/save", path=os.fspath(path), timeout=timeout)
+
+    def feature_columns(self, dim):
+        """The names the worker gives the current model's features (see `tables.feature_names`)."""
+        return tables.feature_names(dim, self.model_info().get("featureLayer") or "representation")
 
     def model_info(self):
         return self.call("model/info")
@@ -371,7 +379,8 @@ class Worker:
     def extract(self, crops=None, *, manifest=None, output="auto", channels=None, metadata=None, keep=None,
                 table=None, on_error=None, batch_size=None, progress=None, timeout=None):
         """Features of crops (a list of CropSpec dicts) or of a manifest CSV, as `output`:
-        "pandas" — a DataFrame in pycytominer's layout (`Metadata_*` columns, then `CytoGAN_0..`);
+        "pandas" — a DataFrame in pycytominer's layout (`Metadata_*` columns, then the features named
+        as the worker names them, `representation_0..` for the paper's layer);
         "numpy" — a float32 (n, dim) array; "list" — lists; "auto" (default) — the first of those
         installed. With `on_error="skip"`, failed crops are NaN rows (None in lists) and the
         errors are in `self.last_errors` (and in a DataFrame's `attrs["errors"]`)."""
@@ -383,7 +392,8 @@ class Worker:
         meta = None
         if kind == "pandas":
             meta = self._metadata_for(crops, manifest, metadata)
-        out = tables.format_features(r["features"], r["dim"], kind, meta)
+        cols = self.feature_columns(r["dim"]) if kind == "pandas" else None
+        out = tables.format_features(r["features"], r["dim"], kind, meta, columns=cols)
         if kind == "pandas":
             out.attrs["errors"] = self.last_errors
         return out
@@ -398,14 +408,16 @@ class Worker:
         kind = tables.resolve_output(output)
         meta = self._metadata_for(crops, manifest, metadata) if kind == "pandas" else None
         call = self.connection.send_request("features/extract", params, progress=progress)
-        dim = None
+        dim = cols = None
         try:
             for offset, items in call.partials():
                 if dim is None:
                     dim = next((len(v) for v in items if v is not None), None)
+                    cols = self.feature_columns(dim) if dim and kind == "pandas" else None
                 if kind == "pandas":
                     m = meta.iloc[offset:offset + len(items)] if hasattr(meta, "iloc") else meta[offset:offset + len(items)]
-                    block = tables.format_features(items, dim or 0, kind, m, index=range(offset, offset + len(items)))
+                    block = tables.format_features(items, dim or 0, kind, m, index=range(offset, offset + len(items)),
+                                                   columns=cols)
                 else:
                     block = tables.format_features(items, dim or 0, kind)
                 yield offset, block
@@ -431,11 +443,15 @@ class Worker:
                 meta[k] = v
         return meta
 
-    def cells_encode(self, crops, *, channels=None, steps=None, learning_rate=None, seed=None, progress=None,
-                     timeout=None):
-        """Noise vectors whose generated images are closest to real crops: `{"latents", "loss"}`."""
+    def cells_encode(self, crops, *, channels=None, steps=None, learning_rate=None, restarts=None,
+                     feature_weight=None, prior_weight=None, seed=None, return_images=None, output=None,
+                     progress=None, timeout=None):
+        """Noise vectors whose generated cells are closest to real crops:
+        `{"latents", "pixelError", "featureError", ...}`."""
         return self.call("cells/encode", params_of(crops=list(crops), channels=channels, steps=steps,
-                                                   learning_rate=learning_rate, seed=seed),
+                                                   learning_rate=learning_rate, restarts=restarts,
+                                                   feature_weight=feature_weight, prior_weight=prior_weight, seed=seed,
+                                                   return_images=return_images, output=output),
                          progress=progress, timeout=timeout)
 
     # ---------------------------------------------------------------- samples (8.5)
@@ -458,18 +474,19 @@ class Worker:
                          timeout=timeout)
 
     # ---------------------------------------------------------------- training (8.6)
-    def train_start(self, data, steps, *, batch_size=None, learning_rates=None, decay=None, beta1=None,
-                    gradient_penalty=None, seed=None, channels=None, checkpoint=None, resume=None, threads=None,
-                    progress=None):
-        """Starts a training job; returns its `Job`. `data` is one of {"manifest": {...}},
-        {"crops": [...]}, {"directory": dir}, {"synthetic": {"cells", "seed"}}; `checkpoint` is
-        {"path", "every"} (a path alone is accepted). `progress` keeps receiving the job's
-        progress until it ends."""
+    def train_start(self, data, steps, *, channels=None, minutes=None, checkpoint=None, resume=None, progress=None):
+        """Starts a training job of the current model up to model step `steps`; returns its `Job`.
+        `data` is one of {"manifest": {"path", ...}}, {"crops": [...]}, {"directory": dir}, or a
+        manifest path; `checkpoint` is {"directory", "every", "keep"} (a folder alone is accepted);
+        `resume` continues from the newest checkpoint there. Losses, rates, batch size and seed are
+        the model's configuration (`model_create`). `progress` keeps receiving the job's progress
+        until it ends."""
+        if isinstance(data, (str, os.PathLike)):
+            data = {"manifest": {"path": os.fspath(data)}}
         if isinstance(checkpoint, (str, os.PathLike)):
-            checkpoint = {"path": os.fspath(checkpoint)}
-        params = params_of(data=data, steps=steps, batch_size=batch_size, learning_rates=learning_rates, decay=decay,
-                           beta1=beta1, gradient_penalty=gradient_penalty, seed=seed, channels=channels,
-                           checkpoint=checkpoint, resume=resume, threads=threads)
+            checkpoint = {"directory": os.fspath(checkpoint)}
+        params = params_of(data=data, steps=steps, channels=channels, minutes=minutes, checkpoint=checkpoint,
+                           resume=resume)
         return self._job("train/start", params, progress, None)
 
     # ---------------------------------------------------------------- profiles (8.7)
