@@ -86,7 +86,7 @@ def test_tiff_writer_reads_back_in_tifffile_and_the_worker(tmp_path):
 def fake_cellprofiler_core():
     """Just enough of cellprofiler_core for the plugin module to import and run."""
     class Setting:
-        def __init__(self, text, value=None, *a, **k):
+        def __init__(self, text="", value=None, *a, **k):
             self.text, self.value = text, value
 
     class Choice(Setting):
@@ -158,13 +158,13 @@ def test_module_on_a_fake_workspace_matches_the_worker(plugin, stardist, small_m
     images = {"DNA": FakeImage(img_path), "Other": FakeImage(second)}
     with cytogan_client.Worker.start(BIN) as w:
         info = w.model_load(small_model)
-        assert info["config"]["channels"] == 3
+        assert info["config"]["architecture"]["channels"] == 3
         size = info["config"]["preprocessing"].get("crop_size") or info["config"]["architecture"]["size"]
         centres = arrays.object_centres(labels)
         ids = [i for i in range(1, labels.max() + 1) if np.isfinite(centres[i - 1]).all()]
         crops = [cytogan_client.crop_field([str(img_path), str(second), str(img_path)], centre=tuple(centres[i - 1]),
                                            mask=str(mask_path), label=i) for i in ids]
-        ref = w.extract(crops, output="numpy")
+        ref = w.extract(crops, output="numpy", batch_size=16)  # the module's batches below: equal to the bit
     dim = info["featureDim"]
     for mode in (plugin.CUT_WORKER, plugin.CUT_HERE):
         module = plugin.MeasureObjectCytoGAN()

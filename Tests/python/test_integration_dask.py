@@ -39,10 +39,11 @@ def client(cluster_env):
         yield c
 
 
-def one_process(model, manifest):
+def one_process(model, manifest, batch_size=None):
+    """The reference: one worker extracting the whole manifest in one request."""
     with cytogan_client.Worker.start(BIN) as w:
         w.model_load(model)
-        return w.extract(manifest=manifest, output="pandas")
+        return w.extract(manifest=manifest, output="pandas", batch_size=batch_size)
 
 
 def test_sharded_extraction_equals_one_process(client, small_model, synth_screen):
@@ -51,10 +52,10 @@ def test_sharded_extraction_equals_one_process(client, small_model, synth_screen
     seen = []
     df = cytogan_dask.extract_manifest(client, manifest, small_model, binary=BIN, shard_size=7, batch_size=4,
                                        progress=lambda done, total: seen.append((done, total)))
-    ref = one_process(small_model, manifest)
+    ref = one_process(small_model, manifest, batch_size=4)
     pd.testing.assert_frame_equal(df, ref, check_exact=True)
     n = len(ref)
-    assert seen[-1] == (n, n) and len(seen) == -(-n // 7)
+    assert seen[-1] == (n, n) and len(seen) == -(-n // 8)  # shards of two whole batches of 4
     # Each Dask worker process ran its own cytogan worker (distinct processes, all alive).
     pids = client.run(lambda: [w.process.pid for w in cytogan_dask._workers.values() if w.connection.alive])
     flat = [p for ps in pids.values() for p in ps]

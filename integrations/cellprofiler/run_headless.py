@@ -13,10 +13,33 @@ pipeline file, so one pipeline serves any checkpoint.
 import argparse
 import csv
 import os
+import re
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+_ready = None
+
+
+def setup(plugins):
+    """Headless CellProfiler with only the ImageIO reader and the plugins of `plugins`, once per
+    process (loading the modules again would lose the plugins)."""
+    global _ready
+    plugins = os.path.abspath(plugins)
+    if _ready is not None:
+        if _ready != plugins:
+            raise RuntimeError(f"CellProfiler is already set up with plugins from {_ready}")
+        return
+    from cellprofiler_core.preferences import set_awt_headless, set_headless, set_plugin_directory
+    set_headless()
+    set_awt_headless(True)
+    set_plugin_directory(plugins, globally=False)
+    from cellprofiler_core.reader import fill_readers, filter_active_readers
+    fill_readers(check_config=False)
+    filter_active_readers(["imageio_reader"])
+    from cellprofiler_core.utilities.core.modules import fill_modules
+    fill_modules()
+    _ready = plugins
 
 
 def main(argv=None):
@@ -34,19 +57,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     t0 = time.time()
 
-    from cellprofiler_core.preferences import set_awt_headless, set_headless, set_plugin_directory
-    set_headless()
-    set_awt_headless(True)
-    set_plugin_directory(os.path.abspath(args.plugins), globally=False)
-    from cellprofiler_core.reader import fill_readers, filter_active_readers
-    fill_readers(check_config=False)
-    filter_active_readers(["imageio_reader"])
-    from cellprofiler_core.utilities.core.modules import fill_modules
-    fill_modules()
+    setup(args.plugins)
     from cellprofiler_core.pipeline import Pipeline
 
     pipeline = Pipeline()
     pipeline.load(args.pipeline)
+    with open(args.pipeline, encoding="utf-8", errors="replace") as f:
+        named = sum(1 for line in f if re.match(r"^[A-Za-z0-9_]+:\[module_num:", line))
+    if len(pipeline.modules()) != named:
+        print(f"run_headless: {args.pipeline} names {named} modules but {len(pipeline.modules())} loaded "
+              "(a module or plugin is missing; see the log above)", file=sys.stderr)
+        return 1
     for module in pipeline.modules():
         if module.module_name == "MeasureObjectCytoGAN":
             import measureobjectcytogan as plugin

@@ -19,6 +19,7 @@ The model, the binary and the crops must be reachable under the same paths from 
 """
 import argparse
 import atexit
+import functools
 import os
 import sys
 import threading
@@ -127,8 +128,10 @@ def run_shards(client, crops, model, *, binary=None, args=(), shard_size=256, ch
         raise ValueError("no crops to extract")
     model = os.path.abspath(model)
     ranges = shards_of(len(crops), shard_size, batch_size or WORKER_BATCH)
-    futures = client.map(extract_shard, [crops[a:b] for a, b in ranges], model=model, binary=binary, args=args,
-                         channels=channels, batch_size=batch_size, on_error=on_error, pure=False)
+    # The options travel in a partial: Client.map takes `batch_size` (and others) for itself.
+    task = functools.partial(extract_shard, model=model, binary=binary, args=tuple(args), channels=channels,
+                             batch_size=batch_size, on_error=on_error)
+    futures = client.map(task, [crops[a:b] for a, b in ranges], pure=False)
     where = {f.key: r for f, r in zip(futures, ranges)}
     done = 0
     blocks = {}
@@ -191,6 +194,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from distributed import Client, LocalCluster
+    # Under `python -m` this file is __main__, whose functions Dask would pickle by value (with
+    # their locks); the importable module's are pickled by reference.
+    import cytogan_dask as mod
     if args.scheduler and args.scheduler.endswith(".json"):
         client, cluster = Client(scheduler_file=args.scheduler), None
     elif args.scheduler:
@@ -199,12 +205,12 @@ def main(argv=None):
         cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, processes=True)
         client = Client(cluster)
     try:
-        client.register_plugin(CytoganPlugin(args.model, args.binary))
+        client.register_plugin(mod.CytoganPlugin(args.model, args.binary))
 
         def report(done, total):
             print(f"\rcytogan_dask: {done}/{total} crops", end="", file=sys.stderr, flush=True)
 
-        df = extract_manifest(client, args.manifest, args.model, binary=args.binary, shard_size=args.shard_size,
+        df = mod.extract_manifest(client, args.manifest, args.model, binary=args.binary, shard_size=args.shard_size,
                               batch_size=args.batch_size, on_error=args.on_error, output="pandas", progress=report)
         print(file=sys.stderr)
         tmp = args.out + ".tmp"
