@@ -186,7 +186,7 @@ def test_module_on_a_fake_workspace_matches_the_worker(plugin, stardist, small_m
         if mode == plugin.CUT_WORKER:
             np.testing.assert_array_equal(got[np.array(ids) - 1], ref)
         else:  # cut here from pixel data scaled to [0, 1]: the same up to float rounding of the scaling
-            np.testing.assert_allclose(got[np.array(ids) - 1], ref, rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(got[np.array(ids) - 1], ref, rtol=1e-4, atol=1e-7)
     plugin.close_workers()
 
 
@@ -241,4 +241,4 @@ def test_cellprofiler_pipeline_on_example_human_matches_the_worker(shared_data, 
     got_worker = np.array([[float(r[k]) for k in feat] for r in rows["worker"]], dtype=np.float32)
     got_here = np.array([[float(r[k]) for k in feat] for r in rows["here"]], dtype=np.float32)
     np.testing.assert_array_equal(got_worker, ref)
-    np.testing.assert_allclose(got_here, ref, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got_here, ref, rtol=1e-4, atol=1e-7)
