@@ -32,6 +32,10 @@ extension Server {
         registerLifecycleMethods()
         registerJobMethods()
         registerProfileMethods()
+        registerModelMethods()
+        registerFeatureMethods()
+        registerSampleMethods()
+        registerTrainMethods()
     }
 
     /// A worker on stdin/stdout with every standard method registered.
