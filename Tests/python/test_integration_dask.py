@@ -73,12 +73,11 @@ def test_errors_keep_their_global_index(client, small_model, synth_screen, tmp_p
     assert e.value.index == 8 and e.value.path.endswith("missing.tif")
 
 
-def test_command_line_on_a_local_cluster(cluster_env, small_model, synth_screen, tmp_path):
-    require("model/load", "features/extract")
+def test_command_line_against_a_running_scheduler(client, small_model, synth_screen, tmp_path):
     out = tmp_path / "features.csv"
     p = subprocess.run([sys.executable, "-m", "cytogan_dask", "--manifest", str(synth_screen / "crops.csv"),
-                        "--model", str(small_model), "--out", str(out), "--local", "2", "--shard-size", "16",
-                        "--binary", BIN], capture_output=True, text=True, timeout=300)
+                        "--model", str(small_model), "--out", str(out), "--scheduler", client.scheduler.address,
+                        "--shard-size", "16", "--binary", BIN], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     got = pd.read_csv(out)
     ref = one_process(small_model, synth_screen / "crops.csv")
