@@ -4,7 +4,7 @@ installed, for feature matrices and DataFrames in pycytominer's layout.
 
     from cytogan_client import Worker, crop_file
     with Worker.start() as w:
-        w.model_create("small", seed=1)
+        w.model_create("small-64", seed=1)
         df = w.extract([crop_file("a.tif", metadata={"Metadata_Well": "B02"})])
 """
 from .connection import PROTOCOL_VERSION, Batch, Call, Connection, find_binary
