@@ -502,9 +502,13 @@ def test_installs_in_a_fresh_venv_and_works_with_the_standard_library_only(tmp_p
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
-    # pip builds the package in an isolated environment (it fetches the setuptools backend from the index).
+    # pip builds the package in an isolated environment (it fetches the setuptools backend from the
+    # index), from a copy so the build leaves nothing in the source tree.
+    import shutil
+    src = tmp_path / "src"
+    shutil.copytree(PYTHON_CLIENT, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     p = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        str(PYTHON_CLIENT)], capture_output=True, text=True)
+                        str(src)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     script = f"""
 import sys, cytogan_client
