@@ -575,3 +575,20 @@ def test_profile_helpers_on_a_feature_table_file(worker, tmp_path):
     with pytest.raises(cytogan_client.InvalidInput) as e:
         worker.profiles_drop("norm")
     assert e.value.field == "table"
+
+
+def test_background_extraction_job_keeps_its_rows(model_worker, synth_screen):
+    require("features/extract", "profiles/export")
+    w = model_worker
+    seen = []
+    job = w.extract_job(manifest=synth_screen / "crops.csv", table="bg", progress=lambda p, t, m: seen.append(p))
+    assert job.kind == "extract"
+    result = job.result(timeout=120)
+    n = len(manifest_rows(synth_screen / "crops.csv"))
+    assert result["count"] == n and result["kept"]["rows"] == n and "features" not in result
+    assert w.jobs_wait(job.id, timeout_seconds=5)["state"] == "done"
+    kept = w.table("bg")
+    direct = w.extract(manifest=synth_screen / "crops.csv", output="pandas")
+    feat = [c for c in direct.columns if c.startswith("representation_")]
+    np.testing.assert_array_equal(kept[feat].to_numpy(np.float32), direct[feat].to_numpy())
+    assert seen and seen[-1] == n
