@@ -16,13 +16,14 @@ build: setup
 demo: build
 	$(BIN) demo
 
+# Tests run one at a time: some set the engine's global thread count, which others rely on.
 test: setup
 	$(SWIFT) build -c release --product cytogan
-	$(SWIFT) test -c release
+	$(SWIFT) test -c release --no-parallel
 	./scripts/python-tests.sh
 
 test-swift: setup
-	$(SWIFT) test -c release
+	$(SWIFT) test -c release --no-parallel
 
 test-python: build
 	./scripts/python-tests.sh
