@@ -396,3 +396,35 @@ def test_a_cancelled_extraction_keeps_nothing(crops):
         assert ok(w.call("profiles/list"))["tables"][0]["name"] == "bg"
     finally:
         w.kill()
+
+
+def test_crops_cut_from_a_field_by_centre_box_and_mask(shared_data):
+    """The stardist nuclei field (512x512, 16-bit, 1 channel) and its label mask: label 19 covers
+    its centre pixel (166, 141) (found once with NumPy; the data are fixed)."""
+    field = str(shared_data / "fields" / "stardist" / "img2d.tif")
+    mask = str(shared_data / "fields" / "stardist" / "mask2d.tif")
+    w = Worker()
+    try:
+        w.initialize()
+        one = {"architecture": {**TINY["architecture"], "channels": 1}, "batch_size": 8}
+        assert ok(w.call("model/create", {"preset": "small-64", "config": one}))["config"]["preprocessing"]["channels"] == 1
+
+        def feat(crop):
+            return ok(w.call("features/extract", {"crops": [crop]}))["features"][0]
+
+        centre = feat({"path": field, "centre": [166, 141]})
+        # A 32x32 box centred on the same point is the same window as a centre crop of the model's size.
+        assert feat({"path": field, "box": [150, 125, 182, 157]}) == centre
+        masked = feat({"path": field, "centre": [166, 141], "mask": mask})
+        assert masked != centre
+        assert feat({"path": field, "centre": [166, 141], "mask": mask, "label": 19}) == masked
+        assert feat({"path": field, "centre": [166.4, 140.6]}) == centre      # centres round to pixels
+        for crop in [{"path": field, "centre": [0, 0], "mask": mask},            # background under the centre
+                     {"path": field, "centre": [600, 10]},                       # outside the field
+                     {"path": field, "centre": [166, 141], "mask": mask, "label": 2}]:   # no label 2 in the window
+            d = err(w.call("features/extract", {"crops": [{"path": field}, crop]}), -32014)
+            assert d["index"] == 1 and d["path"] in (field, mask)
+        d = err(w.call("features/extract", {"crops": [{"path": field, "centre": [10, 10], "mask": str(shared_data / "bbbc021" / "crops" / "Week4_27481" / "B02" / "s1_0000.tif")}]}), -32013)
+        assert d["index"] == 0
+    finally:
+        w.kill()

@@ -4,11 +4,13 @@ resident memory while many crop requests stream through (issue 6's speed goals).
 only; a benchmark, not a test.
 
   python3 protocol/tools/extract_bench.py --crops 2048 --batch 64                # throughput
-  python3 protocol/tools/extract_bench.py --memory 200000 --preset small-64      # resident memory
+  python3 protocol/tools/extract_bench.py --crops 0 --memory 200000 --preset small-64 \
+      --config '{"architecture": {"size": 32, "generator_widths": [32, 16, 8], "discriminator_widths": [8, 16, 32], "discriminator_strides": [1, 2, 2]}}'
+                                                                                 # resident memory
 
 Throughput: the same BBBC021 crops (TIFF paths) and batch size through `cytogan extract --manifest`
 (in process) and through `cytogan serve` (features/extract, one request per batch, all requests
-written ahead and answers read as they come; and one streamed request for the whole list). The
+up to --window of them unanswered at a time, answers read as they come; and one streamed request for the whole list). The
 model is created by the worker (a fresh one of the preset: speed does not depend on the weights)
 and saved for the command line.
 
@@ -29,7 +31,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def crops_from(shared, n):
+def crops_from(shared):
     d = pathlib.Path(shared) / "data" / "bbbc021"
     if not (d / "crops.csv").exists():
         sys.exit(f"no BBBC021 crops at {d}: give --shared or set CYTOGAN_SHARED to the folder holding data/")
@@ -37,7 +39,7 @@ def crops_from(shared, n):
         rows = list(csv.DictReader(f))
     if not rows:
         sys.exit(f"no crops in {d}")
-    return [str(d / r["path"]) for r in rows[:n]]
+    return [str(d / r["path"]) for r in rows]
 
 
 class Worker:
@@ -84,24 +86,26 @@ class Worker:
         self.p.wait(timeout=600)
 
 
-def pipelined(w, paths, batch, count):
-    """Requests of `batch` crops covering `count` crops (the list cycled), written by a thread while
-    this one reads the answers; returns (seconds, answers, rss samples [(crops done, KiB)])."""
-    requests = [[{"path": paths[(s + i) % len(paths)]} for i in range(min(batch, count - s))] for s in range(0, count, batch)]
-    done = threading.Event()
+def pipelined(w, paths, batch, count, window):
+    """Requests of `batch` crops covering `count` crops (the list cycled), written by a thread that
+    keeps at most `window` requests unanswered (a streaming client), while this one reads the
+    answers; returns (seconds, crops, rss samples [(crops done, KiB)])."""
+    starts = list(range(0, count, batch))
+    slots = threading.Semaphore(window)
 
     def writer():
-        for r in requests:
-            w.p.stdin.write(json.dumps({"jsonrpc": "2.0", "id": f"x{id(r)}", "method": "features/extract",
-                                        "params": {"crops": r, "batchSize": batch}}).encode() + b"\n")
-        w.p.stdin.flush()
-        done.set()
+        for k, s in enumerate(starts):
+            crops = [{"path": paths[(s + i) % len(paths)]} for i in range(min(batch, count - s))]
+            slots.acquire()
+            w.p.stdin.write(json.dumps({"jsonrpc": "2.0", "id": f"x{k}", "method": "features/extract",
+                                        "params": {"crops": crops, "batchSize": batch}}).encode() + b"\n")
+            w.p.stdin.flush()
 
     t0 = time.perf_counter()
     threading.Thread(target=writer, daemon=True).start()
     seen, crops, samples = 0, 0, []
-    step = max(1, len(requests) // 20)
-    while seen < len(requests):
+    step = max(1, len(starts) // 20)
+    while seen < len(starts):
         line = w.lines.get(timeout=3600)
         m = json.loads(line)
         if "error" in m:
@@ -109,7 +113,8 @@ def pipelined(w, paths, batch, count):
         if "result" in m:
             crops += m["result"]["count"]
             seen += 1
-            if seen % step == 0 or seen == len(requests):
+            slots.release()
+            if seen % step == 0 or seen == len(starts):
                 samples.append((crops, w.rss_kib()))
     return time.perf_counter() - t0, crops, samples
 
@@ -119,17 +124,23 @@ def main():
     ap.add_argument("--bin", default=str(ROOT / ".build" / "release" / "cytogan"))
     ap.add_argument("--shared", default=os.environ.get("CYTOGAN_SHARED", str(ROOT.parent / "shared")))
     ap.add_argument("--preset", default="paper-96")
+    ap.add_argument("--config", help="model/create config overrides as JSON (e.g. a tiny network for the memory run)")
     ap.add_argument("--crops", type=int, default=2048, help="crops for the throughput comparison")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--memory", type=int, default=0, help="crops to stream for the memory check (0: skip)")
+    ap.add_argument("--window", type=int, default=8, help="requests the client keeps unanswered")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each throughput measurement (the best counts)")
     a = ap.parse_args()
-    paths = crops_from(a.shared, max(a.crops, 1))
+    every = crops_from(a.shared)
+    paths = every[:a.crops]
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="cytogan-extract-bench-"))
     model = tmp / "model.safetensors"
     w = Worker(a.bin)
     w.call("initialize", {"protocolVersion": "1.0", "clientInfo": {"name": "extract_bench", "version": "1"}})
-    info = w.call("model/create", {"preset": a.preset})
+    create = {"preset": a.preset}
+    if a.config:
+        create["config"] = json.loads(a.config)
+    info = w.call("model/create", create)
     w.call("model/save", {"path": str(model)})
     print(f"model {a.preset}: {info['parameters']['discriminator']} discriminator parameters, {info['featureDim']} features; "
           f"{os.cpu_count()} cpus; batch {a.batch}")
@@ -151,7 +162,7 @@ def main():
             # Its own figure (the extraction loop, after loading the model and indexing the manifest).
             own = [float(x.split()[-2]) for x in r.stderr.splitlines() if x.endswith("crops/s")]
             cli.append(own[-1] if own else wall)
-            secs, n, _ = pipelined(w, paths, a.batch, len(paths))
+            secs, n, _ = pipelined(w, paths, a.batch, len(paths), a.window)
             proto.append(n / secs)
             t0 = time.perf_counter()
             rid = w.send("features/extract", {"crops": [{"path": p} for p in paths], "batchSize": a.batch, "stream": True})
@@ -159,13 +170,13 @@ def main():
             stream.append(n / (time.perf_counter() - t0))
         best = max(cli)
         print(f"in process  (cytogan extract, its extraction loop)           : {best:8.1f} crops/s  runs {', '.join(f'{x:.1f}' for x in cli)}")
-        print(f"protocol, one request per batch, pipelined:                    {max(proto):8.1f} crops/s  "
+        print(f"protocol, one request per batch, {a.window} in flight:                   {max(proto):8.1f} crops/s  "
               f"= {100 * max(proto) / best:5.1f}%  runs {', '.join(f'{x:.1f}' for x in proto)}")
         print(f"protocol, one streamed request:                                {max(stream):8.1f} crops/s  "
               f"= {100 * max(stream) / best:5.1f}%  runs {', '.join(f'{x:.1f}' for x in stream)}")
 
     if a.memory:
-        secs, n, samples = pipelined(w, paths, a.batch, a.memory)
+        secs, n, samples = pipelined(w, every, a.batch, a.memory, a.window)   # all BBBC021 crops, cycled
         base = next(kib for crops, kib in samples if crops >= a.memory // 10)
         peak = max(kib for _, kib in samples)
         after = [kib for crops, kib in samples if crops >= a.memory // 10]

@@ -60,13 +60,11 @@ extension Server {
             guard source.count > 0 else {
                 throw CytoError(.invalidInput, "no crops to train on", field: "data." + kind)
             }
-            // Resuming: the newest checkpoint of the folder becomes the current model.
-            if resume, let dir = directory, let latest = CheckpointDirectory(path: dir, keep: keep).latest {
-                let m = try GANModel.load(from: latest)
-                try slot.replace(with: m, preset: m.config.name, checkpoint: latest)
-                req.server.log.info("train/start: resuming \(latest) at step \(m.step)")
-            }
-            let config = try slot.config()
+            // Resuming: the newest checkpoint of the folder becomes the current model (once
+            // everything else has been checked: a failed or cancelled request changes nothing).
+            let latest = resume ? directory.flatMap { CheckpointDirectory(path: $0, keep: keep).latest } : nil
+            let resumed = try latest.map { (model: try GANModel.load(from: $0), path: $0) }
+            let config = try resumed?.model.config ?? slot.config()
             // The first crop must load, so a wrong folder or channel count is an error now, not
             // a job that skips every crop.
             do {
@@ -77,6 +75,10 @@ extension Server {
                 throw e
             }
             try req.checkCancelled()
+            if let r = resumed {
+                try slot.replace(with: r.model, preset: r.model.config.name, checkpoint: r.path)
+                req.server.log.info("train/start: resuming \(r.path) at step \(r.model.step)")
+            }
 
             let server = req.server
             let plan = TrainingPlan(steps: steps, minutes: minutes, directory: directory, every: every, keep: keep)
