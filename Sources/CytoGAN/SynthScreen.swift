@@ -106,7 +106,7 @@ public final class SynthScreen: Sendable {
             ("Microtubule destabilizers", p { $0.tubulinFibres = -2.2; $0.rounding = 1.2; $0.cellSize = -0.3; $0.tubulinLevel = -0.3 }),
             ("Microtubule stabilizers", p { $0.tubulinFibres = 2.0; $0.tubulinLevel = 0.5; $0.multinucleation = 2.5; $0.nucleusSize = -0.1 }),
             ("Actin disruptors", p { $0.actinCortex = -1.2; $0.actinPuncta = 2.5; $0.cellSize = -0.15 }),
-            ("DNA damage", p { $0.nucleusSize = 0.45; $0.dnaIntensity = 0.35; $0.cellSize = 0.25 }),
+            ("DNA damage", p { $0.nucleusSize = 0.6; $0.dnaIntensity = 0.35; $0.cellSize = 0.25 }),
             ("Protein synthesis", p { $0.cellSize = -0.4; $0.tubulinLevel = -0.6; $0.actinCortex = -0.5; $0.dnaIntensity = -0.2 }),
             ("Aurora kinase inhibitors", p { $0.nucleusSize = 0.6; $0.multinucleation = 3.0; $0.cellSize = 0.4; $0.dnaIntensity = 0.2 }),
             ("Eg5 inhibitors", p { $0.rounding = 2.0; $0.condensation = 2.5; $0.nucleusSize = -0.2; $0.tubulinFibres = 0.8 }),

