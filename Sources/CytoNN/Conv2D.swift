@@ -19,11 +19,10 @@ public final class Conv2D: Layer {
     private var input: Tensor?
     private var forwarded = false
     /// Direct-path buffers: packed and flipped weights, per-thread padded planes.
-    private let flipped = Tensor(Shape(0))
-    private let scratch = Tensor(Shape(0))
-
-    /// Stride-1 layers with at most 8 output channels run the direct kernels (`DirectConv`).
-    var usesDirectKernels: Bool { strideH == 1 && strideW == 1 && outChannels <= 8 && kernelH * kernelW > 1 }
+    /// Stride-1 layers with few output channels (the generator's 32 -> 3 layer) are lowered the
+    /// other way round (`transposedForward`): a GEMM with those channels as M would run at a
+    /// few GFLOP/s.
+    var transposed: Bool { strideH == 1 && strideW == 1 && outChannels <= 8 && kernelH * kernelW > 1 }
 
     public convenience init(name: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int = 1,
                 padding: Padding = .same, bias: Bool = true) {
@@ -73,6 +72,124 @@ public final class Conv2D: Layer {
         return LayerFLOPs(forward: 2 * macs, backwardInput: 2 * macs, backwardParameters: 2 * macs)
     }
 
+    /// Geometry of the transposed convolution T (input gradient of this one): from the output
+    /// (outChannels, ho x wo) back to the input's shape, kernel rotated by 180 degrees, padding
+    /// k - 1 - pad before.
+    private func transposedGeometry(_ g: ConvGeometry) -> ConvGeometry {
+        ConvGeometry(n: g.n, c: outChannels, h: g.ho, w: g.wo, kh: kernelH, kw: kernelW, sh: 1, sw: 1,
+                     padTop: kernelH - 1 - g.padTop, padLeft: kernelW - 1 - g.padLeft, ho: g.h, wo: g.w)
+    }
+
+    /// Packs T's weights: W'[c][o][ky][kx] = W[o][c][kh-1-ky][kw-1-kx] (GEMM rows = input channels).
+    private func packTransposedWeights() {
+        let L = lowering
+        packed.resize(Shape(L.packedCount))
+        let w = weight.value.data, p = packed.data
+        for o in 0..<outChannels {
+            for c in 0..<inChannels {
+                for ky in 0..<kernelH {
+                    for kx in 0..<kernelW {
+                        p[L.weightIndex(ky: kernelH - 1 - ky, row: c, c: o, kx: kernelW - 1 - kx)] =
+                            w[((o * inChannels + c) * kernelH + ky) * kernelW + kx]
+                    }
+                }
+            }
+        }
+    }
+
+    /// y = conv(x) computed as T's input gradient: U = W'^T x (a GEMM with M = out * kh * kw,
+    /// K = in channels), folded (col2im) onto the bias.
+    private func transposedForward(_ x: Tensor, _ geo: ConvGeometry) -> Tensor {
+        let L = lowering, tg = transposedGeometry(geo)
+        L.plan(tg, rows: inChannels, allowDirect: true)
+        packTransposedWeights()
+        out.resize(Shape(geo.n, outChannels, geo.ho, geo.wo))
+        input = x
+        forwarded = true
+        let C = inChannels, O = outChannels, hw = geo.h * geo.w, ohw = geo.ho * geo.wo
+        let b = bias.map { UnsafePointer($0.value.data) }
+        let xp = UnsafePointer(x.data), op = out.data, wp = UnsafePointer(packed.data)
+        L.forEachChunk { w, n0, m in
+            let dC: UnsafePointer<Float>, ldc: Int
+            if L.direct {
+                dC = xp + n0 * C * hw; ldc = hw
+            } else {
+                gather(xp, channels: C, plane: hw, n0: n0, m: m, into: w)
+                dC = UnsafePointer(w.cbuf.data); ldc = L.cStride
+            }
+            w.gemmInputGradient(L, weights: wp, dC: dC, ldc: ldc, m: m)
+            for i in 0..<m {
+                for o in 0..<O { (op + ((n0 + i) * O + o) * ohw).update(repeating: b?[o] ?? 0, count: ohw) }
+            }
+            w.fold(L, into: op, n0: n0, m: m)
+        }
+        return out
+    }
+
+    /// Backward of the transposed form: the output gradient is T's input, unfolded once; the
+    /// input gradient is T's forward GEMM and the weight gradient T's weight-gradient GEMM.
+    private func transposedBackward(_ gradOut: Tensor, _ x: Tensor, inputGradient: Bool, parameterGradients: Bool) -> Tensor? {
+        let L = lowering, geo = try! geometry(for: x.shape)
+        let C = inChannels, O = outChannels, hw = geo.h * geo.w, ohw = geo.ho * geo.wo
+        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
+        if parameterGradients {
+            L.clearWeightGradients()
+            if let bias { addBiasGradient(gp, images: geo.n, channels: O, plane: ohw, into: bias.grad.data) }
+        }
+        if inputGradient { dx.resize(x.shape) }
+        let dxp = dx.data
+        L.forEachChunk { w, n0, m in
+            w.unfold(L, gp, n0: n0, m: m, reuse: false)
+            if parameterGradients {
+                let dC: UnsafePointer<Float>, ldc: Int
+                if L.direct {
+                    dC = xp + n0 * C * hw; ldc = hw
+                } else {
+                    gather(xp, channels: C, plane: hw, n0: n0, m: m, into: w)
+                    dC = UnsafePointer(w.cbuf.data); ldc = L.cStride
+                }
+                w.gemmWeightGradient(L, dC: dC, ldc: ldc, m: m)
+            }
+            if inputGradient {
+                if L.direct {
+                    w.gemmForward(L, weights: wp, m: 1, out: dxp + n0 * C * hw, ldc: hw, beta0: 0)
+                } else {
+                    let cb = w.cbuf.data, cs = L.cStride, slot = L.slot
+                    w.gemmForward(L, weights: wp, m: m, out: cb, ldc: cs, beta0: 0)
+                    for i in 0..<m {
+                        for c in 0..<C { (dxp + ((n0 + i) * C + c) * hw).update(from: cb + c * cs + i * slot, count: hw) }
+                    }
+                }
+            }
+        }
+        if parameterGradients {
+            let gw = weight.grad.data, p = L.summedWeightGradient()
+            for o in 0..<O {
+                for c in 0..<C {
+                    for ky in 0..<kernelH {
+                        for kx in 0..<kernelW {
+                            gw[((o * C + c) * kernelH + ky) * kernelW + kx] += p[L.weightIndex(ky: kernelH - 1 - ky, row: c, c: o, kx: kernelW - 1 - kx)]
+                        }
+                    }
+                }
+            }
+        }
+        return inputGradient ? dx : nil
+    }
+
+    /// Copies images n0 ..< n0 + m of an NCHW tensor into a worker's GEMM layout [C][m * slot],
+    /// zeroing the spare rows between images.
+    private func gather(_ src: UnsafePointer<Float>, channels: Int, plane: Int, n0: Int, m: Int, into w: ConvWorker) {
+        let L = lowering, cb = w.cbuf.data, cs = L.cStride, slot = L.slot
+        for i in 0..<m {
+            for c in 0..<channels {
+                let dst = cb + c * cs + i * slot
+                dst.update(from: src + ((n0 + i) * channels + c) * plane, count: plane)
+                if slot > plane { (dst + plane).update(repeating: 0, count: slot - plane) }
+            }
+        }
+    }
+
     /// Packs the weights into the lowering's [tap][out][K] layout.
     private func packWeights() {
         let L = lowering
@@ -91,7 +208,7 @@ public final class Conv2D: Layer {
 
     public func forward(_ x: Tensor) throws -> Tensor {
         let geo = try geometry(for: x.shape)
-        if usesDirectKernels { return directForward(x, geo) }
+        if transposed { return transposedForward(x, geo) }
         let L = lowering
         L.plan(geo, rows: outChannels, allowDirect: true)
         packWeights()
@@ -127,7 +244,7 @@ public final class Conv2D: Layer {
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
         try checkGradient(gradOut, against: out, forwarded: forwarded)
         guard let x = input else { return nil }
-        if usesDirectKernels { return directBackward(gradOut, x, inputGradient: inputGradient, parameterGradients: parameterGradients) }
+        if transposed { return transposedBackward(gradOut, x, inputGradient: inputGradient, parameterGradients: parameterGradients) }
         let L = lowering, geo = L.geo
         let hw = geo.ho * geo.wo, O = outChannels, C = inChannels
         let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
@@ -142,16 +259,8 @@ public final class Conv2D: Layer {
             if L.direct {
                 dC = gp + n0 * O * hw; ldc = hw
             } else {
-                // The output gradient in the GEMM layout, spare rows between images zeroed.
-                let cb = w.cbuf.data, cs = L.cStride, slot = L.slot
-                for i in 0..<m {
-                    for o in 0..<O {
-                        let dst = cb + o * cs + i * slot
-                        dst.update(from: gp + ((n0 + i) * O + o) * hw, count: hw)
-                        if slot > hw { (dst + hw).update(repeating: 0, count: slot - hw) }
-                    }
-                }
-                dC = UnsafePointer(cb); ldc = cs
+                gather(gp, channels: O, plane: hw, n0: n0, m: m, into: w)
+                dC = UnsafePointer(w.cbuf.data); ldc = L.cStride
             }
             if parameterGradients {
                 w.unfold(L, xp, n0: n0, m: m, reuse: true)
@@ -176,88 +285,6 @@ public final class Conv2D: Layer {
             }
         }
         return inputGradient ? dx : nil
-    }
-
-    /// Geometry of the direct path: padded input (hp x wp) for the forward, padded output
-    /// gradient (ghp x gwp) for the input gradient.
-    private func directSizes(_ geo: ConvGeometry) -> (hp: Int, wp: Int, ghp: Int, gwp: Int) {
-        (geo.ho + kernelH - 1, DirectConv.paddedWidth(outputWidth: geo.wo, kw: kernelW),
-         geo.h + kernelH - 1, DirectConv.paddedWidth(outputWidth: geo.w, kw: kernelW))
-    }
-
-    /// Sizes the per-thread scratch planes; returns the floats each thread owns.
-    private func directScratch(_ geo: ConvGeometry) -> Int {
-        let (hp, wp, ghp, gwp) = directSizes(geo)
-        let per = max(inChannels * hp * wp, outChannels * ghp * gwp)
-        scratch.resize(Shape(Engine.threads * per))
-        return per
-    }
-
-    private func directForward(_ x: Tensor, _ geo: ConvGeometry) -> Tensor {
-        let (hp, wp, _, _) = directSizes(geo)
-        let C = inChannels, O = outChannels
-        let per = directScratch(geo)
-        packed.resize(Shape((O + DirectConv.tile - 1) / DirectConv.tile * DirectConv.tile * C * kernelH * kernelW))
-        DirectConv.pack(weight.value.data, o: O, c: C, kh: kernelH, kw: kernelW, flipped: false, into: packed.data)
-        out.resize(Shape(geo.n, O, geo.ho, geo.wo))
-        input = x
-        forwarded = true
-        let xp = UnsafePointer(x.data), op = out.data, sp = scratch.data, wp_ = UnsafePointer(packed.data)
-        let b = bias.map { UnsafePointer($0.value.data) }
-        let kh = kernelH, kw = kernelW
-        parallelChunks(geo.n, work: out.count * C * kh * kw) { t, range in
-            let pad = sp + t * per
-            for n in range {
-                DirectConv.pad(xp + n * C * geo.h * geo.w, channels: C, h: geo.h, w: geo.w, into: pad, hp: hp, wp: wp,
-                               top: geo.padTop, left: geo.padLeft)
-                DirectConv.convolve(pad: pad, ins: C, hp: hp, wp: wp, packed: wp_, outs: O, kh: kh, kw: kw, bias: b,
-                                    out: op + n * O * geo.ho * geo.wo, ho: geo.ho, wo: geo.wo)
-            }
-        }
-        return out
-    }
-
-    private func directBackward(_ gradOut: Tensor, _ x: Tensor, inputGradient: Bool, parameterGradients: Bool) -> Tensor? {
-        let geo = try! geometry(for: x.shape)
-        let (_, _, ghp, gwp) = directSizes(geo)
-        let C = inChannels, O = outChannels, kh = kernelH, kw = kernelW
-        let hw = geo.ho * geo.wo
-        let per = directScratch(geo)
-        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), sp = scratch.data
-        if parameterGradients {
-            if let bias { addBiasGradient(gp, images: geo.n, channels: O, plane: hw, into: bias.grad.data) }
-            // One input channel per task: each writes only its own weights' gradients.
-            let hp = geo.ho + kh - 1, wp = DirectConv.paddedWidth(outputWidth: geo.wo, kw: kw)
-            let dw = weight.grad.data
-            parallelChunks(C, work: geo.n * hw * O * kh * kw) { t, range in
-                let pad = sp + t * per
-                for c in range {
-                    for n in 0..<geo.n {
-                        DirectConv.pad(xp + (n * C + c) * geo.h * geo.w, channels: 1, h: geo.h, w: geo.w, into: pad, hp: hp, wp: wp,
-                                       top: geo.padTop, left: geo.padLeft)
-                        DirectConv.weightGradient(pad: pad, wp: wp, grad: gp + n * O * hw, outs: O, ho: geo.ho, wo: geo.wo,
-                                                  c: c, channels: C, kh: kh, kw: kw, into: dw)
-                    }
-                }
-            }
-        }
-        guard inputGradient else { return nil }
-        // dx = the output gradient, padded by (k - 1 - pad before), convolved with the rotated,
-        // transposed kernel.
-        flipped.resize(Shape((C + DirectConv.tile - 1) / DirectConv.tile * DirectConv.tile * O * kh * kw))
-        DirectConv.pack(weight.value.data, o: O, c: C, kh: kh, kw: kw, flipped: true, into: flipped.data)
-        dx.resize(x.shape)
-        let dp = dx.data, fp = UnsafePointer(flipped.data)
-        parallelChunks(geo.n, work: x.count * O * kh * kw) { t, range in
-            let pad = sp + t * per
-            for n in range {
-                DirectConv.pad(gp + n * O * hw, channels: O, h: geo.ho, w: geo.wo, into: pad, hp: ghp, wp: gwp,
-                               top: kh - 1 - geo.padTop, left: kw - 1 - geo.padLeft)
-                DirectConv.convolve(pad: pad, ins: O, hp: ghp, wp: gwp, packed: fp, outs: C, kh: kh, kw: kw, bias: nil,
-                                    out: dp + n * C * geo.h * geo.w, ho: geo.h, wo: geo.w)
-            }
-        }
-        return dx
     }
 }
 

@@ -237,6 +237,16 @@ final class ConvWorker {
             if hi < wo { (seg + hi).update(repeating: 0, count: wo - hi) }
             if sw == 1 {
                 if hi > lo { (seg + lo).update(from: src + lo, count: hi - lo) }
+            } else if sw == 2 {
+                // Even elements, four at a time, while a whole 8-float load stays inside the row.
+                var xx = lo
+                let rowEnd = geo.w - (kx - geo.padLeft)  // src[i] is valid for i < rowEnd
+                while xx + 4 <= hi && 2 * xx + 8 <= rowEnd {
+                    let v = UnsafeRawPointer(src + 2 * xx).loadUnaligned(as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(seg + xx).storeBytes(of: v.evenHalf, as: SIMD4<Float>.self)
+                    xx += 4
+                }
+                while xx < hi { seg[xx] = src[2 * xx]; xx += 1 }
             } else {
                 var xx = lo
                 while xx < hi { seg[xx] = src[sw * xx]; xx += 1 }

@@ -112,6 +112,7 @@ final class WorkThread: @unchecked Sendable {
             cond.lock()
             while head == queue.count { cond.wait() }
             let work = queue[head]
+            queue[head] = {}   // a finished request's params go now, not at the next compaction
             head += 1
             if head > 1024 && head * 2 > queue.count {
                 queue.removeFirst(head)

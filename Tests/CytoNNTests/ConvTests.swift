@@ -47,7 +47,7 @@ struct ConvTests {
         ConvCase(n: 2, c: 4, h: 8, w: 9, o: 3, kh: 3, kw: 3, sh: 2, sw: 2, padding: .valid),
         ConvCase(n: 3, c: 30, h: 7, w: 7, o: 4, kh: 5, kw: 5, sh: 2, sw: 2, padding: .valid),    // per-tap valid
         ConvCase(n: 1, c: 6, h: 5, w: 5, o: 2, kh: 1, kw: 1, sh: 1, sw: 1, padding: .same),      // 1x1
-        // Direct kernels (stride 1, at most 8 output channels):
+        // Transposed lowering (stride 1, at most 8 output channels):
         ConvCase(n: 3, c: 32, h: 13, w: 19, o: 3, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),   // the generator's last layer
         ConvCase(n: 2, c: 5, h: 9, w: 8, o: 8, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same),      // two full tiles, exact blocks
         ConvCase(n: 2, c: 3, h: 7, w: 10, o: 5, kh: 4, kw: 2, sh: 1, sw: 1, padding: .same),     // even kernel, partial tile
