@@ -290,9 +290,9 @@ final class ProgressDisplay: @unchecked Sendable {
         }
     }
 
+    /// A log line (always shown, also with progress off), clearing the bar first.
     func message(_ s: String) {
         lock.lock(); defer { lock.unlock() }
-        guard mode != .none else { return }
         if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); drawn = false }
         stderrLine(s)
     }
