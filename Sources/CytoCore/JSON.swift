@@ -189,7 +189,8 @@ public enum JSON: Equatable, Sendable {
 
     /// Swift's shortest round-trip text is valid JSON ("1e-05", "1.5"); "e+" is shortened to "e".
     private static func trimmed(_ s: String) -> String {
-        s.replacingOccurrences(of: "e+", with: "e")
+        // Most numbers have no "+": skip Foundation's search (a few % of a worker streaming features).
+        s.utf8.contains(UInt8(ascii: "+")) ? s.replacingOccurrences(of: "e+", with: "e") : s
     }
 
     static func writeString(_ s: String, to out: inout String) {
