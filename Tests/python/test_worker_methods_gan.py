@@ -257,7 +257,7 @@ def f32(x):
 
 def close(a, b, tol=1e-5):
     """Equal up to float32 rounding of a differently blocked matrix product."""
-    return len(a) == len(b) and all(abs(x - y) <= tol * max(1e-3, abs(x), abs(y)) for x, y in zip(a, b))
+    return len(a) == len(b) and all(abs(x - y) <= tol * max(1.0, abs(x), abs(y)) for x, y in zip(a, b))
 
 
 def png_size(path):
