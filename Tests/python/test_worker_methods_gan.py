@@ -8,6 +8,7 @@ against their definitions, and extraction errors, streaming, keeping and cancell
 Tests that need ../shared/data skip with a message when it is absent."""
 import csv
 import json
+import math
 import os
 import signal
 import struct
@@ -307,7 +308,6 @@ def test_samples_interpolation_and_algebra_follow_their_definitions(tmp_path):
         for t, v in zip([0.25, 0.5, 0.75], lin[1:4]):
             assert all(abs(x - ((1 - t) * a + t * b)) < 1e-5 for x, a, b in zip(v, z[0], z[1]))
         sl = ok(w.call("samples/interpolate", {"from": {"vector": z[0]}, "to": {"vector": z[1]}, "steps": 3, "mode": "slerp"}))["latents"]
-        import math
         a, b = z[0], z[1]
         na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(x * x for x in b))
         th = math.acos(sum(x * y for x, y in zip(a, b)) / na / nb)

@@ -236,9 +236,9 @@ def test_a_cancelled_normalize_keeps_no_table(worker, tmp_path):
     """A long read keeps the work thread busy; the request queued behind it is cancelled before it
     runs: it is answered -32800 and no table appears."""
     rng = np.random.default_rng(1)
-    n = 60_000
+    n = 20_000
     big = pd.DataFrame({"Metadata_Compound": np.where(np.arange(n) % 5 == 0, "DMSO", "x"),
-                        **{f"f{j}": rng.normal(size=n) for j in range(40)}})
+                        **{f"f{j}": rng.normal(size=n) for j in range(20)}})
     path = tmp_path / "big.csv"
     big.to_csv(path, index=False)
     worker.send({"jsonrpc": "2.0", "id": "slow", "method": "profiles/normalize",

@@ -15,12 +15,18 @@ model is created by the worker (a fresh one of the preset: speed does not depend
 and saved for the command line.
 
 Memory: --memory N crops in requests of --batch crops (the crop list cycled), VmRSS of the worker
-sampled every 5% of the way; reported against the value after the first 10% (warm caches)."""
+sampled every 5% of the way; reported against the value after the first 10% (warm caches).
+
+The machine this ran on is shared and busy: the three modes run in turn in every repetition, and
+the best and the median of the repetitions are reported, with CPU time per crop (user + system of
+the process), which depends less on what else runs."""
 import argparse
 import csv
 import json
 import os
 import pathlib
+import resource
+import statistics
 import queue
 import subprocess
 import sys
@@ -73,6 +79,12 @@ class Worker:
 
     def call(self, method, params):
         return self.answer(self.send(method, params))
+
+    def cpu_seconds(self):
+        """User + system CPU time of the worker so far (all its threads)."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self):
         with open(f"/proc/{self.p.pid}/status") as f:
@@ -152,28 +164,41 @@ def main():
             out.writerow(["path"])
             out.writerows([p] for p in paths)
         cli, proto, stream = [], [], []
+        cpu = {"cli": [], "proto": [], "stream": []}
         for _ in range(a.repeat):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             r = subprocess.run([a.bin, "extract", "--model", str(model), "--manifest", str(manifest), "--batch", str(a.batch),
                                 "--out", str(tmp / "cli.npy")], capture_output=True, text=True)
             if r.returncode:
                 sys.exit(r.stderr)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             wall = len(paths) / (time.perf_counter() - t0)
             # Its own figure (the extraction loop, after loading the model and indexing the manifest).
             own = [float(x.split()[-2]) for x in r.stderr.splitlines() if x.endswith("crops/s")]
             cli.append(own[-1] if own else wall)
+            cpu["cli"].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / len(paths))
+            c0 = w.cpu_seconds()
             secs, n, _ = pipelined(w, paths, a.batch, len(paths), a.window)
             proto.append(n / secs)
+            cpu["proto"].append((w.cpu_seconds() - c0) / n)
+            c0 = w.cpu_seconds()
             t0 = time.perf_counter()
             rid = w.send("features/extract", {"crops": [{"path": p} for p in paths], "batchSize": a.batch, "stream": True})
             n = w.answer(rid)["count"]
             stream.append(n / (time.perf_counter() - t0))
-        best = max(cli)
-        print(f"in process  (cytogan extract, its extraction loop)           : {best:8.1f} crops/s  runs {', '.join(f'{x:.1f}' for x in cli)}")
-        print(f"protocol, one request per batch, {a.window} in flight:                   {max(proto):8.1f} crops/s  "
-              f"= {100 * max(proto) / best:5.1f}%  runs {', '.join(f'{x:.1f}' for x in proto)}")
-        print(f"protocol, one streamed request:                                {max(stream):8.1f} crops/s  "
-              f"= {100 * max(stream) / best:5.1f}%  runs {', '.join(f'{x:.1f}' for x in stream)}")
+            cpu["stream"].append((w.cpu_seconds() - c0) / n)
+        med = statistics.median
+        best, mid = max(cli), med(cli)
+        print(f"in process  (cytogan extract, its extraction loop): best {best:8.1f}  median {mid:8.1f} crops/s  "
+              f"runs {', '.join(f'{x:.1f}' for x in cli)}")
+        for name, xs in [(f"protocol, one request per batch, {a.window} in flight", proto), ("protocol, one streamed request", stream)]:
+            print(f"{name + ':':52} best {max(xs):8.1f}  median {med(xs):8.1f} crops/s  = {100 * max(xs) / best:5.1f}% / "
+                  f"{100 * med(xs) / mid:5.1f}% of in process  runs {', '.join(f'{x:.1f}' for x in xs)}")
+        ref = med(cpu["cli"])
+        for k, name in [("cli", "in process"), ("proto", "per batch"), ("stream", "streamed")]:
+            print(f"CPU time per crop, {name:10}: median {1000 * med(cpu[k]):6.2f} ms (in-process / this = {100 * ref / med(cpu[k]):5.1f}%)  "
+                  f"runs {', '.join(f'{1000 * x:.2f}' for x in cpu[k])}")
 
     if a.memory:
         secs, n, samples = pipelined(w, every, a.batch, a.memory, a.window)   # all BBBC021 crops, cycled
