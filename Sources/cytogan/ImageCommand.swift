@@ -13,13 +13,6 @@ struct ImageCommand: ParsableCommand {
                       ImageBench.self, ImageFuzz.self])
 }
 
-/// Runs `body`, turning a CytoError into a one-line message on stderr and exit status 1.
-func reportingErrors(_ body: () throws -> Void) throws {
-    do { try body() } catch let e as CytoError {
-        FileHandle.standardError.write(Data("cytogan: error: \(e.description)\n".utf8))
-        throw ExitCode(1)
-    }
-}
 
 /// Parses "0,2,1" into channel indices.
 func parseChannelList(_ text: String?) throws -> [Int]? {
