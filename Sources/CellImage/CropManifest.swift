@@ -110,55 +110,83 @@ public struct CropManifest {
     /// Reads a manifest; errors name the file, line and column at fault.
     public init(path manifest: String, columns: Columns = Columns(), root: String? = nil, limit: Int? = nil) throws {
         let csv = try CSVReader(path: manifest)
-        func col(_ name: String) throws -> Int {
-            guard let i = csv.column(name) else {
-                throw CytoError(.invalidInput, "manifest has no '\(name)' column (columns: \(csv.columns.joined(separator: ", ")))", path: manifest, field: name)
-            }
-            return i
-        }
-        let pathCols = try (columns.channelPaths ?? [columns.path]).map(col)
-        let centre = try columns.centreX.map { (try col($0), try col(columns.centreY ?? "")) }
-        let box = try columns.box.map { names -> [Int] in
-            guard names.count == 4 else { throw CytoError(.invalidInput, "a box needs 4 columns (x0, y0, x1, y1)", path: manifest) }
-            return try names.map(col)
-        }
-        let maskCol = try columns.mask.map(col), labelCol = try columns.label.map(col)
+        let specIdx = try columns.indices(in: csv.columns, manifest: manifest)
         let meta = csv.columns.enumerated().filter { $0.element.hasPrefix("Metadata_") }
         metadataNames = meta.map(\.element)
         let base = root ?? (manifest as NSString).deletingLastPathComponent
-        func resolve(_ p: String, _ field: String) throws -> String {
-            guard !p.isEmpty else { throw CytoError(.invalidInput, "empty path", path: manifest, line: csv.line, field: field) }
-            return p.hasPrefix("/") || base.isEmpty ? p : base + "/" + p
-        }
-        func number(_ row: [String], _ i: Int) throws -> Double {
-            guard let v = Double(row[i].trimmingCharacters(in: .whitespaces)), v.isFinite else {
-                throw CytoError(.invalidInput, "'\(row[i])' is not a number", path: manifest, line: csv.line, field: csv.columns[i])
-            }
-            return v
-        }
         while let row = try csv.next() {
             if let limit, specs.count >= limit { break }
-            let paths = try pathCols.map { try resolve(row[$0], csv.columns[$0]) }
-            var spec = CropSpec(source: columns.channelPaths == nil ? .file(paths[0]) : .channelFiles(paths))
-            if let (cx, cy) = centre { spec.region = .centre(x: try number(row, cx), y: try number(row, cy)) }
-            if let box {
-                let v = try box.map { try number(row, $0) }
-                spec.region = .box(x0: Int(v[0].rounded(.down)), y0: Int(v[1].rounded(.down)),
-                                   x1: Int(v[2].rounded(.up)), y1: Int(v[3].rounded(.up)))
+            do {
+                specs.append(try columns.spec(specIdx.map { row[$0] }, root: base))
+            } catch var e as CytoError {
+                e.path = manifest; e.line = csv.line
+                throw e
             }
-            if let maskCol {
-                var label: Int? = nil
-                if let labelCol {
-                    guard let l = Int(row[labelCol].trimmingCharacters(in: .whitespaces)), l > 0 else {
-                        throw CytoError(.invalidInput, "label '\(row[labelCol])' is not a positive integer", path: manifest, line: csv.line, field: csv.columns[labelCol])
-                    }
-                    label = l
-                }
-                spec.mask = MaskSpec(path: try resolve(row[maskCol], csv.columns[maskCol]), label: label)
-            }
-            specs.append(spec)
             metadata.append(meta.map { row[$0.offset] })
         }
+    }
+}
+
+extension CropManifest.Columns {
+    /// The columns a crop's spec is built from, in order: the path(s), the centre or box, the mask
+    /// and its label.
+    public var specColumns: [String] {
+        var c = channelPaths ?? [path]
+        if let centreX { c += [centreX, centreY ?? ""] }
+        if let box { c += box }
+        if let mask { c.append(mask) }
+        if let label { c.append(label) }
+        return c
+    }
+
+    /// Where `specColumns` are among a header's `names`; an error names the missing column.
+    public func indices(in names: [String], manifest: String) throws -> [Int] {
+        if centreX != nil && box != nil { throw CytoError(.invalidInput, "give centre columns or box columns, not both", path: manifest) }
+        if (centreX == nil) != (centreY == nil) { throw CytoError(.invalidInput, "a centre needs an x and a y column", path: manifest) }
+        if let box, box.count != 4 { throw CytoError(.invalidInput, "a box needs 4 columns (x0, y0, x1, y1)", path: manifest) }
+        if label != nil && mask == nil { throw CytoError(.invalidInput, "a label column needs a mask column", path: manifest) }
+        return try specColumns.map { name in
+            guard let i = names.firstIndex(of: name) else {
+                throw CytoError(.invalidInput, "manifest has no '\(name)' column (columns: \(names.joined(separator: ", ")))", path: manifest, field: name)
+            }
+            return i
+        }
+    }
+
+    /// The crop spec of one row from its `specColumns` values; relative paths start at `root`.
+    /// An error names the column at fault (the caller adds the file and line).
+    public func spec(_ values: [String], root: String) throws -> CropSpec {
+        let names = specColumns
+        var k = 0
+        func next() -> (String, String) { defer { k += 1 }; return (values[k].trimmingCharacters(in: .whitespaces), names[k]) }
+        func nextPath() throws -> String {
+            let (p, field) = next()
+            guard !p.isEmpty else { throw CytoError(.invalidInput, "empty path", field: field) }
+            return p.hasPrefix("/") || root.isEmpty ? p : root + "/" + p
+        }
+        func nextNumber() throws -> Double {
+            let (v, field) = next()
+            guard let x = Double(v), x.isFinite, abs(x) < 1e9 else { throw CytoError(.invalidInput, "'\(v)' is not a coordinate", field: field) }
+            return x
+        }
+        let paths = try (channelPaths ?? [path]).map { _ in try nextPath() }
+        var spec = CropSpec(source: channelPaths == nil ? .file(paths[0]) : .channelFiles(paths))
+        if centreX != nil { spec.region = CropRegion.centre(x: try nextNumber(), y: try nextNumber()) }
+        if box != nil {
+            let v = try (0..<4).map { _ in try nextNumber() }
+            spec.region = .box(x0: Int(v[0].rounded(.down)), y0: Int(v[1].rounded(.down)), x1: Int(v[2].rounded(.up)), y1: Int(v[3].rounded(.up)))
+        }
+        if mask != nil {
+            let m = try nextPath()
+            var l: Int? = nil
+            if label != nil {
+                let (v, field) = next()
+                guard let x = Int(v), x > 0 else { throw CytoError(.invalidInput, "label '\(v)' is not a positive integer", field: field) }
+                l = x
+            }
+            spec.mask = MaskSpec(path: m, label: l)
+        }
+        return spec
     }
 }
 

@@ -26,15 +26,17 @@ public final class CropList: CropSource, @unchecked Sendable {
     public func name(at index: Int) -> String { specs[index].source.paths.joined(separator: ",") }
 }
 
-/// A crop manifest (CSV: a `path` column, or one path column per channel, plus `Metadata_*`
-/// columns) indexed for random access without holding its rows in memory: one pass copies the
+/// A crop manifest (CSV: a `path` column, or one path column per channel, optional centre, box,
+/// mask and label columns, plus `Metadata_*` columns) indexed for random access without holding its rows in memory: one pass copies the
 /// fields it needs into an unlinked scratch file and keeps only each row's byte offset there
 /// (8 bytes a crop). Rows are read back with `pread`, from any thread. Relative paths start at
 /// `root` (default: the manifest's folder). Rows that cannot be used (wrong field count, empty
-/// path) are skipped, counted and listed in `skippedRows`; gzip-compressed manifests work too.
+/// path, a coordinate that is not a number) are skipped, counted and listed in `skippedRows`; gzip-compressed manifests work too.
 public final class StreamingManifest: CropSource, @unchecked Sendable {
     public let path: String
     public let root: String
+    /// Which columns make a crop's spec (paths, centre or box, mask, label).
+    public let columns: CropManifest.Columns
     /// The path column, or the per-channel path columns in model order.
     public let pathColumns: [String]
     /// Names of the `Metadata_*` columns, in file order.
@@ -48,22 +50,20 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
     private var offsets: [UInt64] = [0]
     private let fd: Int32
 
-    /// Indexes `manifest`. `channelColumns` names one path column per channel (default: `path`).
+    /// Indexes `manifest`. `columns` says where paths, centres or boxes and masks are;
+    /// `channelColumns`, when given, names one path column per channel (default: `path`).
     /// `log` receives one line per skipped row.
-    public init(path manifest: String, root: String? = nil, channelColumns: [String]? = nil,
-                log: ((String) -> Void)? = nil) throws {
+    public init(path manifest: String, root: String? = nil, columns: CropManifest.Columns = CropManifest.Columns(),
+                channelColumns: [String]? = nil, log: ((String) -> Void)? = nil) throws {
         path = manifest
-        self.root = root ?? (manifest as NSString).deletingLastPathComponent
+        let base = root ?? (manifest as NSString).deletingLastPathComponent
+        self.root = base
+        var cols = columns
+        if let channelColumns { cols.channelPaths = channelColumns }
+        self.columns = cols
         let csv = try CSVReader(path: manifest)
-        let pathNames = channelColumns ?? ["path"]
-        let pathIdx = try pathNames.map { name -> Int in
-            guard let i = csv.column(name) else {
-                throw CytoError(.invalidInput, "manifest has no '\(name)' column (columns: \(csv.columns.joined(separator: ", ")))",
-                                path: manifest, field: name)
-            }
-            return i
-        }
-        pathColumns = pathNames
+        let specIdx = try cols.indices(in: csv.columns, manifest: manifest)
+        pathColumns = cols.channelPaths ?? [cols.path]
         let meta = csv.columns.enumerated().filter { $0.element.hasPrefix("Metadata_") }
         metadataNames = meta.map(\.element)
         let metaIdx = meta.map(\.offset)
@@ -101,12 +101,13 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
                 skip(line: e.line!, reason: e.message, log: log)
                 continue
             }
-            if let empty = pathIdx.first(where: { row[$0].trimmingCharacters(in: .whitespaces).isEmpty }) {
-                skip(line: csv.line, reason: "empty '\(csv.columns[empty])'", log: log)
+            let values = specIdx.map { row[$0] }
+            do { _ = try cols.spec(values, root: base) } catch let e as CytoError {
+                skip(line: csv.line, reason: e.field.map { "\($0): \(e.message)" } ?? e.message, log: log)
                 continue
             }
             let before = buffer.count
-            for i in pathIdx { put(row[i]) }
+            for v in values { put(v) }
             for i in metaIdx { put(row[i]) }
             written += UInt64(buffer.count - before)
             offsets.append(written)
@@ -146,15 +147,16 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         return out
     }
 
-    private func resolve(_ p: String) -> String {
-        p.hasPrefix("/") || root.isEmpty ? p : root + "/" + p
-    }
 
     public func spec(at index: Int) throws -> CropSpec {
         let f = try fields(at: index)
-        let paths = f.prefix(pathColumns.count).map(resolve)
-        return pathColumns.count == 1 ? .file(paths[0]) : CropSpec(source: .channelFiles(paths))
+        do { return try columns.spec(Array(f.prefix(specFieldCount)), root: root) } catch var e as CytoError {
+            e.path = path; e.index = index
+            throw e
+        }
     }
+
+    private var specFieldCount: Int { columns.specColumns.count }
 
     public func name(at index: Int) -> String {
         guard let f = try? fields(at: index) else { return "row \(index)" }
@@ -163,6 +165,6 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
 
     /// The `Metadata_*` values of row `index`, in `metadataNames` order.
     public func metadata(at index: Int) throws -> [String] {
-        Array(try fields(at: index).dropFirst(pathColumns.count))
+        Array(try fields(at: index).dropFirst(specFieldCount))
     }
 }

@@ -23,6 +23,9 @@ public final class FeatureExtractor {
 
     /// An extractor for `model` reading `layer` (default: the model's configured feature layer).
     public init(model: GANModel, layer: FeatureLayer? = nil, noisy: Bool = false, noiseSeed: UInt64 = 0) throws {
+        guard !model.config.needsDatasetScale else {
+            throw CytoError(.invalidInput, "the model's dataset scale has not been estimated yet: train it first (`cytogan extract --manifest` estimates it from the manifest's crops)", field: "normalization")
+        }
         self.model = model
         let layer = layer ?? model.config.featureLayer
         self.layer = layer

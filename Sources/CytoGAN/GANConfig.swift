@@ -113,6 +113,12 @@ public struct GANConfig: Sendable, Equatable {
     public var initialization: WeightInit
     public var preprocessing: Preprocessing
     public var augmentation: Augmentation
+    /// Differentiable augmentation of real and generated batches inside the training step (issue 8).
+    public var diffAugment: DiffAugmentPolicy
+    /// When set, the per-channel scale is estimated from the training crops before the first
+    /// step (this percentile of their raw intensities) and stored as a `fixed_scale`
+    /// normalization: absolute intensity survives, unlike with the per-crop maximum (issue 8).
+    public var datasetScalePercentile: Double?
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -121,6 +127,7 @@ public struct GANConfig: Sendable, Equatable {
                 beta1: Float = 0.5, beta2: Float = 0.999, epsilon: Float = 1e-8, batchSize: Int = 64,
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
+                diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil,
                 featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
@@ -135,6 +142,8 @@ public struct GANConfig: Sendable, Equatable {
         self.initialization = initialization
         self.preprocessing = preprocessing ?? Preprocessing(size: architecture.size, channels: architecture.channels)
         self.augmentation = augmentation
+        self.diffAugment = diffAugment
+        self.datasetScalePercentile = datasetScalePercentile
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -149,7 +158,7 @@ public struct GANConfig: Sendable, Equatable {
     }
 
     /// Names of the presets, for help texts and errors.
-    public static let presetNames = ["paper-96", "small-64"]
+    public static let presetNames = ["paper-96", "small-64", "cpu-64"]
 
     /// A named preset with `loss` (default LSGAN) and `seed`.
     ///
@@ -159,6 +168,10 @@ public struct GANConfig: Sendable, Equatable {
     ///   lambda 10 and one critic step per generator step.
     /// - `small-64`: the same design on 64x64 crops with half the widths, batch 32, flips and
     ///   rotations, and the paper's rates doubled (learning starts sooner on a CPU budget).
+    /// - `cpu-64`: the best recipe for features on a CPU budget (issue 8; measured in
+    ///   examples/cpu-recipe): small-64 with a dataset-level intensity scale instead of the
+    ///   per-crop maximum, differentiable translation + cutout augmentation of both real and
+    ///   generated batches, and features pooled from every convolution block.
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
@@ -170,9 +183,23 @@ public struct GANConfig: Sendable, Equatable {
                              discriminatorRate: .paper(2 * d), generatorRate: .paper(2 * g), batchSize: 32,
                              preprocessing: Preprocessing(size: 64, channels: 3, normalization: .perCropMax, resize: .resample),
                              augmentation: .dihedral, seed: seed)
+        case "cpu-64":
+            var c = try preset("small-64", loss: loss, seed: seed)
+            c.name = name
+            c.datasetScalePercentile = 99.9
+            c.diffAugment = .translationCutout
+            c.featureLayer = .pooled
+            return c
         default:
             throw CytoError(.invalidInput, "unknown preset '\(name)' (\(presetNames.joined(separator: ", ")))", field: "preset")
         }
+    }
+
+    /// True while the normalization still waits for `datasetScalePercentile` to be estimated.
+    public var needsDatasetScale: Bool {
+        guard datasetScalePercentile != nil else { return false }
+        if case .fixedScale = preprocessing.normalization { return false }
+        return true
     }
 
     /// Checks that the configuration describes something trainable.
@@ -196,6 +223,12 @@ public struct GANConfig: Sendable, Equatable {
         }
         guard beta1 >= 0, beta1 < 1, beta2 >= 0, beta2 < 1, epsilon > 0 else { throw bad("beta1", "Adam needs 0 <= beta < 1 and epsilon > 0") }
         guard gradientPenalty >= 0, gradientPenalty.isFinite else { throw bad("gradient_penalty", "gradient penalty must be >= 0") }
+        guard (0...0.5).contains(diffAugment.translation), (0...1).contains(diffAugment.cutout), (-1...1).contains(diffAugment.fill) else {
+            throw bad("diff_augment", "diff_augment needs translation in [0, 0.5], cutout in [0, 1] and fill in [-1, 1]")
+        }
+        if let p = datasetScalePercentile, !(p > 0 && p <= 100) {
+            throw bad("dataset_scale_percentile", "dataset_scale_percentile must be in (0, 100]")
+        }
     }
 
     // MARK: JSON
@@ -214,6 +247,8 @@ public struct GANConfig: Sendable, Equatable {
             "initialization": GANConfig.initJSON(initialization),
             "preprocessing": preprocessing.json,
             "augmentation": augmentation.json,
+            "diff_augment": diffAugment.json,
+            "dataset_scale_percentile": datasetScalePercentile.map { .double($0) } ?? .null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -269,6 +304,11 @@ public struct GANConfig: Sendable, Equatable {
                   initialization: try value("initialization").map { try GANConfig.initialization($0) } ?? .normal(std: 0.02),
                   preprocessing: try value("preprocessing").map { try Preprocessing(json: $0) },
                   augmentation: try value("augmentation").map { try Augmentation(json: $0) } ?? .none,
+                  diffAugment: try value("diff_augment").map { try DiffAugmentPolicy(json: $0) } ?? .none,
+                  datasetScalePercentile: try value("dataset_scale_percentile").map { v in
+                      guard let x = v.doubleValue else { throw bad("dataset_scale_percentile", "'dataset_scale_percentile' must be a number") }
+                      return x
+                  },
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }

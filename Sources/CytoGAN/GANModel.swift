@@ -37,7 +37,8 @@ public struct DataCursor: Sendable, Equatable {
 /// "optimizer.discriminator.<m|v>.<name>"; `__metadata__` holds the config and the counters and
 /// streams as JSON strings (see `CheckpointKeys`). `load(from:)` restores all of it.
 public final class GANModel {
-    public let config: GANConfig
+    /// The configuration; only `resolveDatasetScale` changes it (its normalization, before step 1).
+    public internal(set) var config: GANConfig
     public let generator: Network
     public let discriminator: Network
     public let generatorOptimizer: Adam
@@ -66,7 +67,8 @@ public final class GANModel {
                                       beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon)
         trainingStep = GANTrainingStep(generator: generator, discriminator: discriminator,
                                        generatorOptimizer: generatorOptimizer, discriminatorOptimizer: discriminatorOptimizer,
-                                       loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty)
+                                       loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
+                                       diffAugment: config.diffAugment)
         step = 0
         cursor = DataCursor(seed: config.seed)
     }
@@ -87,6 +89,7 @@ public final class GANModel {
             "augmentation": cursor.augmentation,
         ]
         if let n = noiseLayer { s["discriminator_noise"] = n.rng }
+        if let a = trainingStep.diffAugment { s["diff_augment"] = a.rng }
         return s
     }
 
@@ -201,6 +204,7 @@ public final class GANModel {
         model.trainingStep.labelRNG = try stream("label_smoothing")
         model.trainingStep.mixRNG = try stream("interpolation")
         model.noiseLayer?.rng = try stream("discriminator_noise")
+        if let a = model.trainingStep.diffAugment { a.rng = try stream("diff_augment") }
         model.cursor = DataCursor(epoch: try int(CheckpointKeys.epoch), position: try int(CheckpointKeys.position),
                                   datasetCount: try int(CheckpointKeys.datasetCount),
                                   orderAtEpochStart: try stream("data_order_epoch_start"), augmentation: try stream("augmentation"))

@@ -124,7 +124,9 @@ public final class Trainer: @unchecked Sendable {
 
     /// Trains until the step limit, the time limit or a stop request; checkpoints at the end when
     /// a directory is set. Paused time does not count against the time budget.
+    /// A configuration that asks for a dataset scale gets it estimated from `source` first.
     public func run() throws -> Summary {
+        try model.resolveDatasetScale(from: source, log: log)
         let config = model.config
         let loader = try BatchLoader(source: source, preprocessing: config.preprocessing, augmentation: config.augmentation,
                                      batchSize: config.batchSize, cursor: model.cursor, depth: options.prefetch, log: log)

@@ -17,8 +17,10 @@ public enum GANLoss: String, Sendable, CaseIterable {
 ///    e ~ U(0, 1) per item); D's optimizer steps.
 /// 3. D on fake again; G's loss (towards 1, or -mean D for WGAN-GP) back-propagated through D
 ///    (input gradient only) into G; G's optimizer steps.
-/// Each purpose draws from its own stream (latent, label smoothing, interpolation), all public so
-/// a checkpoint can save and restore them.
+/// With a differentiable augmentation (`diffAugment`), every batch D sees in steps 2 and 3 goes
+/// through fresh random transforms first, and G's gradient comes back through them.
+/// Each purpose draws from its own stream (latent, label smoothing, interpolation, augmentation),
+/// all public so a checkpoint can save and restore them.
 public final class GANTrainingStep {
     public let generator: Network
     public let discriminator: Network
@@ -30,6 +32,8 @@ public final class GANTrainingStep {
     public var latentRNG: RandomStream
     public var labelRNG: RandomStream
     public var mixRNG: RandomStream
+    /// Differentiable augmentation of D's inputs (nil: none, the paper); its stream is checkpointed.
+    public let diffAugment: DiffAugment?
 
     private let z = Tensor(Shape(0))
     private let both = Tensor(Shape(0))
@@ -46,7 +50,8 @@ public final class GANTrainingStep {
     }
 
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
-                loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10) {
+                loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
+                diffAugment policy: DiffAugmentPolicy = .none) {
         self.generator = generator
         self.discriminator = discriminator
         self.generatorOptimizer = generatorOptimizer
@@ -57,6 +62,7 @@ public final class GANTrainingStep {
         latentRNG = RandomStream(seed: seed, purpose: "latent")
         labelRNG = RandomStream(seed: seed, purpose: "label-smoothing")
         mixRNG = RandomStream(seed: seed, purpose: "interpolation")
+        diffAugment = policy.isIdentity ? nil : DiffAugment(policy: policy, rng: RandomStream(seed: seed, purpose: "diff-augment"))
     }
 
     /// Fills `z` with a [batch, latent] draw from N(0, I).
@@ -87,7 +93,7 @@ public final class GANTrainingStep {
         for i in 0..<b { targets.data[i] = 0 }
         for i in b..<(2 * b) { targets.data[i] = loss == .wgangp ? 1 : labelRNG.uniform(0.8, 1.0) }
         discriminator.zeroGradients()
-        let scores = try discriminator.forward(both)
+        let scores = try discriminator.forward(diffAugment?.forward(both) ?? both)
         var lossD = try objective(scores)
         _ = try discriminator.backward(gradient, inputGradient: false, parameterGradients: true)
         var gp: Float = 0
@@ -106,11 +112,12 @@ public final class GANTrainingStep {
 
         // Generator through the discriminator.
         generator.zeroGradients()
-        let fakeScores = try discriminator.forward(fake)
+        let fakeScores = try discriminator.forward(diffAugment?.forward(fake) ?? fake)
         targets.resize(Shape(b, 1))
         targets.fill(1)
         let lossG = try objective(fakeScores)
-        let gx = try discriminator.backward(gradient, inputGradient: true, parameterGradients: false)!
+        var gx = try discriminator.backward(gradient, inputGradient: true, parameterGradients: false)!
+        if let a = diffAugment { gx = try a.backward(gx) }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)
         generatorOptimizer.update()
         return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CellImage
 import CytoCore
 import Foundation
 
@@ -8,5 +9,42 @@ func reportingErrors(_ body: () throws -> Void) throws {
     do { try body() } catch let e as CytoError {
         FileHandle.standardError.write(Data("cytogan: error: \(e.description)\n".utf8))
         throw ExitCode(1)
+    }
+}
+
+/// The manifest columns of `train` and `extract`: where a crop's path(s) are, and optionally the
+/// object's centre or bounding box in a whole field and its label mask (CellProfiler's
+/// Location_Center_X/Y, an object table's box, a label image), so crops are cut from fields.
+struct ManifestColumnOptions: ParsableArguments {
+    @Option(name: .customLong("channel-columns"), help: "One path column per channel instead of 'path' (e.g. DNA,Tubulin,Actin).")
+    var channelColumns: String?
+    @Option(name: .customLong("centre-columns"), help: "X,Y: columns of the object's centre in the field (a window of the model's size around it).")
+    var centreColumns: String?
+    @Option(name: .customLong("box-columns"), help: "X0,Y0,X1,Y1: columns of the object's bounding box in the field.")
+    var boxColumns: String?
+    @Option(name: .customLong("mask-column"), help: "Column of a label image; pixels of other objects are zeroed.")
+    var maskColumn: String?
+    @Option(name: .customLong("label-column"), help: "Column of the object's label in the mask (default: keep every labelled pixel).")
+    var labelColumn: String?
+
+    /// The columns as the manifest readers take them; wrong counts are usage errors.
+    func columns() throws -> CropManifest.Columns {
+        var c = CropManifest.Columns()
+        c.channelPaths = try channelColumns.map(parseList)
+        if let centreColumns {
+            let v = try parseList(centreColumns)
+            guard v.count == 2 else { throw ValidationError("--centre-columns takes two columns: X,Y") }
+            c.centreX = v[0]; c.centreY = v[1]
+        }
+        if let boxColumns {
+            let v = try parseList(boxColumns)
+            guard v.count == 4 else { throw ValidationError("--box-columns takes four columns: X0,Y0,X1,Y1") }
+            c.box = v
+        }
+        if c.centreX != nil && c.box != nil { throw ValidationError("give --centre-columns or --box-columns, not both") }
+        c.mask = maskColumn
+        c.label = labelColumn
+        if labelColumn != nil && maskColumn == nil { throw ValidationError("--label-column needs --mask-column") }
+        return c
     }
 }

@@ -81,10 +81,8 @@ final class Demo {
         let screen = try SynthScreen(config: synth)
         let manifest = try StreamingManifest(path: "\(data)/crops.csv")
 
-        // 2. Train; keep an untrained twin (same seed: the trained model's initial weights).
-        let config = try GANConfig.preset(preset, loss: loss, seed: seed)
-        let model = try GANModel(config: config)
-        let untrained = try GANModel(config: config)
+        // 2. Train.
+        let model = try GANModel(config: try GANConfig.preset(preset, loss: loss, seed: seed))
         var curve: [(step: Int, d: Float, g: Float)] = []
         let summary = try timed("train \(preset) \(loss.rawValue)") { () throws -> Trainer.Summary in
             var opts = Trainer.Options(steps: steps, minutes: minutes, progressInterval: 2)
@@ -99,6 +97,10 @@ final class Demo {
             return try trainer.run()
         }
         try model.save(to: "\(out)/model.safetensors")
+        // The untrained twin: same seed, so the trained model's initial weights, and the same
+        // preprocessing (a dataset scale estimated by the trainer included).
+        let config = model.config
+        let untrained = try GANModel(config: config)
 
         // 3. Features for every crop: trained D, untrained D, intensity and shape measurements.
         let loader = CropLoader(preprocessing: config.preprocessing)

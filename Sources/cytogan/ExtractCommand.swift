@@ -28,7 +28,7 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Crop manifest (CSV with a path column and Metadata_* columns).") var manifest: String?
     @Option(help: "'-': read crop paths from stdin, one per line; write CSV rows to stdout.") var paths: String?
     @Option(help: "Folder that relative paths start from (default: the manifest's folder; the current folder for --paths).") var root: String?
-    @Option(name: .customLong("channel-columns"), help: "One path column per channel instead of 'path'.") var channelColumns: String?
+    @OptionGroup var manifestColumns: ManifestColumnOptions
     @Option(help: "Output table: .csv or .npy (default: CSV on stdout).") var out: String?
     @Option(help: "Crops per batch.") var batch: Int = 256
     @Flag(help: "Keep the discriminator's input noise on (CytoGAN's noisy encoding).") var noisy = false
@@ -52,25 +52,32 @@ struct ExtractCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             Engine.setThreads(threads ?? ProcessInfo.processInfo.activeProcessorCount)
-            let computer = try makeComputer()
-            if manifest != nil { try runManifest(computer) } else { try runLines(computer) }
+            if let manifest {
+                let source = try StreamingManifest(path: manifest, root: root, columns: try manifestColumns.columns(),
+                                                   log: { stderrLine($0) })
+                try runManifest(try makeComputer(source: source), source: source)
+            } else {
+                try runLines(try makeComputer(source: nil))
+            }
         }
     }
 
-    func makeComputer() throws -> FeatureComputer {
+    /// The feature computer; an untrained model waiting for its dataset scale estimates it from `source`.
+    func makeComputer(source: CropSource?) throws -> FeatureComputer {
         if features == "intensity" {
             let names = try parseList(channelNames)
             return IntensityFeatures(channelNames: names)
         }
         let m = try GANModel.load(from: model!)
+        if let source, m.config.needsDatasetScale {
+            try m.resolveDatasetScale(from: source, log: { stderrLine("\($0) (from the crops to extract: the model never trained)") })
+        }
         let fx = try FeatureExtractor(model: m, layer: try layer.map { try FeatureLayer(parsing: $0) }, noisy: noisy, noiseSeed: noiseSeed)
         stderrLine("features: \(fx.count) from '\(fx.layer)' of \(model!) (step \(m.step))\(noisy ? ", noisy" : "")")
         return GANFeatures(extractor: fx)
     }
 
-    func runManifest(_ computer: FeatureComputer) throws {
-        let source = try StreamingManifest(path: manifest!, root: root, channelColumns: try channelColumns.map(parseList),
-                                           log: { stderrLine($0) })
+    func runManifest(_ computer: FeatureComputer, source: StreamingManifest) throws {
         let sink = try FeatureSink(path: out, metadataColumns: source.metadataNames, featureNames: computer.names)
         let w = computer.names.count
         var done = 0, skipped = 0

@@ -28,15 +28,14 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "Crop manifest (CSV with a path column and Metadata_* columns).") var manifest: String
     @Option(help: "Folder that relative paths start from (default: the manifest's folder).") var root: String?
-    @Option(name: .customLong("channel-columns"), help: "One path column per channel instead of 'path' (e.g. DNA,Tubulin,Actin).")
-    var channelColumns: String?
+    @OptionGroup var manifestColumns: ManifestColumnOptions
     @Option(help: "Configuration preset: \(GANConfig.presetNames.joined(separator: ", ")).") var preset: String?
     @Option(help: "A GANConfig JSON file (instead of a preset).") var config: String?
     @Option(help: "lsgan, dcgan or wgangp (sets the paper's learning rates for it).") var loss: String?
     @Option(help: "Random seed of the run (weights, noise, order, augmentation).") var seed: UInt64?
     @Option(name: .customLong("batch-size"), help: "Crops per batch.") var batchSize: Int?
     @Option(name: .customLong("critic-steps"), help: "WGAN-GP: discriminator updates per generator update.") var criticSteps: Int?
-    @Option(help: "Normalization: per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI, or JSON.") var normalization: String?
+    @Option(help: "Normalization: per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI, dataset[:P] (a per-channel scale estimated from the crops: their P-th percentile, default 99.9), or JSON.") var normalization: String?
     @Option(help: "How crops reach the model size: resample, area, bilinear or pad_crop.") var resize: String?
     @Option(help: "Augmentation: none, flips, rotations or dihedral (flips and rotations).") var augment: String?
     @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pool:LAYER, a layer name, or a comma list.")
@@ -88,7 +87,17 @@ struct TrainCommand: ParsableCommand {
         if let seed { c.seed = seed }
         if let batchSize { c.batchSize = batchSize }
         if let criticSteps { c.criticSteps = criticSteps }
-        if let normalization { c.preprocessing.normalization = try parseNormalization(normalization) }
+        if let normalization {
+            if normalization == "dataset" || normalization.hasPrefix("dataset:") {
+                let p = normalization == "dataset" ? "99.9" : String(normalization.dropFirst(8))
+                guard let v = Double(p), v > 0, v <= 100 else { throw ValidationError("--normalization dataset:P needs a percentile P in (0, 100]") }
+                c.datasetScalePercentile = v
+                if !c.needsDatasetScale { c.preprocessing.normalization = .perCropMax }
+            } else {
+                c.preprocessing.normalization = try parseNormalization(normalization)
+                c.datasetScalePercentile = nil
+            }
+        }
         if let resize {
             guard let m = ResizeMode(rawValue: resize) else {
                 throw ValidationError("--resize must be one of \(ResizeMode.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -131,7 +140,7 @@ struct TrainCommand: ParsableCommand {
                 model = try GANModel(config: try makeConfig())
             }
             let c = model.config
-            let source = try StreamingManifest(path: manifest, root: root, channelColumns: try channelColumns.map(parseList),
+            let source = try StreamingManifest(path: manifest, root: root, columns: try manifestColumns.columns(),
                                                log: { stderrLine($0) })
             if source.skippedRowCount > 0 { stderrLine("\(source.skippedRowCount) manifest row(s) skipped") }
             stderrLine("training \(c.name): \(c.loss.rawValue), \(c.architecture.size)x\(c.architecture.size)x\(c.architecture.channels), "
@@ -182,6 +191,7 @@ struct TrainCommand: ParsableCommand {
     /// The engine alone: one batch decoded once, then --steps training steps on it, timed.
     /// Nothing is saved (the model did not learn from real data).
     func runFixedBatch(_ model: GANModel, _ source: StreamingManifest) throws {
+        try model.resolveDatasetScale(from: source, log: { stderrLine($0) })
         let c = model.config
         let loader = CropLoader(preprocessing: c.preprocessing)
         var specs: [CropSpec] = []

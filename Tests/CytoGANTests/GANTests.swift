@@ -32,6 +32,8 @@ import Glibc
     c.seed = UInt64.max - 7
     c.initialization = .heNormal
     c.preprocessing.normalization = .fixedScale([1000, 2000, 3000])
+    c.diffAugment = DiffAugmentPolicy(translation: 0.25, cutout: 0.375, fill: 0)
+    c.datasetScalePercentile = 99.5
     let text = c.json.serialized
     let back = try GANConfig(json: try JSON.parse(text))
     #expect(back == c)
@@ -52,6 +54,49 @@ import Glibc
     o = Fixture.tinyConfig().json.objectValue!
     o["critic_steps"] = 5  // LSGAN
     do { _ = try GANConfig(json: .object(o)); Issue.record("accepted critic steps for LSGAN") } catch let e as CytoError { #expect(e.field == "critic_steps") }
+    o = Fixture.tinyConfig().json.objectValue!
+    o["diff_augment"] = ["translation": 0.75]
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted a shift of 3/4") } catch let e as CytoError { #expect(e.field == "translation") }
+    o = Fixture.tinyConfig().json.objectValue!
+    o["dataset_scale_percentile"] = 120
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted percentile 120") } catch let e as CytoError { #expect(e.field == "dataset_scale_percentile") }
+}
+
+/// The cpu-64 preset is small-64 plus the issue 8 recipe; its dataset scale is the percentile of
+/// the training crops' raw values, checked against a plain sort with NumPy's linear rule.
+@Test func datasetScaleIsTheCropsPercentile() throws {
+    let cpu = try GANConfig.preset("cpu-64"), small = try GANConfig.preset("small-64")
+    #expect(cpu.architecture == small.architecture && cpu.batchSize == small.batchSize)
+    #expect(cpu.needsDatasetScale && cpu.diffAugment == .translationCutout && cpu.featureLayer == .pooled)
+
+    Engine.setThreads(1)
+    let dir = try Fixture.tempDir("scale")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let paths = try Fixture.writeCrops(in: dir, count: 7)
+    let manifest = try StreamingManifest(path: try Fixture.writeManifest(in: dir, paths: paths))
+    var c = Fixture.tinyConfig()
+    c.datasetScalePercentile = 99
+    let model = try GANModel(config: c)
+    #expect(throws: CytoError.self) { try FeatureExtractor(model: model) }  // not estimated yet
+    try model.resolveDatasetScale(from: manifest)
+    guard case .fixedScale(let scale) = model.config.preprocessing.normalization else {
+        Issue.record("no fixed scale: \(model.config.preprocessing.normalization)"); return
+    }
+    let loader = CropLoader(preprocessing: c.preprocessing)
+    for ch in 0..<3 {
+        var v: [Double] = []
+        for p in paths {
+            let im = try loader.raw(.file(dir + "/" + p))
+            let n = im.planeCount
+            v += im.floatPlanes[(ch * n)..<((ch + 1) * n)].map(Double.init)
+        }
+        v.sort()
+        let rank = 0.99 * Double(v.count - 1), lo = Int(rank.rounded(.down))
+        let expected = v[lo] + (rank - Double(lo)) * (v[min(lo + 1, v.count - 1)] - v[lo])
+        #expect(abs(Double(scale[ch]) - expected) <= 1e-3 * expected, "channel \(ch): \(scale[ch]) vs \(expected)")
+    }
+    // Once trained the scale stays: the checkpoint holds it as a fixed scale.
+    #expect(!model.config.needsDatasetScale)
 }
 
 // MARK: Losses against NumPy
@@ -183,6 +228,36 @@ import Glibc
     }
 }
 
+/// Objects in whole fields: centre, box, mask and label columns become the crop's region and
+/// mask; a row whose coordinate or label is not usable is skipped and named, not fatal.
+@Test func streamingManifestReadsCentresBoxesAndMasks() throws {
+    let dir = try Fixture.tempDir("objects")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let text = "path,cx,cy,labels,obj,Metadata_Well\n"
+        + "f.tif,10.5,20,l.tif,3,A01\n"
+        + "f.tif,x,20,l.tif,3,A02\n"       // not a coordinate
+        + "f.tif,1,2,l.tif,0,A03\n"         // label 0 is background
+        + "g.tif,7,8,l.tif,12,A04\n"
+    try AtomicFile.write(Array(text.utf8), to: dir + "/m.csv")
+    var cols = CropManifest.Columns()
+    cols.centreX = "cx"; cols.centreY = "cy"; cols.mask = "labels"; cols.label = "obj"
+    var logged: [String] = []
+    let m = try StreamingManifest(path: dir + "/m.csv", columns: cols, log: { logged.append($0) })
+    #expect(m.count == 2 && m.skippedRowCount == 2)
+    #expect(logged.count == 2 && logged[0].contains(":3:") && logged[0].contains("cx") && logged[1].contains("obj"))
+    #expect(try m.spec(at: 0) == CropSpec(source: .file(dir + "/f.tif"), region: .centre(x: 10.5, y: 20),
+                                          mask: MaskSpec(path: dir + "/l.tif", label: 3)))
+    #expect(try m.metadata(at: 1) == ["A04"])
+    var boxes = CropManifest.Columns()
+    boxes.box = ["cx", "cy", "cx", "cy"]
+    let b = try StreamingManifest(path: dir + "/m.csv", columns: boxes)
+    #expect(try b.spec(at: 0) == CropSpec(source: .file(dir + "/f.tif"), region: .box(x0: 10, y0: 20, x1: 11, y1: 20)))
+    // The in-memory reader builds the same specs and stops at the bad row, naming it.
+    do { _ = try CropManifest(path: dir + "/m.csv", columns: cols); Issue.record("accepted 'x'") } catch let e as CytoError {
+        #expect(e.line == 3 && e.field == "cx" && e.path == dir + "/m.csv")
+    }
+}
+
 // MARK: Checkpoints and exact resume
 
 @Test func checkpointRoundTripRestoresEverything() throws {
@@ -217,13 +292,25 @@ import Glibc
 
 @Test(arguments: [(GANLoss.lsgan, 1), (GANLoss.dcgan, 1), (GANLoss.wgangp, 2)])
 func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
+    try checkResume(Fixture.tinyConfig(loss: loss, criticSteps: critic))
+}
+
+/// The CPU recipe's parts (issue 8) resume exactly too: the differentiable augmentation's stream
+/// is in the checkpoint, and so is the dataset scale estimated before the first step.
+@Test func resumeIsBitIdenticalWithDiffAugmentAndDatasetScale() throws {
+    var c = Fixture.tinyConfig(loss: .lsgan)
+    c.diffAugment = .translationCutout
+    c.datasetScalePercentile = 99
+    try checkResume(c)
+}
+
+func checkResume(_ config: GANConfig) throws {
     Engine.setThreads(1)
     let dir = try Fixture.tempDir("resume")
     defer { try? FileManager.default.removeItem(atPath: dir) }
     // 11 crops and a missing one: epochs end inside batches, and a skipped crop is part of the order.
     let paths = try Fixture.writeCrops(in: dir, count: 11)
     let manifest = try StreamingManifest(path: try Fixture.writeManifest(in: dir, paths: paths + ["crops/missing.tif"]))
-    let config = Fixture.tinyConfig(loss: loss, criticSteps: critic)
     let n = 5
 
     let whole = try GANModel(config: config)

@@ -146,6 +146,8 @@ final class ModelSlot: @unchecked Sendable {
     func stepBoundary(step: Int) {
         locked {
             summary?.step = step
+            // Training may have settled the configuration (a dataset scale estimated before step 1).
+            if let m = model, let s = summary, s.gan != m.config { summary?.gan = m.config; summary?.config = m.config.json }
             guard waiting > 0 else { return }
             busy = false
             cond.broadcast()

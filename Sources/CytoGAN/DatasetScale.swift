@@ -1,0 +1,39 @@
+import CellImage
+import CytoCore
+import Foundation
+
+/// Per-channel dataset-level intensity scale: the `percentile` of the raw intensities of up to
+/// `sample` crops spread evenly over `source` (crops that cannot be read are skipped). Unlike the
+/// per-crop maximum it keeps absolute intensity, which separates many treatments.
+public func estimateDatasetScale(_ source: CropSource, preprocessing: Preprocessing, percentile: Double,
+                                 sample: Int = 512) throws -> Normalization {
+    guard source.count > 0 else { throw CytoError(.invalidInput, "no crops to estimate the dataset scale from") }
+    let loader = CropLoader(preprocessing: preprocessing)
+    let estimator = NormalizationEstimator(channels: preprocessing.channels)
+    let n = min(sample, source.count)
+    var firstError: Error?
+    for k in 0..<n {
+        let i = k * source.count / n
+        do { try estimator.add(try loader.raw(try source.spec(at: i))) } catch { if firstError == nil { firstError = error } }
+    }
+    do { return try estimator.fixedScale(percentile: percentile) } catch {
+        throw firstError ?? error
+    }
+}
+
+extension GANModel {
+    /// Estimates the dataset scale the configuration asks for (`datasetScalePercentile`) from
+    /// `source` and makes it the model's normalization. Does nothing when none is asked for or it
+    /// is already estimated; an error after training has begun (the weights learned another input).
+    public func resolveDatasetScale(from source: CropSource, log: (String) -> Void = { _ in }) throws {
+        guard config.needsDatasetScale, let p = config.datasetScalePercentile else { return }
+        guard step == 0 else {
+            throw CytoError(.invalidInput, "the model has trained \(step) step(s) without its dataset scale; it cannot be estimated now", field: "normalization")
+        }
+        let scale = try estimateDatasetScale(source, preprocessing: config.preprocessing, percentile: p)
+        config.preprocessing.normalization = scale
+        if case .fixedScale(let s) = scale {
+            log("dataset scale (percentile \(p) of up to 512 crops): " + s.map { String(format: "%.6g", $0) }.joined(separator: ", "))
+        }
+    }
+}

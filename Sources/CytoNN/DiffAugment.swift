@@ -1,0 +1,154 @@
+import CytoCore
+
+/// What differentiable augmentation does to each image the discriminator sees (Zhao et al. 2020,
+/// "Differentiable Augmentation for Data-Efficient GAN Training"): a random integer translation
+/// of up to `translation` x side in each direction, and a cutout square of `cutout` x side at a
+/// random position. Uncovered and cut pixels take `fill` (-1: the model range's black, i.e. no
+/// stain, rather than DiffAugment's mid-grey 0).
+public struct DiffAugmentPolicy: Sendable, Equatable {
+    public var translation: Float
+    public var cutout: Float
+    public var fill: Float
+
+    public init(translation: Float = 0, cutout: Float = 0, fill: Float = -1) {
+        self.translation = translation; self.cutout = cutout; self.fill = fill
+    }
+
+    /// No augmentation (the paper).
+    public static let none = DiffAugmentPolicy()
+    /// DiffAugment's "translation,cutout" policy: shifts up to 1/8 of the side, a square of half the side.
+    public static let translationCutout = DiffAugmentPolicy(translation: 0.125, cutout: 0.5)
+
+    public var isIdentity: Bool { translation == 0 && cutout == 0 }
+
+    public var json: JSON { ["translation": .float(translation), "cutout": .float(cutout), "fill": .float(fill)] }
+
+    /// Parses `{translation, cutout, fill}` (missing keys: 0, 0, -1); fractions must lie in [0, 1).
+    public init(json: JSON) throws {
+        guard case .object(let o) = json else {
+            throw CytoError(.invalidInput, "diff_augment must be an object, got \(json.typeName)", field: "diff_augment")
+        }
+        func fraction(_ k: String, _ d: Float, range: ClosedRange<Double>) throws -> Float {
+            guard let v = o[k], !v.isNull else { return d }
+            guard let x = v.doubleValue, range.contains(x) else {
+                throw CytoError(.invalidInput, "diff_augment: '\(k)' must be a number in [\(range.lowerBound), \(range.upperBound)]", field: k)
+            }
+            return Float(x)
+        }
+        translation = try fraction("translation", 0, range: 0...0.5)
+        cutout = try fraction("cutout", 0, range: 0...1)
+        fill = try fraction("fill", -1, range: -1...1)
+    }
+}
+
+/// Applies a `DiffAugmentPolicy` to NCHW batches and back-propagates through it exactly, so the
+/// generator learns through the same transforms the discriminator sees. Each `forward` draws
+/// fresh transforms (one per image) from `rng`; `backward` applies the transpose of the last
+/// forward's transforms. Buffers grow to the largest batch once; a step allocates nothing after.
+public final class DiffAugment {
+    /// One image's transform: shift (dy, dx) and the cutout square's top-left corner (cy, cx).
+    public struct Transform: Sendable, Equatable {
+        public var dy: Int, dx: Int, cy: Int, cx: Int
+        public init(dy: Int, dx: Int, cy: Int, cx: Int) { self.dy = dy; self.dx = dx; self.cy = cy; self.cx = cx }
+    }
+
+    public let policy: DiffAugmentPolicy
+    public var rng: RandomStream
+    public let output = Tensor(Shape(0))
+    public let inputGradient = Tensor(Shape(0))
+    /// The last forward's transforms, one per image.
+    public private(set) var transforms: [Transform] = []
+
+    public init(policy: DiffAugmentPolicy, rng: RandomStream) {
+        self.policy = policy
+        self.rng = rng
+    }
+
+    /// Side lengths of the cutout square for an h x w image.
+    func cutoutSize(_ h: Int, _ w: Int) -> (Int, Int) {
+        (Int(policy.cutout * Float(h) + 0.5), Int(policy.cutout * Float(w) + 0.5))
+    }
+
+    /// Draws one transform per image of `x` from `rng` and applies them (see `forward(_:transforms:)`).
+    public func forward(_ x: Tensor) throws -> Tensor {
+        guard x.shape.rank == 4 else {
+            throw CytoError(.shapeMismatch, "diff augment: expects an NCHW batch, got \(x.shape)")
+        }
+        let n = x.shape[0], h = x.shape[2], w = x.shape[3]
+        let maxDy = Int(policy.translation * Float(h) + 0.5), maxDx = Int(policy.translation * Float(w) + 0.5)
+        let (ch, cw) = cutoutSize(h, w)
+        transforms.removeAll(keepingCapacity: true)
+        for _ in 0..<n {
+            let dy = maxDy > 0 ? rng.below(2 * maxDy + 1) - maxDy : 0
+            let dx = maxDx > 0 ? rng.below(2 * maxDx + 1) - maxDx : 0
+            // The cutout's centre is uniform over the image (as DiffAugment); the square may hang over the edge.
+            let cy = ch > 0 ? rng.below(h + (1 - ch % 2)) - ch / 2 : 0
+            let cx = cw > 0 ? rng.below(w + (1 - cw % 2)) - cw / 2 : 0
+            transforms.append(Transform(dy: dy, dx: dx, cy: cy, cx: cx))
+        }
+        return apply(x)
+    }
+
+    /// The batch with the given transforms (in `output`): out[c, h, w] = x[c, h - dy, w - dx],
+    /// `fill` where that falls outside the image or inside the cutout square
+    /// [cy, cy + cutout h) x [cx, cx + cutout w).
+    public func forward(_ x: Tensor, transforms t: [Transform]) throws -> Tensor {
+        guard x.shape.rank == 4, t.count == x.shape[0] else {
+            throw CytoError(.shapeMismatch, "diff augment: \(t.count) transform(s) for a batch of shape \(x.shape)")
+        }
+        transforms = t
+        return apply(x)
+    }
+
+    private func apply(_ x: Tensor) -> Tensor {
+        let n = x.shape[0], planes = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let (ch, cw) = cutoutSize(h, w)
+        output.resize(x.shape)
+        let fill = policy.fill
+        for i in 0..<n {
+            let p = transforms[i]
+            for c in 0..<planes {
+                let src = x.data + (i * planes + c) * h * w, dst = output.data + (i * planes + c) * h * w
+                for r in 0..<h {
+                    let sr = r - p.dy
+                    let rowCut = r >= p.cy && r < p.cy + ch
+                    for col in 0..<w {
+                        let sc = col - p.dx
+                        let cut = rowCut && col >= p.cx && col < p.cx + cw
+                        dst[r * w + col] = (cut || sr < 0 || sr >= h || sc < 0 || sc >= w) ? fill : src[sr * w + sc]
+                    }
+                }
+            }
+        }
+        return output
+    }
+
+    /// The gradient with respect to the last forward's input (in `inputGradient`): each output
+    /// pixel's gradient goes back to the input pixel it was copied from; filled pixels pass none.
+    public func backward(_ g: Tensor) throws -> Tensor {
+        guard g.shape == output.shape, g.shape.rank == 4, g.shape[0] == transforms.count else {
+            throw CytoError(.shapeMismatch, "diff augment: gradient \(g.shape) does not match the last forward's output \(output.shape)")
+        }
+        let n = g.shape[0], planes = g.shape[1], h = g.shape[2], w = g.shape[3]
+        let (ch, cw) = cutoutSize(h, w)
+        inputGradient.resize(g.shape)
+        inputGradient.fill(0)
+        for i in 0..<n {
+            let p = transforms[i]
+            for c in 0..<planes {
+                let src = g.data + (i * planes + c) * h * w, dst = inputGradient.data + (i * planes + c) * h * w
+                for r in 0..<h {
+                    let sr = r - p.dy
+                    guard sr >= 0, sr < h else { continue }
+                    let rowCut = r >= p.cy && r < p.cy + ch
+                    for col in 0..<w {
+                        let sc = col - p.dx
+                        guard sc >= 0, sc < w, !(rowCut && col >= p.cx && col < p.cx + cw) else { continue }
+                        dst[sr * w + sc] += src[r * w + col]
+                    }
+                }
+            }
+        }
+        return inputGradient
+    }
+}

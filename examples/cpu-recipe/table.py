@@ -1,0 +1,45 @@
+"""Prints the CPU-recipe table (issue 8) from the runs that examples/cpu-recipe/run.sh wrote:
+one row per recipe and feature layer with steps reached and (a), (b), (c) for the trained
+discriminator, the same network untrained, and the intensity measurements.
+
+    python3 examples/cpu-recipe/table.py runs/paper64 runs/cpu64 ...
+"""
+import json
+import os
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def scores(e):
+    a = e["logistic"]["balanced_accuracy"]
+    b = e["well_nn"]["accuracy"]
+    c = e["dose"]["fraction_increasing_pairs"]
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"
+    return f(a), f(b), f(c)
+
+
+def main(runs):
+    print("| recipe | layer | steps | (a) trained / untrained / intensity | (b) trained / untrained / intensity "
+          "| (c) trained / untrained / intensity |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for run in runs:
+        name = os.path.basename(run.rstrip("/"))
+        train = load(os.path.join(run, "train.json"))
+        intensity = scores(load(os.path.join(run, "eval-intensity.json")))
+        for layer in ("representation", "pooled"):
+            t = os.path.join(run, f"eval-trained-{layer}.json")
+            if not os.path.exists(t):
+                continue
+            tr, un = scores(load(t)), scores(load(os.path.join(run, f"eval-untrained-{layer}.json")))
+            cells = [" / ".join((tr[k], un[k], intensity[k])) for k in range(3)]
+            print(f"| {name} | {layer} | {train['step']} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
