@@ -138,7 +138,7 @@ public final class Conv2D: Layer {
         }
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
-        L.forEachChunk { w, n0, m in
+        L.forEachChunk(balanced: parameterGradients) { w, n0, m in
             w.unfold(L, gp, n0: n0, m: m, reuse: false)
             if parameterGradients {
                 let dC: UnsafePointer<Float>, ldc: Int
@@ -254,7 +254,7 @@ public final class Conv2D: Layer {
         }
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
-        L.forEachChunk(reverse: true) { w, n0, m in
+        L.forEachChunk(reverse: true, balanced: parameterGradients) { w, n0, m in
             let dC: UnsafePointer<Float>, ldc: Int
             if L.direct {
                 dC = gp + n0 * O * hw; ldc = hw

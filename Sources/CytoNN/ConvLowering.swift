@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import Synchronization
 
 /// Padding of a convolution. `same` is TensorFlow's: output = ceil(in / stride), total padding
 /// max((out - 1) * stride + k - in, 0), half of it (rounded down) before, the rest after.
@@ -65,6 +66,7 @@ final class ConvLowering {
     private(set) var direct = false
     /// One set of buffers per thread.
     private(set) var workers: [ConvWorker] = []
+    private let counter = ChunkCounter()
     private var planned = false
 
     /// Forces a new plan at the next call (after changing the chunking targets).
@@ -119,19 +121,33 @@ final class ConvLowering {
         }
     }
 
-    /// Runs `body(worker, n0, m)` for every chunk of images n0 ..< n0 + m. Worker w takes chunks
-    /// w * C / T ..< (w + 1) * C / T, in reverse order when `reverse` (the backward pass starts
-    /// with the chunk whose unfolding is still in U).
-    func forEachChunk(reverse: Bool = false, _ body: (ConvWorker, Int, Int) -> Void) {
+    /// Runs `body(worker, n0, m)` for every chunk of images n0 ..< n0 + m.
+    ///
+    /// `balanced` (for passes that accumulate weight gradients): worker w takes chunks
+    /// w * C / T ..< (w + 1) * C / T, in reverse order when `reverse` (the backward pass starts with
+    /// the chunk whose unfolding is still in U), so each worker's partial sums are the same from
+    /// run to run. Otherwise workers claim the next chunk as they become free, which keeps both
+    /// cores busy on a machine shared with other work.
+    func forEachChunk(reverse: Bool = false, balanced: Bool = false, _ body: (ConvWorker, Int, Int) -> Void) {
         let t = min(workers.count, chunkCount), n = geo.n, g = self.g, chunks = chunkCount
         guard t >= 1 else { return }
-        let ws = workers
+        let ws = workers, counter = self.counter
+        counter.reset()
         withoutActuallyEscaping(body) { body in
             let run = { (w: Int) in
-                let lo = chunks * w / t, hi = chunks * (w + 1) / t
-                for k in 0..<(hi - lo) {
-                    let c = reverse ? hi - 1 - k : lo + k
-                    body(ws[w], c * g, min(g, n - c * g))
+                if balanced || t == 1 {
+                    let lo = chunks * w / t, hi = chunks * (w + 1) / t
+                    for k in 0..<(hi - lo) {
+                        let c = reverse ? hi - 1 - k : lo + k
+                        body(ws[w], c * g, min(g, n - c * g))
+                    }
+                } else {
+                    while true {
+                        let k = counter.next()
+                        guard k < chunks else { break }
+                        let c = reverse ? chunks - 1 - k : k
+                        body(ws[w], c * g, min(g, n - c * g))
+                    }
                 }
             }
             if t == 1 { run(0); return }
@@ -303,4 +319,11 @@ final class ConvWorker {
                         1, u.data + L.tapOffset(t), Int32(L.uRowStride))
         }
     }
+}
+
+/// A shared "next chunk" counter for workers claiming chunks.
+final class ChunkCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+    func reset() { value.store(0, ordering: .relaxed) }
 }

@@ -144,7 +144,7 @@ public final class UpsampleConv2D: Layer {
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
         let cs = L.cStride, slot = L.slot
-        L.forEachChunk(reverse: true) { worker, n0, m in
+        L.forEachChunk(reverse: true, balanced: parameterGradients) { worker, n0, m in
             let cb = worker.cbuf.data
             // Split the output gradient into its four phases (GEMM layout), zeroing spare rows.
             for i in 0..<m {
