@@ -110,14 +110,14 @@ public final class Conv2D: Layer {
         let b = bias.map { UnsafePointer($0.value.data) }
         let xp = UnsafePointer(x.data), op = out.data, wp = UnsafePointer(packed.data)
         L.forEachChunk { w, n0, m in
-            let dC: UnsafePointer<Float>, ldc: Int
+            let dC: UnsafePointer<Float>
             if L.direct {
-                dC = xp + n0 * C * hw; ldc = hw
+                dC = xp + n0 * C * hw
             } else {
-                gather(xp, channels: C, plane: hw, n0: n0, m: m, into: w)
-                dC = UnsafePointer(w.cbuf.data); ldc = L.cStride
+                L.gather(xp, m: m, n0: n0, channels: C, into: w.cbuf.data)
+                dC = UnsafePointer(w.cbuf.data)
             }
-            w.gemmInputGradient(L, weights: wp, dC: dC, ldc: ldc, m: m)
+            w.gemmInputGradient(L, weights: wp, dC: dC, m: m)
             for i in 0..<m {
                 for o in 0..<O { (op + ((n0 + i) * O + o) * ohw).update(repeating: b?[o] ?? 0, count: ohw) }
             }
@@ -138,27 +138,24 @@ public final class Conv2D: Layer {
         }
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
-        L.forEachChunk { w, n0, m in
+        L.forEachChunk(balanced: parameterGradients) { w, n0, m in
             w.unfold(L, gp, n0: n0, m: m, reuse: false)
             if parameterGradients {
-                let dC: UnsafePointer<Float>, ldc: Int
+                let dC: UnsafePointer<Float>
                 if L.direct {
-                    dC = xp + n0 * C * hw; ldc = hw
+                    dC = xp + n0 * C * hw
                 } else {
-                    gather(xp, channels: C, plane: hw, n0: n0, m: m, into: w)
-                    dC = UnsafePointer(w.cbuf.data); ldc = L.cStride
+                    L.gather(xp, m: m, n0: n0, channels: C, into: w.cbuf.data)
+                    dC = UnsafePointer(w.cbuf.data)
                 }
-                w.gemmWeightGradient(L, dC: dC, ldc: ldc, m: m)
+                w.gemmWeightGradient(L, dC: dC, m: m)
             }
             if inputGradient {
                 if L.direct {
-                    w.gemmForward(L, weights: wp, m: 1, out: dxp + n0 * C * hw, ldc: hw, beta0: 0)
+                    w.gemmForward(L, weights: wp, m: 1, out: dxp + n0 * C * hw, beta0: 0)
                 } else {
-                    let cb = w.cbuf.data, cs = L.cStride, slot = L.slot
-                    w.gemmForward(L, weights: wp, m: m, out: cb, ldc: cs, beta0: 0)
-                    for i in 0..<m {
-                        for c in 0..<C { (dxp + ((n0 + i) * C + c) * hw).update(from: cb + c * cs + i * slot, count: hw) }
-                    }
+                    w.gemmForward(L, weights: wp, m: m, out: w.cbuf.data, beta0: 0)
+                    L.scatter(w.cbuf.data, m: m, n0: n0, channels: C, bias: nil, into: dxp)
                 }
             }
         }
@@ -175,19 +172,6 @@ public final class Conv2D: Layer {
             }
         }
         return inputGradient ? dx : nil
-    }
-
-    /// Copies images n0 ..< n0 + m of an NCHW tensor into a worker's GEMM layout [C][m * slot],
-    /// zeroing the spare rows between images.
-    private func gather(_ src: UnsafePointer<Float>, channels: Int, plane: Int, n0: Int, m: Int, into w: ConvWorker) {
-        let L = lowering, cb = w.cbuf.data, cs = L.cStride, slot = L.slot
-        for i in 0..<m {
-            for c in 0..<channels {
-                let dst = cb + c * cs + i * slot
-                dst.update(from: src + ((n0 + i) * channels + c) * plane, count: plane)
-                if slot > plane { (dst + plane).update(repeating: 0, count: slot - plane) }
-            }
-        }
     }
 
     /// Packs the weights into the lowering's [tap][out][K] layout.
@@ -225,17 +209,10 @@ public final class Conv2D: Layer {
                 if let b {
                     for o in 0..<O { (dst + o * hw).update(repeating: b[o], count: hw) }
                 }
-                w.gemmForward(L, weights: wp, m: 1, out: dst, ldc: hw, beta0: b == nil ? 0 : 1)
+                w.gemmForward(L, weights: wp, m: 1, out: dst, beta0: b == nil ? 0 : 1)
             } else {
-                let cb = w.cbuf.data, cs = L.cStride, slot = L.slot
-                w.gemmForward(L, weights: wp, m: m, out: cb, ldc: cs, beta0: 0)
-                for i in 0..<m {
-                    for o in 0..<O {
-                        let src = cb + o * cs + i * slot, dst = op + ((n0 + i) * O + o) * hw
-                        let bo = b?[o] ?? 0
-                        for j in 0..<hw { dst[j] = src[j] + bo }
-                    }
-                }
+                w.gemmForward(L, weights: wp, m: m, out: w.cbuf.data, beta0: 0)
+                L.scatter(w.cbuf.data, m: m, n0: n0, channels: O, bias: b, into: op)
             }
         }
         return out
@@ -254,20 +231,20 @@ public final class Conv2D: Layer {
         }
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
-        L.forEachChunk(reverse: true) { w, n0, m in
-            let dC: UnsafePointer<Float>, ldc: Int
+        L.forEachChunk(reverse: true, balanced: parameterGradients) { w, n0, m in
+            let dC: UnsafePointer<Float>
             if L.direct {
-                dC = gp + n0 * O * hw; ldc = hw
+                dC = gp + n0 * O * hw
             } else {
-                gather(gp, channels: O, plane: hw, n0: n0, m: m, into: w)
-                dC = UnsafePointer(w.cbuf.data); ldc = L.cStride
+                L.gather(gp, m: m, n0: n0, channels: O, into: w.cbuf.data)
+                dC = UnsafePointer(w.cbuf.data)
             }
             if parameterGradients {
                 w.unfold(L, xp, n0: n0, m: m, reuse: true)
-                w.gemmWeightGradient(L, dC: dC, ldc: ldc, m: m)
+                w.gemmWeightGradient(L, dC: dC, m: m)
             }
             if inputGradient {
-                w.gemmInputGradient(L, weights: wp, dC: dC, ldc: ldc, m: m)
+                w.gemmInputGradient(L, weights: wp, dC: dC, m: m)
                 (dxp + n0 * C * geo.h * geo.w).update(repeating: 0, count: m * C * geo.h * geo.w)
                 w.fold(L, into: dxp, n0: n0, m: m)
             }

@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import Synchronization
 
 /// Padding of a convolution. `same` is TensorFlow's: output = ceil(in / stride), total padding
 /// max((out - 1) * stride + k - in, 0), half of it (rounded down) before, the rest after.
@@ -48,6 +49,10 @@ struct ConvGeometry: Equatable {
 /// convolution), N the output positions of a chunk of images, K = C * kw (or C * kh * kw).
 /// Weights are passed packed as [tap][rows][K] (see `weightIndex`).
 ///
+/// The images of a chunk lie side by side along a row: U holds [K][phase][row r][image][x] and the
+/// GEMM output [rows][y][image][x], so a chunk's output positions form one contiguous range of
+/// columns with nothing computed in vain; `scatter` and `gather` convert to and from NCHW.
+///
 /// Threads: the chunks are shared out among `Engine.threads` workers, each with its own buffers
 /// and its own single-threaded GEMMs, so unfolding, GEMM and scatter of different chunks overlap
 /// and no GEMM waits on a thread barrier. Worker w always takes the same run of chunks, and the
@@ -65,6 +70,7 @@ final class ConvLowering {
     private(set) var direct = false
     /// One set of buffers per thread.
     private(set) var workers: [ConvWorker] = []
+    private let counter = ChunkCounter()
     private var planned = false
 
     /// Forces a new plan at the next call (after changing the chunking targets).
@@ -77,14 +83,15 @@ final class ConvLowering {
 
     var kDim: Int { perTap ? geo.c * geo.kw : geo.c * geo.kh * geo.kw }
     var taps: Int { perTap ? geo.kh : 1 }
-    /// Columns per image in U and cbuf.
-    var slot: Int { rowsPerImage * geo.wo }
-    var phaseStride: Int { g * slot }
-    var uRowStride: Int { perTap ? geo.sh * g * slot : g * slot }
-    var cStride: Int { g * slot }
     var packedCount: Int { taps * rows * kDim }
-    /// GEMM columns for a chunk of m images.
-    func columns(_ m: Int) -> Int { perTap ? ((m - 1) * rowsPerImage + geo.ho) * geo.wo : m * slot }
+    /// For a chunk of m images: floats per U row segment row (m images side by side), per row
+    /// phase, and per U row (the GEMM's ldb); GEMM columns (also the ldc of a chunk's output).
+    @inline(__always) func rowWidth(_ m: Int) -> Int { m * geo.wo }
+    @inline(__always) func phaseStride(_ m: Int) -> Int { rowsPerImage * m * geo.wo }
+    @inline(__always) func uRowStride(_ m: Int) -> Int { perTap ? geo.sh * phaseStride(m) : phaseStride(m) }
+    @inline(__always) func columns(_ m: Int) -> Int { geo.ho * m * geo.wo }
+    /// Column of output row y of image i in a chunk of m images.
+    @inline(__always) func column(y: Int, image i: Int, m: Int) -> Int { (y * m + i) * geo.wo }
 
     /// Chooses the lowering for a geometry and sizes the buffers. `allowDirect`: the caller can
     /// take the GEMM output of a single image as its NCHW output.
@@ -100,8 +107,8 @@ final class ConvLowering {
         if allowDirect && hw >= 1536 && targetColumns >= 1536 {
             g = 1
         } else {
-            var g0 = max(1, min(geo.n, (targetColumns + slot - 1) / slot))
-            while g0 > 1 && kDim * (perTap ? geo.sh : 1) * g0 * slot > maxUnfold { g0 -= 1 }
+            var g0 = max(1, min(geo.n, (targetColumns + hw - 1) / hw))
+            while g0 > 1 && kDim * uRowStride(g0) > maxUnfold { g0 -= 1 }
             // As many chunks as a multiple of the thread count, of (nearly) equal size.
             let perThread = (geo.n + g0 * threads - 1) / (g0 * threads)
             let chunks = max(1, min(geo.n, perThread * threads))
@@ -112,26 +119,40 @@ final class ConvLowering {
         while workers.count < threads { workers.append(ConvWorker()) }
         if workers.count > threads { workers.removeLast(workers.count - threads) }
         for w in workers {
-            w.u.resize(Shape(kDim * uRowStride))
-            w.cbuf.resize(Shape(direct ? 0 : rows * cStride))
+            w.u.resize(Shape(kDim * uRowStride(g)))
+            w.cbuf.resize(Shape(direct ? 0 : rows * columns(g)))
             w.dW.resize(Shape(packedCount))
             w.uHolds = nil
         }
     }
 
-    /// Runs `body(worker, n0, m)` for every chunk of images n0 ..< n0 + m. Worker w takes chunks
-    /// w * C / T ..< (w + 1) * C / T, in reverse order when `reverse` (the backward pass starts
-    /// with the chunk whose unfolding is still in U).
-    func forEachChunk(reverse: Bool = false, _ body: (ConvWorker, Int, Int) -> Void) {
+    /// Runs `body(worker, n0, m)` for every chunk of images n0 ..< n0 + m.
+    ///
+    /// `balanced` (for passes that accumulate weight gradients): worker w takes chunks
+    /// w * C / T ..< (w + 1) * C / T, in reverse order when `reverse` (the backward pass starts with
+    /// the chunk whose unfolding is still in U), so each worker's partial sums are the same from
+    /// run to run. Otherwise workers claim the next chunk as they become free, which keeps both
+    /// cores busy on a machine shared with other work.
+    func forEachChunk(reverse: Bool = false, balanced: Bool = false, _ body: (ConvWorker, Int, Int) -> Void) {
         let t = min(workers.count, chunkCount), n = geo.n, g = self.g, chunks = chunkCount
         guard t >= 1 else { return }
-        let ws = workers
+        let ws = workers, counter = self.counter
+        counter.reset()
         withoutActuallyEscaping(body) { body in
             let run = { (w: Int) in
-                let lo = chunks * w / t, hi = chunks * (w + 1) / t
-                for k in 0..<(hi - lo) {
-                    let c = reverse ? hi - 1 - k : lo + k
-                    body(ws[w], c * g, min(g, n - c * g))
+                if balanced || t == 1 {
+                    let lo = chunks * w / t, hi = chunks * (w + 1) / t
+                    for k in 0..<(hi - lo) {
+                        let c = reverse ? hi - 1 - k : lo + k
+                        body(ws[w], c * g, min(g, n - c * g))
+                    }
+                } else {
+                    while true {
+                        let k = counter.next()
+                        guard k < chunks else { break }
+                        let c = reverse ? chunks - 1 - k : k
+                        body(ws[w], c * g, min(g, n - c * g))
+                    }
                 }
             }
             if t == 1 { run(0); return }
@@ -172,10 +193,39 @@ final class ConvLowering {
         return (lo, max(lo, hi))
     }
 
-    /// Offset in U of tap t's GEMM operand.
+    /// Offset in U of tap t's GEMM operand, for a chunk of m images.
     @inline(__always)
-    func tapOffset(_ t: Int) -> Int {
-        perTap ? (t % geo.sh) * phaseStride + (t / geo.sh) * geo.wo : 0
+    func tapOffset(_ t: Int, _ m: Int) -> Int {
+        perTap ? (t % geo.sh) * phaseStride(m) + (t / geo.sh) * rowWidth(m) : 0
+    }
+
+    /// out[n0 + i][c][y][x] = cb[c][column(y, i)] + bias[c]: a chunk's GEMM rows (one per channel)
+    /// to NCHW images of ho x wo.
+    func scatter(_ cb: UnsafePointer<Float>, m: Int, n0: Int, channels: Int, bias: UnsafePointer<Float>?,
+                 into out: UnsafeMutablePointer<Float>) {
+        let ldc = columns(m), ho = geo.ho, wo = geo.wo
+        for i in 0..<m {
+            for c in 0..<channels {
+                let b = bias?[c] ?? 0
+                let dst = out + ((n0 + i) * channels + c) * ho * wo, src = cb + c * ldc + i * wo
+                for y in 0..<ho {
+                    let d = dst + y * wo, s = src + y * m * wo
+                    for x in 0..<wo { d[x] = s[x] + b }
+                }
+            }
+        }
+    }
+
+    /// The inverse of `scatter` (without bias): NCHW images n0 ..< n0 + m of ho x wo into a
+    /// chunk's GEMM layout.
+    func gather(_ src: UnsafePointer<Float>, m: Int, n0: Int, channels: Int, into cb: UnsafeMutablePointer<Float>) {
+        let ldc = columns(m), ho = geo.ho, wo = geo.wo
+        for i in 0..<m {
+            for c in 0..<channels {
+                let s = src + ((n0 + i) * channels + c) * ho * wo, dst = cb + c * ldc + i * wo
+                for y in 0..<ho { (dst + y * m * wo).update(from: s + y * wo, count: wo) }
+            }
+        }
     }
 }
 
@@ -183,7 +233,7 @@ final class ConvLowering {
 final class ConvWorker {
     /// The unfolded input; reused for the unfolded input gradient in backward.
     let u = Tensor(Shape(0))
-    /// GEMM output (forward) or gathered output gradient (backward) of one chunk, [rows][g * slot].
+    /// GEMM output (forward) or gathered output gradient (backward) of one chunk, [rows][columns].
     let cbuf = Tensor(Shape(0))
     /// This worker's share of the weight gradient, packed like the weights.
     let dW = Tensor(Shape(0))
@@ -196,16 +246,17 @@ final class ConvWorker {
     private func forEachSegment(_ L: ConvLowering, m: Int,
                                 _ body: (_ seg: UnsafeMutablePointer<Float>, _ y: Int, _ i: Int, _ c: Int, _ kx: Int) -> Void) {
         let U = u.data, geo = L.geo
-        let wo = geo.wo, slot = L.slot, stride = L.uRowStride
+        let wo = geo.wo, width = L.rowWidth(m), stride = L.uRowStride(m)
         for c in 0..<geo.c {
             if L.perTap {
-                let phase = L.phaseStride, rows = L.rowsPerImage
+                let phase = L.phaseStride(m), rows = L.rowsPerImage
                 for kx in 0..<geo.kw {
                     let rowBase = U + (c * geo.kw + kx) * stride
                     for q in 0..<geo.sh {
-                        for i in 0..<m {
-                            let base = rowBase + q * phase + i * slot
-                            for r in 0..<rows { body(base + r * wo, geo.sh * r + q - geo.padTop, i, c, kx) }
+                        for r in 0..<rows {
+                            let base = rowBase + q * phase + r * width
+                            let y = geo.sh * r + q - geo.padTop
+                            for i in 0..<m { body(base + i * wo, y, i, c, kx) }
                         }
                     }
                 }
@@ -213,9 +264,10 @@ final class ConvWorker {
                 for ky in 0..<geo.kh {
                     for kx in 0..<geo.kw {
                         let rowBase = U + ((c * geo.kh + ky) * geo.kw + kx) * stride
-                        for i in 0..<m {
-                            let base = rowBase + i * slot
-                            for y in 0..<geo.ho { body(base + y * wo, geo.sh * y + ky - geo.padTop, i, c, kx) }
+                        for yo in 0..<geo.ho {
+                            let base = rowBase + yo * width
+                            let y = geo.sh * yo + ky - geo.padTop
+                            for i in 0..<m { body(base + i * wo, y, i, c, kx) }
                         }
                     }
                 }
@@ -272,35 +324,42 @@ final class ConvWorker {
         }
     }
 
-    /// out[rows][columns] (leading dimension ldc) = sum over taps of W_t x U_t (+ beta0 * out).
-    func gemmForward(_ L: ConvLowering, weights: UnsafePointer<Float>, m: Int, out: UnsafeMutablePointer<Float>, ldc: Int, beta0: Float) {
+    /// out[rows][columns] = sum over taps of W_t x U_t (+ beta0 * out).
+    func gemmForward(_ L: ConvLowering, weights: UnsafePointer<Float>, m: Int, out: UnsafeMutablePointer<Float>, beta0: Float) {
         let cols = L.columns(m), k = L.kDim, rows = L.rows
         for t in 0..<L.taps {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(cols), Int32(k),
-                        1, weights + t * rows * k, Int32(k), u.data + L.tapOffset(t), Int32(L.uRowStride),
-                        t == 0 ? beta0 : 1, out, Int32(ldc))
+                        1, weights + t * rows * k, Int32(k), u.data + L.tapOffset(t, m), Int32(L.uRowStride(m)),
+                        t == 0 ? beta0 : 1, out, Int32(cols))
         }
     }
 
     /// dW_t += dC x U_t^T for each tap, into this worker's share.
-    func gemmWeightGradient(_ L: ConvLowering, dC: UnsafePointer<Float>, ldc: Int, m: Int) {
+    func gemmWeightGradient(_ L: ConvLowering, dC: UnsafePointer<Float>, m: Int) {
         let cols = L.columns(m), k = L.kDim, rows = L.rows
         for t in 0..<L.taps {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(k), Int32(cols),
-                        1, dC, Int32(ldc), u.data + L.tapOffset(t), Int32(L.uRowStride),
+                        1, dC, Int32(cols), u.data + L.tapOffset(t, m), Int32(L.uRowStride(m)),
                         1, dW.data + t * rows * k, Int32(k))
         }
     }
 
     /// U = sum over taps of W_t^T x dC placed at each tap's offset: the unfolded input gradient.
-    func gemmInputGradient(_ L: ConvLowering, weights: UnsafePointer<Float>, dC: UnsafePointer<Float>, ldc: Int, m: Int) {
+    func gemmInputGradient(_ L: ConvLowering, weights: UnsafePointer<Float>, dC: UnsafePointer<Float>, m: Int) {
         let cols = L.columns(m), k = L.kDim, rows = L.rows
         uHolds = nil
-        u.data.update(repeating: 0, count: k * L.uRowStride)
+        u.data.update(repeating: 0, count: k * L.uRowStride(m))
         for t in 0..<L.taps {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(cols), Int32(rows),
-                        1, weights + t * rows * k, Int32(k), dC, Int32(ldc),
-                        1, u.data + L.tapOffset(t), Int32(L.uRowStride))
+                        1, weights + t * rows * k, Int32(k), dC, Int32(cols),
+                        1, u.data + L.tapOffset(t, m), Int32(L.uRowStride(m)))
         }
     }
+}
+
+/// A shared "next chunk" counter for workers claiming chunks.
+final class ChunkCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+    func reset() { value.store(0, ordering: .relaxed) }
 }

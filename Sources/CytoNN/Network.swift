@@ -23,6 +23,8 @@ public final class Network {
         indexByName = index
         outputs = Array(repeating: nil, count: layers.count)
         firstTrainable = layers.firstIndex { !$0.parameters.isEmpty } ?? layers.count
+        parameters = layers.flatMap { $0.parameters }
+        stateTensors = layers.flatMap { $0.stateTensors }
     }
 
     /// Training mode (batch statistics, noise) or inference mode, for every layer.
@@ -31,13 +33,13 @@ public final class Network {
     }
 
     /// Trainable parameters, in layer order ("conv0.weight", "conv0.bias", ...).
-    public var parameters: [Parameter] { layers.flatMap { $0.parameters } }
+    public let parameters: [Parameter]
 
     /// Number of trainable scalars.
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
 
     /// Non-trainable state (BatchNorm running statistics), in layer order.
-    public var stateTensors: [(name: String, tensor: Tensor)] { layers.flatMap { $0.stateTensors } }
+    public let stateTensors: [(name: String, tensor: Tensor)]
 
     /// Everything a checkpoint needs: parameter values then state, with their stable names.
     public var namedTensors: [(name: String, tensor: Tensor)] {

@@ -1,4 +1,9 @@
 import CytoCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The shape of a tensor: up to four dimensions held inline (no heap), so layers can compare
 /// and change shapes inside a training step without allocating. Images are NCHW.
@@ -76,6 +81,7 @@ final class TensorStorage {
     @usableFromInline var capacity: Int
 
     init(capacity n: Int) {
+        AllocationProbe.record()
         capacity = max(n, 1)
         base = UnsafeMutableRawPointer.allocate(byteCount: capacity * 4, alignment: 64).bindMemory(to: Float.self, capacity: capacity)
         base.initialize(repeating: 0, count: capacity)
@@ -84,6 +90,7 @@ final class TensorStorage {
     /// Makes room for `n` elements, keeping the current contents (new elements are zero).
     func reserve(_ n: Int) {
         guard n > capacity else { return }
+        AllocationProbe.record()
         let p = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64).bindMemory(to: Float.self, capacity: n)
         p.update(from: base, count: capacity)
         (p + capacity).initialize(repeating: 0, count: n - capacity)
@@ -93,6 +100,26 @@ final class TensorStorage {
     }
 
     deinit { base.deallocate() }
+}
+
+/// Counts tensor allocations (new storage or growth) made by one thread, for the test that a
+/// training step allocates no tensor memory once its buffers are sized.
+enum AllocationProbe {
+    nonisolated(unsafe) static var thread: pthread_t? = nil
+    static let count = Atomic<Int>(0)
+
+    static func record() {
+        if let t = thread, pthread_equal(t, pthread_self()) != 0 { count.add(1, ordering: .relaxed) }
+    }
+
+    /// Allocations made by the calling thread while `body` runs.
+    static func counting(_ body: () throws -> Void) rethrows -> Int {
+        count.store(0, ordering: .relaxed)
+        thread = pthread_self()
+        defer { thread = nil }
+        try body()
+        return count.load(ordering: .relaxed)
+    }
 }
 
 /// A Float32 tensor: a shape and a buffer. A reference type so layers can hand out their

@@ -102,22 +102,21 @@ public final class UpsampleConv2D: Layer {
         forwarded = true
         let b = bias.map { UnsafePointer($0.value.data) }
         let xp = UnsafePointer(x.data), op = out.data, wp = UnsafePointer(packed.data)
-        let cs = L.cStride, slot = L.slot
         let W2 = 2 * w, plane = 4 * h * w
         L.forEachChunk { worker, n0, m in
-            let cb = worker.cbuf.data
+            let cb = worker.cbuf.data, cs = L.columns(m)
             worker.unfold(L, xp, n0: n0, m: m, reuse: false)
-            worker.gemmForward(L, weights: wp, m: m, out: cb, ldc: cs, beta0: 0)
+            worker.gemmForward(L, weights: wp, m: m, out: cb, beta0: 0)
             // Interleave the four phases into the full-resolution output, adding the bias.
             for i in 0..<m {
                 for o in 0..<O {
                     let bo = b?[o] ?? 0
                     let dst = op + ((n0 + i) * O + o) * plane
                     for a in 0..<2 {
-                        let s0 = cb + ((2 * a) * O + o) * cs + i * slot
-                        let s1 = cb + ((2 * a + 1) * O + o) * cs + i * slot
+                        let s0 = cb + ((2 * a) * O + o) * cs + i * w
+                        let s1 = cb + ((2 * a + 1) * O + o) * cs + i * w
                         for y in 0..<h {
-                            let d = dst + (2 * y + a) * W2, r0 = s0 + y * w, r1 = s1 + y * w
+                            let d = dst + (2 * y + a) * W2, r0 = s0 + y * m * w, r1 = s1 + y * m * w
                             for xx in 0..<w {
                                 d[2 * xx] = r0[xx] + bo
                                 d[2 * xx + 1] = r1[xx] + bo
@@ -143,36 +142,31 @@ public final class UpsampleConv2D: Layer {
         }
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
-        let cs = L.cStride, slot = L.slot
-        L.forEachChunk(reverse: true) { worker, n0, m in
-            let cb = worker.cbuf.data
-            // Split the output gradient into its four phases (GEMM layout), zeroing spare rows.
+        L.forEachChunk(reverse: true, balanced: parameterGradients) { worker, n0, m in
+            let cb = worker.cbuf.data, cs = L.columns(m)
+            // Split the output gradient into its four phases (GEMM layout).
             for i in 0..<m {
                 for o in 0..<O {
                     let src = gp + ((n0 + i) * O + o) * plane
                     for a in 0..<2 {
-                        let d0 = cb + ((2 * a) * O + o) * cs + i * slot
-                        let d1 = cb + ((2 * a + 1) * O + o) * cs + i * slot
+                        let d0 = cb + ((2 * a) * O + o) * cs + i * w
+                        let d1 = cb + ((2 * a + 1) * O + o) * cs + i * w
                         for y in 0..<h {
-                            let s = src + (2 * y + a) * W2, r0 = d0 + y * w, r1 = d1 + y * w
+                            let s = src + (2 * y + a) * W2, r0 = d0 + y * m * w, r1 = d1 + y * m * w
                             for xx in 0..<w {
                                 r0[xx] = s[2 * xx]
                                 r1[xx] = s[2 * xx + 1]
                             }
-                        }
-                        if slot > h * w {
-                            (d0 + h * w).update(repeating: 0, count: slot - h * w)
-                            (d1 + h * w).update(repeating: 0, count: slot - h * w)
                         }
                     }
                 }
             }
             if parameterGradients {
                 worker.unfold(L, xp, n0: n0, m: m, reuse: true)
-                worker.gemmWeightGradient(L, dC: cb, ldc: cs, m: m)
+                worker.gemmWeightGradient(L, dC: cb, m: m)
             }
             if inputGradient {
-                worker.gemmInputGradient(L, weights: wp, dC: cb, ldc: cs, m: m)
+                worker.gemmInputGradient(L, weights: wp, dC: cb, m: m)
                 (dxp + n0 * C * h * w).update(repeating: 0, count: m * C * h * w)
                 worker.fold(L, into: dxp, n0: n0, m: m)
             }

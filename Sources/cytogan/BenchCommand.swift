@@ -26,7 +26,7 @@ struct EngineBench: ParsableCommand {
     var threads: Int = 2
     @Option(help: "Timed repetitions per measurement (after one warm-up).")
     var reps: Int = 5
-    @Option(help: "Only these measures (repeatable): train, features, sample, layers.")
+    @Option(help: "Only these measures (repeatable): train, features, sample, layers, feature-layers (the discriminator's layers at batch 256, inference).")
     var only: [String] = []
     @Option(help: "Timed repetitions per layer in the per-layer table.")
     var layerReps: Int = 3
@@ -40,8 +40,8 @@ struct EngineBench: ParsableCommand {
         guard clock == "wall" || (clock == "cpu" && threads == 1) else {
             throw ValidationError("--clock takes wall, or cpu with --threads 1")
         }
-        for o in only where !["train", "features", "sample", "layers"].contains(o) {
-            throw ValidationError("--only takes train, features, sample or layers, not '\(o)'")
+        for o in only where !["train", "features", "sample", "layers", "feature-layers"].contains(o) {
+            throw ValidationError("--only takes train, features, sample, layers or feature-layers, not '\(o)'")
         }
     }
 
@@ -63,6 +63,9 @@ struct EngineBench: ParsableCommand {
         }
         if which.contains("layers") {
             for line in try bench.layerTable(reps: layerReps) { emit(line) }
+        }
+        if which.contains("feature-layers") {
+            for line in try bench.layerTable(reps: layerReps, features: true) { emit(line) }
         }
         if which.contains("train") { emit(try bench.trainStep(reps: reps)) }
         if which.contains("features") { emit(try bench.features(reps: reps)) }
@@ -206,14 +209,18 @@ private struct NetworkBench {
     }
 
     /// Forward and backward time of each layer on its input inside the network (G at batch 64,
-    /// D at batch 128 as in the training step), training mode.
-    func layerTable(reps: Int) throws -> [[String: JSON]] {
+    /// D at batch 128 as in the training step), training mode; with `features`, the
+    /// discriminator up to its representation at batch 256 in inference mode.
+    func layerTable(reps: Int, features: Bool = false) throws -> [[String: JSON]] {
         var lines: [[String: JSON]] = []
-        for (netName, net, input) in [("generator", g, latent(64, seed: 4)), ("discriminator", d, images(128, seed: 5))] {
-            net.training = true
-            _ = try net.forward(input)
+        let nets = features ? [("discriminator", d, images(256, seed: 5))]
+                            : [("generator", g, latent(64, seed: 4)), ("discriminator", d, images(128, seed: 5))]
+        for (netName, net, input) in nets {
+            net.training = !features
+            let last = features ? net.index(of: DCGANArchitecture.representationLayer)! : net.layers.count - 1
+            _ = try net.forward(input, through: net.layers[last].name)
             var x = input
-            for (i, layer) in net.layers.enumerated() {
+            for (i, layer) in net.layers.enumerated() where i <= last {
                 let xin = x.clone()
                 x = net.output(of: layer.name)!
                 let out = try layer.forward(xin)

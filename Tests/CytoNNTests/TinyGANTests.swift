@@ -88,6 +88,30 @@ struct TinyGANTests {
         #expect(after < 0.5 * before, "distance to data statistics \(before) -> \(after); samples \(afterStats), data \(data)")
     }
 
+    @Test("once sized, training steps (all three losses) and feature passes allocate no tensor memory")
+    func noAllocation() throws {
+        for loss in GANLoss.allCases {
+            var gan = try BlobGAN(seed: 5, loss: loss)
+            let real = Tensor(Shape(0))
+            gan.realBatch(16, into: real)
+            _ = try gan.step.step(real: real)  // sizes every buffer
+            let count = try AllocationProbe.counting {
+                for _ in 0..<3 { _ = try gan.step.step(real: real) }
+            }
+            #expect(count == 0, "\(loss): \(count) tensor allocations in 3 steps")
+        }
+        let d = try BlobGAN.arch.makeDiscriminator(noise: RandomStream(seed: 1, purpose: "noise"))
+        d.training = false
+        let x = randomTensor(Shape(32, 1, 16, 16), seed: 1)
+        _ = try d.forward(x, through: DCGANArchitecture.representationLayer)
+        let count = try AllocationProbe.counting {
+            // A smaller batch reuses the larger buffers.
+            _ = try d.forward(x, through: DCGANArchitecture.representationLayer)
+            _ = try d.forward(randomTensor(Shape(8, 1, 16, 16), seed: 2), through: DCGANArchitecture.representationLayer)
+        }
+        #expect(count == 1, "only the test's own input tensor should be allocated, found \(count)")
+    }
+
     @Test("DCGAN and WGAN-GP steps run and reduce their own losses' pull on a fixed batch")
     func otherLosses() throws {
         for loss in [GANLoss.dcgan, .wgangp] {
