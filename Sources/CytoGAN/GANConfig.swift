@@ -248,7 +248,7 @@ public struct GANConfig: Sendable, Equatable {
             "preprocessing": preprocessing.json,
             "augmentation": augmentation.json,
             "diff_augment": diffAugment.json,
-            "dataset_scale_percentile": datasetScalePercentile.map { .double($0) } ?? .null,
+            "dataset_scale_percentile": datasetScalePercentile.map { JSON.double($0) } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -259,7 +259,7 @@ public struct GANConfig: Sendable, Equatable {
     public init(json: JSON) throws {
         guard case .object(let o) = json else { throw CytoError(.invalidInput, "config must be an object, got \(json.typeName)", field: "config") }
         func bad(_ k: String, _ m: String) -> CytoError { CytoError(.invalidInput, "config: \(m)", field: k) }
-        func value(_ k: String) -> JSON? { o[k].flatMap { $0.isNull ? nil : $0 } }
+        func value(_ k: String) -> JSON? { o[k].flatMap { $0.isNull ? JSON?.none : $0 } }  // JSON is nil-literal-expressible: spell out the Optional
         func float(_ k: String, _ d: Float) throws -> Float {
             guard let v = value(k) else { return d }
             guard let x = v.doubleValue, x.isFinite else { throw bad(k, "'\(k)' must be a number") }
