@@ -59,7 +59,10 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         let base = root ?? (manifest as NSString).deletingLastPathComponent
         self.root = base
         var cols = columns
-        if let channelColumns { cols.channelPaths = channelColumns }
+        // One named column is a multi-channel file's path (as `path`); several are one file per channel.
+        if let channelColumns {
+            if channelColumns.count == 1 { cols.path = channelColumns[0]; cols.channelPaths = nil } else { cols.channelPaths = channelColumns }
+        }
         self.columns = cols
         let csv = try CSVReader(path: manifest)
         let specIdx = try cols.indices(in: csv.columns, manifest: manifest)
