@@ -128,6 +128,12 @@ public struct CropManifest {
 }
 
 extension CropManifest.Columns {
+    /// Sets where the paths are: one column names a multi-channel file's path (as `path`),
+    /// several name one single-channel file per channel, in model order.
+    public mutating func setPathColumns(_ names: [String]) {
+        if names.count == 1 { path = names[0]; channelPaths = nil } else { channelPaths = names }
+    }
+
     /// The columns a crop's spec is built from, in order: the path(s), the centre or box, the mask
     /// and its label.
     public var specColumns: [String] {

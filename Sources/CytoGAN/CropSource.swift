@@ -37,6 +37,8 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
     public let root: String
     /// Which columns make a crop's spec (paths, centre or box, mask, label).
     public let columns: CropManifest.Columns
+    /// How many stored fields of a row `columns` take (the metadata values follow).
+    private let specFieldCount: Int
     /// The path column, or the per-channel path columns in model order.
     public let pathColumns: [String]
     /// Names of the `Metadata_*` columns, in file order.
@@ -59,11 +61,9 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         let base = root ?? (manifest as NSString).deletingLastPathComponent
         self.root = base
         var cols = columns
-        // One named column is a multi-channel file's path (as `path`); several are one file per channel.
-        if let channelColumns {
-            if channelColumns.count == 1 { cols.path = channelColumns[0]; cols.channelPaths = nil } else { cols.channelPaths = channelColumns }
-        }
+        if let channelColumns { cols.setPathColumns(channelColumns) }
         self.columns = cols
+        specFieldCount = cols.specColumns.count
         let csv = try CSVReader(path: manifest)
         let specIdx = try cols.indices(in: csv.columns, manifest: manifest)
         pathColumns = cols.channelPaths ?? [cols.path]
@@ -159,7 +159,7 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         }
     }
 
-    private var specFieldCount: Int { columns.specColumns.count }
+
 
     public func name(at index: Int) -> String {
         guard let f = try? fields(at: index) else { return "row \(index)" }

@@ -2,11 +2,14 @@ import CellImage
 import CytoCore
 import Foundation
 
+/// Crops sampled for a dataset scale: enough for stable high percentiles, read in about a second.
+public let datasetScaleSample = 512
+
 /// Per-channel dataset-level intensity scale: the `percentile` of the raw intensities of up to
 /// `sample` crops spread evenly over `source` (crops that cannot be read are skipped). Unlike the
 /// per-crop maximum it keeps absolute intensity, which separates many treatments.
 public func estimateDatasetScale(_ source: CropSource, preprocessing: Preprocessing, percentile: Double,
-                                 sample: Int = 512) throws -> Normalization {
+                                 sample: Int = datasetScaleSample) throws -> Normalization {
     guard source.count > 0 else { throw CytoError(.invalidInput, "no crops to estimate the dataset scale from") }
     let loader = CropLoader(preprocessing: preprocessing)
     let estimator = NormalizationEstimator(channels: preprocessing.channels)
@@ -33,7 +36,7 @@ extension GANModel {
         let scale = try estimateDatasetScale(source, preprocessing: config.preprocessing, percentile: p)
         config.preprocessing.normalization = scale
         if case .fixedScale(let s) = scale {
-            log("dataset scale (percentile \(p) of up to 512 crops): " + s.map { String(format: "%.6g", $0) }.joined(separator: ", "))
+            log("dataset scale (percentile \(p) of up to \(datasetScaleSample) crops): " + s.map { String(format: "%.6g", $0) }.joined(separator: ", "))
         }
     }
 }

@@ -101,25 +101,10 @@ public final class DiffAugment {
     }
 
     private func apply(_ x: Tensor) -> Tensor {
-        let n = x.shape[0], planes = x.shape[1], h = x.shape[2], w = x.shape[3]
-        let (ch, cw) = cutoutSize(h, w)
         output.resize(x.shape)
-        let fill = policy.fill
-        for i in 0..<n {
-            let p = transforms[i]
-            for c in 0..<planes {
-                let src = x.data + (i * planes + c) * h * w, dst = output.data + (i * planes + c) * h * w
-                for r in 0..<h {
-                    let sr = r - p.dy
-                    let rowCut = r >= p.cy && r < p.cy + ch
-                    for col in 0..<w {
-                        let sc = col - p.dx
-                        let cut = rowCut && col >= p.cx && col < p.cx + cw
-                        dst[r * w + col] = (cut || sr < 0 || sr >= h || sc < 0 || sc >= w) ? fill : src[sr * w + sc]
-                    }
-                }
-            }
-        }
+        output.fill(policy.fill)
+        let src = x.data, dst = output.data
+        forEachCopiedPixel(x.shape) { o, i in dst[o] = src[i] }
         return output
     }
 
@@ -129,14 +114,24 @@ public final class DiffAugment {
         guard g.shape == output.shape, g.shape.rank == 4, g.shape[0] == transforms.count else {
             throw CytoError(.shapeMismatch, "diff augment: gradient \(g.shape) does not match the last forward's output \(output.shape)")
         }
-        let n = g.shape[0], planes = g.shape[1], h = g.shape[2], w = g.shape[3]
-        let (ch, cw) = cutoutSize(h, w)
         inputGradient.resize(g.shape)
         inputGradient.fill(0)
+        let src = g.data, dst = inputGradient.data
+        forEachCopiedPixel(g.shape) { o, i in dst[i] += src[o] }
+        return inputGradient
+    }
+
+    /// The one description of the last forward's transforms that forward and backward share:
+    /// `body(o, i)` for every output pixel o (flat NCHW index) that is a copy of input pixel i
+    /// (inside the image after the shift, outside the cutout). Every other output pixel is fill.
+    @inline(__always)
+    private func forEachCopiedPixel(_ shape: Shape, _ body: (Int, Int) -> Void) {
+        let n = shape[0], planes = shape[1], h = shape[2], w = shape[3]
+        let (ch, cw) = cutoutSize(h, w)
         for i in 0..<n {
             let p = transforms[i]
             for c in 0..<planes {
-                let src = g.data + (i * planes + c) * h * w, dst = inputGradient.data + (i * planes + c) * h * w
+                let base = (i * planes + c) * h * w
                 for r in 0..<h {
                     let sr = r - p.dy
                     guard sr >= 0, sr < h else { continue }
@@ -144,11 +139,10 @@ public final class DiffAugment {
                     for col in 0..<w {
                         let sc = col - p.dx
                         guard sc >= 0, sc < w, !(rowCut && col >= p.cx && col < p.cx + cw) else { continue }
-                        dst[sr * w + sc] += src[r * w + col]
+                        body(base + r * w + col, base + sr * w + sc)
                     }
                 }
             }
         }
-        return inputGradient
     }
 }

@@ -30,10 +30,7 @@ struct ManifestColumnOptions: ParsableArguments {
     /// The columns as the manifest readers take them; wrong counts are usage errors.
     func columns() throws -> CropManifest.Columns {
         var c = CropManifest.Columns()
-        if let channelColumns {  // one column: a multi-channel file's path; several: one file per channel
-            let v = try parseList(channelColumns)
-            if v.count == 1 { c.path = v[0] } else { c.channelPaths = v }
-        }
+        if let channelColumns { c.setPathColumns(try parseList(channelColumns)) }
         if let centreColumns {
             let v = try parseList(centreColumns)
             guard v.count == 2 else { throw ValidationError("--centre-columns takes two columns: X,Y") }
