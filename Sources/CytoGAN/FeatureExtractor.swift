@@ -2,27 +2,32 @@ import CellImage
 import CytoCore
 import CytoNN
 
-/// Turns crops into feature vectors with a model's discriminator: the layer(s) a `FeatureLayer`
-/// names, in inference mode, batched. Deterministic by default (the input noise is off); `noisy`
+/// Turns crops into feature vectors with a model's discriminator (its moving average when the
+/// model keeps one): the layer(s) a `FeatureLayer` names, in inference mode, batched. Deterministic by default (the input noise is off); `noisy`
 /// reproduces CytoGAN's noisy encoding, drawing the noise from its own seeded stream so the
 /// model's training streams are untouched.
 public final class FeatureExtractor {
     public let model: GANModel
     public let layer: FeatureLayer
     public let noisy: Bool
+    /// The network read: the model's discriminator or the moving average of its weights.
+    public let network: Network
     /// Column names of the features, in order ("representation_0", "pool_lrelu2_17", ...).
     public let names: [String]
     /// Features per crop.
     public var count: Int { names.count }
 
-    private struct Piece { let layer: String; let pooled: Bool; let width: Int }
+    /// One layer's contribution: flattened (pooling nil) or pooled over H and W.
+    private struct Piece { let layer: String; let pooling: FeatureLayer.Pooling?; let width: Int }
     private let pieces: [Piece]
     private let deepest: String
     private var noiseRNG: RandomStream
     private let input = Tensor(Shape(0))
 
-    /// An extractor for `model` reading `layer` (default: the model's configured feature layer).
-    public init(model: GANModel, layer: FeatureLayer? = nil, noisy: Bool = false, noiseSeed: UInt64 = 0) throws {
+    /// An extractor for `model` reading `layer` (default: the model's configured feature layer) of
+    /// its moving-average discriminator when it keeps one and `averaged` is true, else of its
+    /// discriminator.
+    public init(model: GANModel, layer: FeatureLayer? = nil, noisy: Bool = false, noiseSeed: UInt64 = 0, averaged: Bool = true) throws {
         guard !model.config.needsDatasetScale else {
             throw CytoError(.invalidInput, "the model's dataset scale has not been estimated yet: train it first (`cytogan extract --manifest` estimates it from the manifest's crops)", field: "normalization")
         }
@@ -30,47 +35,47 @@ public final class FeatureExtractor {
         let layer = layer ?? model.config.featureLayer
         self.layer = layer
         self.noisy = noisy
+        network = averaged ? model.featureDiscriminator : model.discriminator
         noiseRNG = RandomStream(seed: noiseSeed, purpose: "extract-noise")
-        let (pieces, deepest) = try FeatureExtractor.resolve(layer, in: model)
+        let (pieces, deepest) = try FeatureExtractor.resolve(layer, in: network, architecture: model.config.architecture)
         self.pieces = pieces
         self.deepest = deepest
         names = pieces.flatMap { p in
-            (0..<p.width).map { p.pooled ? "pool_\(p.layer)_\($0)" : "\(p.layer)_\($0)" }
+            (0..<p.width).map { k in p.pooling.map { "\($0.rawValue)_\(p.layer)_\(k)" } ?? "\(p.layer)_\(k)" }
         }
     }
 
     /// Features per crop for `model`'s configured layer.
     public static func featureCount(of model: GANModel, layer: FeatureLayer? = nil) throws -> Int {
-        try resolve(layer ?? model.config.featureLayer, in: model).0.reduce(0) { $0 + $1.width }
+        try resolve(layer ?? model.config.featureLayer, in: model.discriminator, architecture: model.config.architecture).0.reduce(0) { $0 + $1.width }
     }
 
-    private static func resolve(_ layer: FeatureLayer, in model: GANModel) throws -> ([Piece], String) {
-        let d = model.discriminator, a = model.config.architecture
+    private static func resolve(_ layer: FeatureLayer, in d: Network, architecture a: DCGANArchitecture) throws -> ([Piece], String) {
         let input = Shape(1, a.channels, a.size, a.size)
         var pieces: [Piece] = []
         var deepest = 0
-        func add(_ name: String, pooled: Bool) throws {
+        func add(_ name: String, pooling: FeatureLayer.Pooling?) throws {
             guard let i = d.index(of: name) else {
                 let known = d.layers.map(\.name).joined(separator: ", ")
                 throw CytoError(.invalidInput, "the discriminator has no layer '\(name)' (layers: \(known); or 'pooled')", field: "feature_layer")
             }
             let s = try d.outputShape(for: input, through: name)
-            if pooled {
+            if pooling != nil {
                 guard s.rank == 4 else {
                     throw CytoError(.invalidInput, "layer '\(name)' gives \(s), not an image that can be pooled", field: "feature_layer")
                 }
-                pieces.append(Piece(layer: name, pooled: true, width: s[1]))
+                pieces.append(Piece(layer: name, pooling: pooling, width: s[1]))
             } else {
-                pieces.append(Piece(layer: name, pooled: false, width: s.itemCount))
+                pieces.append(Piece(layer: name, pooling: nil, width: s.itemCount))
             }
             deepest = max(deepest, i)
         }
         for part in layer.parts {
             switch part {
-            case .layer(let n): try add(n, pooled: false)
-            case .pooled(let n): try add(n, pooled: true)
-            case .allBlocksPooled:
-                for i in 0..<a.discriminatorWidths.count { try add("lrelu\(i)", pooled: true) }
+            case .layer(let n): try add(n, pooling: nil)
+            case .pooled(let n, let pooling): try add(n, pooling: pooling)
+            case .allBlocks(let pooling):
+                for i in 0..<a.discriminatorWidths.count { try add("lrelu\(i)", pooling: pooling) }
             }
         }
         return (pieces, d.layers[deepest].name)
@@ -85,13 +90,14 @@ public final class FeatureExtractor {
         let n = batch.shape.batch
         precondition(out.count >= n * count, "feature buffer holds \(out.count) floats, needs \(n * count)")
         guard n > 0 else { return }
-        let d = model.discriminator
+        let d = network
         let wasTraining = d.training
         d.training = noisy
         var saved: RandomStream? = nil
-        if noisy, let layer = model.noiseLayer { saved = layer.rng; layer.rng = noiseRNG }
+        let noiseLayer = d.noiseLayers.first
+        if noisy, let layer = noiseLayer { saved = layer.rng; layer.rng = noiseRNG }
         defer {
-            if let saved, let layer = model.noiseLayer { noiseRNG = layer.rng; layer.rng = saved }
+            if let saved, let layer = noiseLayer { noiseRNG = layer.rng; layer.rng = saved }
             d.training = wasTraining
         }
         _ = try d.forward(batch, through: deepest)
@@ -99,15 +105,11 @@ public final class FeatureExtractor {
         for p in pieces {
             guard let t = d.output(of: p.layer) else { throw CytoError(.internal, "features: layer '\(p.layer)' did not run") }
             let src = t.data
-            if p.pooled {
+            if let pooling = p.pooling {
                 let c = t.shape[1], hw = t.shape[2] * t.shape[3]
-                let inv = 1 / Float(hw)
                 for i in 0..<n {
                     for k in 0..<c {
-                        let q = src + (i * c + k) * hw
-                        var s: Float = 0
-                        for j in 0..<hw { s += q[j] }
-                        out[i * count + offset + k] = s * inv
+                        out[i * count + offset + k] = FeatureExtractor.pool(src + (i * c + k) * hw, hw, pooling)
                     }
                 }
             } else {
@@ -117,6 +119,24 @@ public final class FeatureExtractor {
                 }
             }
             offset += p.width
+        }
+    }
+
+    /// One channel's `count` activations pooled to a number.
+    private static func pool(_ q: UnsafeMutablePointer<Float>, _ count: Int, _ pooling: FeatureLayer.Pooling) -> Float {
+        switch pooling {
+        case .max:
+            var m = -Float.infinity
+            for j in 0..<count { m = max(m, q[j]) }
+            return m
+        case .mean, .std:
+            var s: Double = 0
+            for j in 0..<count { s += Double(q[j]) }
+            let mean = s / Double(count)
+            guard pooling == .std else { return Float(mean) }
+            var v: Double = 0
+            for j in 0..<count { let d = Double(q[j]) - mean; v += d * d }
+            return Float((v / Double(count)).squareRoot())
         }
     }
 

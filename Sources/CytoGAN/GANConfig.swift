@@ -37,16 +37,28 @@ public struct Augmentation: Sendable, Equatable {
 ///
 /// Written as comma-separated parts: `representation` (the paper's Dense layer), `pooled` (global
 /// average pooling of every convolution block's output, "lrelu<i>", concatenated; issue 8),
-/// `pool:<layer>` (global average pooling of one layer's NCHW output), or any discriminator layer
-/// name (its output flattened). Example: "representation,pooled".
+/// `pooled-max` / `pooled-std` (the same blocks' spatial maximum / standard deviation, which see
+/// the brightest spot and the texture that an average washes out), `pool:<layer>`, `max:<layer>`,
+/// `std:<layer>` (one layer's NCHW output pooled so), or any discriminator layer name (its output
+/// flattened). Example: "representation,pooled".
 public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
+    /// How an [N, C, H, W] activation becomes C numbers per image.
+    public enum Pooling: String, Sendable, Equatable, CaseIterable {
+        /// Mean over H and W (global average pooling).
+        case mean = "pool"
+        /// Maximum over H and W.
+        case max
+        /// Population standard deviation over H and W.
+        case std
+    }
+
     public enum Part: Sendable, Equatable {
         /// A layer's output, flattened.
         case layer(String)
-        /// Global average pooling over H and W of a layer's [N, C, H, W] output.
-        case pooled(String)
-        /// Global average pooling of every convolution block ("lrelu0", "lrelu1", ...).
-        case allBlocksPooled
+        /// A layer's [N, C, H, W] output pooled over H and W.
+        case pooled(String, Pooling)
+        /// Every convolution block ("lrelu0", "lrelu1", ...), pooled over H and W.
+        case allBlocks(Pooling)
     }
 
     public var parts: [Part]
@@ -56,7 +68,10 @@ public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
     /// The paper's choice: the 'representation' Dense layer.
     public static let representation = FeatureLayer(parts: [.layer(DCGANArchitecture.representationLayer)])
     /// Every convolution block, globally average pooled and concatenated.
-    public static let pooled = FeatureLayer(parts: [.allBlocksPooled])
+    public static let pooled = FeatureLayer(parts: [.allBlocks(.mean)])
+
+    /// The written name of "every block pooled" for a pooling.
+    static func allBlocksName(_ p: Pooling) -> String { p == .mean ? "pooled" : "pooled-\(p.rawValue)" }
 
     /// Parses the comma-separated form (see the type's documentation).
     public init(parsing text: String) throws {
@@ -66,11 +81,15 @@ public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
             guard !p.isEmpty else {
                 throw CytoError(.invalidInput, "feature layer '\(text)' has an empty part", field: "feature_layer")
             }
-            if p == "pooled" { parts.append(.allBlocksPooled) }
-            else if p.hasPrefix("pool:") {
-                let name = String(p.dropFirst(5))
-                guard !name.isEmpty else { throw CytoError(.invalidInput, "'pool:' needs a layer name", field: "feature_layer") }
-                parts.append(.pooled(name))
+            if let pooling = Pooling.allCases.first(where: { FeatureLayer.allBlocksName($0) == p }) {
+                parts.append(.allBlocks(pooling))
+            } else if let colon = p.firstIndex(of: ":") {
+                let prefix = String(p[..<colon]), name = String(p[p.index(after: colon)...])
+                guard let pooling = Pooling(rawValue: prefix) else {
+                    throw CytoError(.invalidInput, "feature layer part '\(p)': '\(prefix):' is not a pooling (pool, max, std)", field: "feature_layer")
+                }
+                guard !name.isEmpty else { throw CytoError(.invalidInput, "'\(prefix):' needs a layer name", field: "feature_layer") }
+                parts.append(.pooled(name, pooling))
             } else { parts.append(.layer(p)) }
         }
         guard !parts.isEmpty else { throw CytoError(.invalidInput, "feature layer is empty", field: "feature_layer") }
@@ -81,8 +100,8 @@ public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
         parts.map { p -> String in
             switch p {
             case .layer(let n): return n
-            case .pooled(let n): return "pool:\(n)"
-            case .allBlocksPooled: return "pooled"
+            case .pooled(let n, let pooling): return "\(pooling.rawValue):\(n)"
+            case .allBlocks(let pooling): return FeatureLayer.allBlocksName(pooling)
             }
         }.joined(separator: ",")
     }
@@ -119,6 +138,10 @@ public struct GANConfig: Sendable, Equatable {
     /// step (this percentile of their raw intensities) and stored as a `fixed_scale`
     /// normalization: absolute intensity survives, unlike with the per-crop maximum (issue 8).
     public var datasetScalePercentile: Double?
+    /// When set, an exponential moving average of the discriminator's weights with this decay per
+    /// update is kept beside it (checkpointed), and features are read from the average: steadier
+    /// than the discriminator of whichever step a run stopped at (issue 8).
+    public var discriminatorAverage: Float?
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -128,7 +151,7 @@ public struct GANConfig: Sendable, Equatable {
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil,
-                featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+                discriminatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -144,6 +167,7 @@ public struct GANConfig: Sendable, Equatable {
         self.augmentation = augmentation
         self.diffAugment = diffAugment
         self.datasetScalePercentile = datasetScalePercentile
+        self.discriminatorAverage = discriminatorAverage
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -171,7 +195,8 @@ public struct GANConfig: Sendable, Equatable {
     /// - `cpu-64`: the best recipe for features on a CPU budget (issue 8; measured in
     ///   examples/cpu-recipe): small-64 with a dataset-level intensity scale instead of the
     ///   per-crop maximum, differentiable translation + cutout augmentation of both real and
-    ///   generated batches, and features pooled from every convolution block.
+    ///   generated batches, and features pooled from every convolution block of a moving average
+    ///   of the discriminator's weights (decay 0.999: about the last thousand updates).
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
@@ -188,6 +213,7 @@ public struct GANConfig: Sendable, Equatable {
             c.name = name
             c.datasetScalePercentile = 99.9
             c.diffAugment = .translationCutout
+            c.discriminatorAverage = 0.999
             c.featureLayer = .pooled
             return c
         default:
@@ -229,6 +255,9 @@ public struct GANConfig: Sendable, Equatable {
         if let p = datasetScalePercentile, !(p > 0 && p <= 100) {
             throw bad("dataset_scale_percentile", "dataset_scale_percentile must be in (0, 100]")
         }
+        if let d = discriminatorAverage, !(d > 0 && d < 1) {
+            throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
+        }
     }
 
     // MARK: JSON
@@ -249,6 +278,7 @@ public struct GANConfig: Sendable, Equatable {
             "augmentation": augmentation.json,
             "diff_augment": diffAugment.json,
             "dataset_scale_percentile": datasetScalePercentile.map { JSON.double($0) } ?? JSON.null,
+            "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -308,6 +338,10 @@ public struct GANConfig: Sendable, Equatable {
                   datasetScalePercentile: try value("dataset_scale_percentile").map { v in
                       guard let x = v.doubleValue else { throw bad("dataset_scale_percentile", "'dataset_scale_percentile' must be a number") }
                       return x
+                  },
+                  discriminatorAverage: try value("discriminator_average").map { v in
+                      guard let x = v.doubleValue else { throw bad("discriminator_average", "'discriminator_average' must be a number") }
+                      return Float(x)
                   },
                   featureLayer: featureLayer, seed: seed)
         try validate()

@@ -33,7 +33,8 @@ public struct DataCursor: Sendable, Equatable {
 /// cursor (epoch, position, data-order and augmentation streams) and the step counter.
 ///
 /// `save(to:)` writes one safetensors file (atomically): tensors "generator.<name>",
-/// "discriminator.<name>" (weights and BatchNorm running statistics), "optimizer.generator.<m|v>.<name>",
+/// "discriminator.<name>" (weights and BatchNorm running statistics), "discriminator_average.<name>"
+/// (when the config keeps a moving average), "optimizer.generator.<m|v>.<name>",
 /// "optimizer.discriminator.<m|v>.<name>"; `__metadata__` holds the config and the counters and
 /// streams as JSON strings (see `CheckpointKeys`). `load(from:)` restores all of it.
 public final class GANModel {
@@ -44,6 +45,8 @@ public final class GANModel {
     public let generatorOptimizer: Adam
     public let discriminatorOptimizer: Adam
     public let trainingStep: GANTrainingStep
+    /// The moving average of the discriminator's weights, when the config keeps one.
+    public let discriminatorAverage: WeightAverage?
     /// Generator updates done (a step = criticSteps discriminator updates + one generator update).
     public var step: Int
     /// Where the data stream stands (saved so a resumed run reads the same crops in the same order).
@@ -65,13 +68,22 @@ public final class GANModel {
                                   beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon)
         discriminatorOptimizer = Adam(parameters: discriminator.parameters, learningRate: config.discriminatorRate,
                                       beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon)
+        let d = discriminator
+        discriminatorAverage = try config.discriminatorAverage.map { decay in
+            let twin = try arch.makeDiscriminator(noise: RandomStream(seed: config.seed, purpose: "discriminator-average-noise"))
+            return try WeightAverage(source: d, average: twin, decay: decay)
+        }
         trainingStep = GANTrainingStep(generator: generator, discriminator: discriminator,
                                        generatorOptimizer: generatorOptimizer, discriminatorOptimizer: discriminatorOptimizer,
                                        loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
-                                       diffAugment: config.diffAugment)
+                                       diffAugment: config.diffAugment, discriminatorAverage: discriminatorAverage)
         step = 0
         cursor = DataCursor(seed: config.seed)
     }
+
+    /// The network features are read from: the discriminator's moving average when kept, else
+    /// the discriminator itself.
+    public var featureDiscriminator: Network { discriminatorAverage?.average ?? discriminator }
 
     /// The discriminator's input-noise layer (its stream is part of the checkpoint).
     public var noiseLayer: GaussianNoise? { discriminator.noiseLayers.first }
@@ -119,6 +131,7 @@ public final class GANModel {
     public var namedTensors: [(name: String, tensor: Tensor)] {
         generator.namedTensors.map { ("generator." + $0.name, $0.tensor) }
             + discriminator.namedTensors.map { ("discriminator." + $0.name, $0.tensor) }
+            + (discriminatorAverage?.average.namedTensors ?? []).map { ("discriminator_average." + $0.name, $0.tensor) }
             + generatorOptimizer.stateTensors.map { ("optimizer.generator." + $0.name, $0.tensor) }
             + discriminatorOptimizer.stateTensors.map { ("optimizer.discriminator." + $0.name, $0.tensor) }
     }
@@ -171,6 +184,7 @@ public final class GANModel {
         do {
             try model.generator.load(file.tensors, prefix: "generator.")
             try model.discriminator.load(file.tensors, prefix: "discriminator.")
+            try model.discriminatorAverage?.average.load(file.tensors, prefix: "discriminator_average.")
             try model.generatorOptimizer.loadState(file.tensors, prefix: "optimizer.generator.")
             try model.discriminatorOptimizer.loadState(file.tensors, prefix: "optimizer.discriminator.")
         } catch var e as CytoError { e.path = path; throw e }

@@ -19,6 +19,8 @@ public enum GANLoss: String, Sendable, CaseIterable {
 ///    (input gradient only) into G; G's optimizer steps.
 /// With a differentiable augmentation (`diffAugment`), every batch D sees in steps 2 and 3 goes
 /// through fresh random transforms first, and G's gradient comes back through them.
+/// With a weight average (`discriminatorAverage`), the discriminator's weights are folded into it
+/// after each of its updates.
 /// Each purpose draws from its own stream (latent, label smoothing, interpolation, augmentation),
 /// all public so a checkpoint can save and restore them.
 public final class GANTrainingStep {
@@ -34,6 +36,8 @@ public final class GANTrainingStep {
     public var mixRNG: RandomStream
     /// Differentiable augmentation of D's inputs (nil: none, the paper); its stream is checkpointed.
     public let diffAugment: DiffAugment?
+    /// Moving average of the discriminator's weights, updated after each of its updates (nil: none).
+    public let discriminatorAverage: WeightAverage?
 
     private let z = Tensor(Shape(0))
     private let both = Tensor(Shape(0))
@@ -51,7 +55,7 @@ public final class GANTrainingStep {
 
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
-                diffAugment policy: DiffAugmentPolicy = .none) {
+                diffAugment policy: DiffAugmentPolicy = .none, discriminatorAverage: WeightAverage? = nil) {
         self.generator = generator
         self.discriminator = discriminator
         self.generatorOptimizer = generatorOptimizer
@@ -63,6 +67,7 @@ public final class GANTrainingStep {
         labelRNG = RandomStream(seed: seed, purpose: "label-smoothing")
         mixRNG = RandomStream(seed: seed, purpose: "interpolation")
         diffAugment = policy.isIdentity ? nil : DiffAugment(policy: policy, rng: RandomStream(seed: seed, purpose: "diff-augment"))
+        self.discriminatorAverage = discriminatorAverage
     }
 
     /// Fills `z` with a [batch, latent] draw from N(0, I).
@@ -108,6 +113,7 @@ public final class GANTrainingStep {
             lossD += gp
         }
         discriminatorOptimizer.update()
+        discriminatorAverage?.update(afterUpdate: discriminatorOptimizer.step)
         guard updateGenerator else { return Result(discriminatorLoss: lossD, generatorLoss: .nan, gradientPenalty: gp) }
 
         // Generator through the discriminator.

@@ -35,8 +35,10 @@ struct ExtractCommand: ParsableCommand {
     @Option(name: .customLong("noise-seed"), help: "Seed of the --noisy input noise.") var noiseSeed: UInt64 = 0
     @Option(help: "gan (the model's discriminator) or intensity (per-channel mean, std, max, p90 and nucleus shape; no model).")
     var features: String = "gan"
-    @Option(help: "Discriminator layer(s): representation, pooled, pool:LAYER, a layer name, or a comma list (default: the model's).")
+    @Option(help: "Discriminator layer(s): representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list (default: the model's).")
     var layer: String?
+    @Flag(name: .customLong("current-discriminator"), help: "Read the discriminator as it was at the checkpoint's step, not the moving average of its weights the model keeps (for comparison).")
+    var currentDiscriminator = false
     @Option(name: .customLong("channel-names"), help: "Channel names for intensity feature columns.") var channelNames: String = "DNA,Tubulin,Actin"
     @Option(help: "Threads for the engine (default: all cores).") var threads: Int?
 
@@ -72,8 +74,10 @@ struct ExtractCommand: ParsableCommand {
         if let source, m.config.needsDatasetScale {
             try m.resolveDatasetScale(from: source, log: { stderrLine("\($0) (from the crops to extract: the model never trained)") })
         }
-        let fx = try FeatureExtractor(model: m, layer: try layer.map { try FeatureLayer(parsing: $0) }, noisy: noisy, noiseSeed: noiseSeed)
-        stderrLine("features: \(fx.count) from '\(fx.layer)' of \(model!) (step \(m.step))\(noisy ? ", noisy" : "")")
+        let fx = try FeatureExtractor(model: m, layer: try layer.map { try FeatureLayer(parsing: $0) }, noisy: noisy, noiseSeed: noiseSeed,
+                                      averaged: !currentDiscriminator)
+        let which = fx.network === m.discriminator ? "discriminator" : "discriminator's moving average"
+        stderrLine("features: \(fx.count) from '\(fx.layer)' of the \(which) of \(model!) (step \(m.step))\(noisy ? ", noisy" : "")")
         return GANFeatures(extractor: fx)
     }
 

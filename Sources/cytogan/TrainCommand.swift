@@ -38,8 +38,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Normalization: per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI, dataset[:P] (a per-channel scale estimated from the crops: their P-th percentile, default 99.9), or JSON.") var normalization: String?
     @Option(help: "How crops reach the model size: resample, area, bilinear or pad_crop.") var resize: String?
     @Option(help: "Augmentation: none, flips, rotations or dihedral (flips and rotations).") var augment: String?
-    @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pool:LAYER, a layer name, or a comma list.")
+    @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list.")
     var featureLayer: String?
+    @Option(name: .customLong("discriminator-average"), help: "Keep a moving average of the discriminator's weights with this decay (e.g. 0.999) and read features from it; 'none' to keep none.")
+    var discriminatorAverage: String?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -63,7 +65,7 @@ struct TrainCommand: ParsableCommand {
         if logEvery < 1 { throw ValidationError("--log-every must be >= 1") }
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
         if resume != nil, preset != nil || config != nil || loss != nil || seed != nil || batchSize != nil || criticSteps != nil
-            || normalization != nil || resize != nil || augment != nil || featureLayer != nil {
+            || normalization != nil || resize != nil || augment != nil || featureLayer != nil || discriminatorAverage != nil {
             throw ValidationError("--resume continues a checkpoint with its own configuration: drop --preset, --config, --loss, --seed and the other model options")
         }
         guard ["auto", "bar", "lines", "none"].contains(progress) else { throw ValidationError("--progress must be auto, bar, lines or none") }
@@ -114,7 +116,17 @@ struct TrainCommand: ParsableCommand {
             }
         }
         if let featureLayer { c.featureLayer = try FeatureLayer(parsing: featureLayer) }
-        if c.name != "custom" && (batchSize != nil || normalization != nil || resize != nil || augment != nil || criticSteps != nil) {
+        if let discriminatorAverage {
+            if discriminatorAverage == "none" { c.discriminatorAverage = nil }
+            else {
+                guard let d = Float(discriminatorAverage), d > 0, d < 1 else {
+                    throw ValidationError("--discriminator-average must be a decay in (0, 1) or 'none'")
+                }
+                c.discriminatorAverage = d
+            }
+        }
+        if c.name != "custom" && (batchSize != nil || normalization != nil || resize != nil || augment != nil || criticSteps != nil
+                                  || discriminatorAverage != nil) {
             c.name += "+custom"
         }
         try c.validate()

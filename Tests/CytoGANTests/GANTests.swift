@@ -28,12 +28,13 @@ import Glibc
 
 @Test func configJSONRoundTrips() throws {
     var c = Fixture.tinyConfig(loss: .wgangp, criticSteps: 3)
-    c.featureLayer = try FeatureLayer(parsing: "representation,pooled,pool:lrelu1")
+    c.featureLayer = try FeatureLayer(parsing: "representation,pooled,pool:lrelu1,max:lrelu0,pooled-std")
     c.seed = UInt64.max - 7
     c.initialization = .heNormal
     c.preprocessing.normalization = .fixedScale([1000, 2000, 3000])
     c.diffAugment = DiffAugmentPolicy(translation: 0.25, cutout: 0.375, fill: 0)
     c.datasetScalePercentile = 99.5
+    c.discriminatorAverage = 0.995
     let text = c.json.serialized
     let back = try GANConfig(json: try JSON.parse(text))
     #expect(back == c)
@@ -60,6 +61,9 @@ import Glibc
     o = Fixture.tinyConfig().json.objectValue!
     o["dataset_scale_percentile"] = 120
     do { _ = try GANConfig(json: .object(o)); Issue.record("accepted percentile 120") } catch let e as CytoError { #expect(e.field == "dataset_scale_percentile") }
+    o = Fixture.tinyConfig().json.objectValue!
+    o["discriminator_average"] = 1
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted decay 1") } catch let e as CytoError { #expect(e.field == "discriminator_average") }
 }
 
 /// The cpu-64 preset is small-64 plus the issue 8 recipe; its dataset scale is the percentile of
@@ -68,6 +72,7 @@ import Glibc
     let cpu = try GANConfig.preset("cpu-64"), small = try GANConfig.preset("small-64")
     #expect(cpu.architecture == small.architecture && cpu.batchSize == small.batchSize)
     #expect(cpu.needsDatasetScale && cpu.diffAugment == .translationCutout && cpu.featureLayer == .pooled)
+    #expect(cpu.discriminatorAverage == 0.999 && small.discriminatorAverage == nil)
 
     Engine.setThreads(1)
     let dir = try Fixture.tempDir("scale")
@@ -296,12 +301,56 @@ func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
 }
 
 /// The CPU recipe's parts (issue 8) resume exactly too: the differentiable augmentation's stream
-/// is in the checkpoint, and so is the dataset scale estimated before the first step.
-@Test func resumeIsBitIdenticalWithDiffAugmentAndDatasetScale() throws {
+/// is in the checkpoint, and so are the dataset scale estimated before the first step and the
+/// discriminator's moving average.
+@Test func resumeIsBitIdenticalWithTheCPURecipe() throws {
     var c = Fixture.tinyConfig(loss: .lsgan)
     c.diffAugment = .translationCutout
     c.datasetScalePercentile = 99
+    c.discriminatorAverage = 0.7
     try checkResume(c)
+}
+
+/// With `discriminator_average`, the model keeps the running mean / exponential average of the
+/// discriminator's weights (checked against snapshots taken after every update and averaged here
+/// in Double), and features are read from it unless asked for the current discriminator.
+@Test func featuresComeFromTheDiscriminatorsAverage() throws {
+    Engine.setThreads(1)
+    var c = Fixture.tinyConfig(loss: .lsgan)
+    c.discriminatorAverage = 0.6
+    let model = try GANModel(config: c)
+    var rng = RandomStream(seed: 4, purpose: "test-batch")
+    let a = c.architecture
+    let real = Tensor(Shape(4, a.channels, a.size, a.size))
+    var expected: [String: [Double]] = [:]
+    for t in 1...6 {
+        rng.fillNormal(real.buffer, std: 0.5)
+        _ = try model.trainingStep.step(real: real)
+        let d = min(0.6, 1 - 1 / Double(t))
+        for (name, tensor) in model.discriminator.namedTensors {
+            let now = tensor.values.map(Double.init)
+            expected[name] = zip(expected[name] ?? now, now).map { d * $0 + (1 - d) * $1 }
+        }
+    }
+    var tensors: [String: Tensor] = [:]
+    for (name, tensor) in model.discriminatorAverage!.average.namedTensors {
+        let e = expected[name]!
+        #expect(zip(tensor.values, e).allSatisfy { abs(Double($0) - $1) <= 1e-6 * max(1, abs($1)) }, "\(name)")
+        tensors[name] = tensor
+    }
+    rng.fillNormal(real.buffer, std: 0.5)
+    let averaged = try FeatureExtractor(model: model).extract(real)
+    let current = try FeatureExtractor(model: model, averaged: false).extract(real)
+    #expect(averaged != current)
+    // The same numbers from a plain discriminator holding the average's weights.
+    let plain = try GANModel(config: Fixture.tinyConfig(loss: .lsgan))
+    try plain.discriminator.load(tensors)
+    #expect(try FeatureExtractor(model: plain).extract(real) == averaged)
+    // Saved and loaded with the model.
+    let dir = try Fixture.tempDir("average")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try model.save(to: dir + "/m.safetensors")
+    #expect(try FeatureExtractor(model: try GANModel.load(from: dir + "/m.safetensors")).extract(real) == averaged)
 }
 
 func checkResume(_ config: GANConfig) throws {
@@ -377,6 +426,24 @@ func checkResume(_ config: GANConfig) throws {
         offset += c
     }
     for i in 0..<5 { for k in 0..<6 { #expect(p[i * pooled.count + 20 + k] == all[i * 6 + k]) } }
+    // Max and standard-deviation pooling of one block, against a plain walk over its output.
+    let spread = try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "max:lrelu1,std:lrelu1"))
+    #expect(spread.count == 16 && spread.names.first == "max_lrelu1_0" && spread.names[8] == "std_lrelu1_0")
+    let ms = try spread.extract(batch)
+    let t1 = model.discriminator.output(of: "lrelu1")!
+    let hw1 = t1.shape[2] * t1.shape[3]
+    for i in 0..<5 {
+        for k in 0..<8 {
+            let v = (0..<hw1).map { Double(t1.data[(i * 8 + k) * hw1 + $0]) }
+            let mean = v.reduce(0, +) / Double(hw1)
+            let sd = (v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(hw1)).squareRoot()
+            #expect(Double(ms[i * 16 + k]) == v.max()!)
+            #expect(abs(Double(ms[i * 16 + 8 + k]) - sd) < 1e-5)
+        }
+    }
+    #expect(try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "pooled-max,pooled-std")).count == 2 * 20)
+    #expect(try FeatureLayer(parsing: "pooled-std,max:lrelu0,representation").description == "pooled-std,max:lrelu0,representation")
+    #expect(throws: CytoError.self) { try FeatureLayer(parsing: "median:lrelu0") }
     #expect(throws: CytoError.self) { try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "conv9")) }
     #expect(throws: CytoError.self) { try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "pool:representation")) }
 }

@@ -8,7 +8,8 @@
 #
 # Writes runs/NAME/: log.csv (losses), train.json, checkpoints, samples/, features-*.csv and
 # eval-*.json (one per feature set: trained and untrained x representation and pooled layers,
-# and intensity), and prints a summary line per feature set. CYTOGAN (default
+# "current" too when the recipe reads features from a moving average of the discriminator, and
+# intensity), and prints a summary line per feature set. CYTOGAN (default
 # .build/release/cytogan) and THREADS (default 2) can be set in the environment.
 set -euo pipefail
 [ $# -ge 4 ] && [ "$4" = "--" ] || { echo "usage: $0 NAME MINUTES MANIFEST -- [train options]" >&2; exit 2; }
@@ -31,10 +32,15 @@ evaluate() {  # evaluate TAG FEATURES.csv
     "$bin" profile evaluate-crops --features "$2" > "$run/eval-$1.json" 2> "$run/eval-$1.txt"
     echo "$name $1: $(tr '\n' ' ' < "$run/eval-$1.txt")"
 }
+# A recipe that keeps a moving average of the discriminator's weights reads features from it;
+# "current" is the same run's discriminator as it stood at the last step, for comparison.
+whiches="trained untrained"
+grep -aq 'discriminator_average[^,]*[0-9]' "$trained" && whiches="trained current untrained"
 for layer in representation pooled; do
-    for which in trained untrained; do
+    for which in $whiches; do
         model=$trained; [ "$which" = untrained ] && model=$untrained
-        "$bin" extract --manifest "$manifest" --model "$model" --layer "$layer" --threads "$threads" \
+        flag=(); [ "$which" = current ] && flag=(--current-discriminator)
+        "$bin" extract --manifest "$manifest" --model "$model" --layer "$layer" --threads "$threads" "${flag[@]}" \
             --out "$run/features-$which-$layer.csv" 2>> "$run/extract.log"
         evaluate "$which-$layer" "$run/features-$which-$layer.csv"
     done

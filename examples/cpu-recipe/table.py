@@ -1,6 +1,8 @@
 """Prints the CPU-recipe table (issue 8) from the runs that examples/cpu-recipe/run.sh wrote:
 one row per recipe and feature layer with steps reached and (a), (b), (c) for the trained
-discriminator, the same network untrained, and the intensity measurements.
+discriminator, the same network untrained, and the intensity measurements; for a recipe that
+reads features from a moving average of the discriminator, a second row ("current") gives the same
+run's discriminator as it stood at the last step.
 
     python3 examples/cpu-recipe/table.py runs/paper64 runs/cpu64 ...
 """
@@ -34,9 +36,14 @@ def main(runs):
             t = os.path.join(run, f"eval-trained-{layer}.json")
             if not os.path.exists(t):
                 continue
-            tr, un = scores(load(t)), scores(load(os.path.join(run, f"eval-untrained-{layer}.json")))
-            cells = [" / ".join((tr[k], un[k], intensity[k])) for k in range(3)]
-            print(f"| {name} | {layer} | {train['step']} | " + " | ".join(cells) + " |")
+            un = scores(load(os.path.join(run, f"eval-untrained-{layer}.json")))
+            for which, label in (("trained", layer), ("current", f"{layer} (current D)")):
+                path = os.path.join(run, f"eval-{which}-{layer}.json")
+                if not os.path.exists(path):
+                    continue
+                tr = scores(load(path))
+                cells = [" / ".join((tr[k], un[k], intensity[k])) for k in range(3)]
+                print(f"| {name} | {label} | {train['step']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

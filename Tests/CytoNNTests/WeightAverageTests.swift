@@ -1,0 +1,35 @@
+import CytoCore
+import Testing
+@testable import CytoNN
+
+@Suite("Weight average")
+struct WeightAverageTests {
+    /// Sets every tensor of `net` to the constant `v` (so the expected averages are plain numbers).
+    static func fill(_ net: Network, _ v: Float) { for (_, t) in net.namedTensors { t.fill(v) } }
+
+    @Test("a running mean until it spans 1/(1-decay) updates, then an exponential average")
+    func averageByHand() throws {
+        let arch = NetworkTests.tiny
+        let source = try arch.makeDiscriminator(noise: RandomStream(seed: 1, purpose: "noise"))
+        let twin = try arch.makeDiscriminator(noise: RandomStream(seed: 2, purpose: "noise"))
+        WeightAverageTests.fill(source, 7)
+        let avg = try WeightAverage(source: source, average: twin, decay: 0.75)
+        #expect(twin.namedTensors.allSatisfy { $0.tensor.values.allSatisfy { $0 == 7 } })  // starts as a copy
+        #expect(!twin.training)
+        // Weights after updates 1...5: 1, 2, 6, 10, 2. With decay 0.75 (horizon 4) the average is
+        // the mean of updates 1...t for t <= 4 (decays 0, 1/2, 2/3, 3/4), then 0.75 avg + 0.25 w.
+        let w: [Float] = [1, 2, 6, 10, 2]
+        let expected: [Double] = [1, 1.5, 3, 4.75, 0.75 * 4.75 + 0.25 * 2]
+        for (t, (v, e)) in zip(w, expected).enumerated() {
+            WeightAverageTests.fill(source, v)
+            avg.update(afterUpdate: t + 1)
+            for (name, tensor) in twin.namedTensors {
+                #expect(tensor.values.allSatisfy { abs(Double($0) - e) < 1e-6 }, "\(name) after update \(t + 1): \(tensor.values.prefix(3)) vs \(e)")
+            }
+        }
+        #expect(avg.decay(atUpdate: 1) == 0 && avg.decay(atUpdate: 100) == 0.75)
+        #expect(throws: CytoError.self) { try WeightAverage(source: source, average: twin, decay: 1) }
+        let other = try DCGANArchitecture.small64.makeDiscriminator(noise: RandomStream(seed: 1, purpose: "noise"))
+        #expect(throws: CytoError.self) { try WeightAverage(source: source, average: other, decay: 0.9) }
+    }
+}
