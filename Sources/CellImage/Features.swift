@@ -1,3 +1,5 @@
+import CytoCore
+
 /// Simple per-crop measurements from raw intensities (before normalization), a hand-crafted
 /// baseline beside the GAN's features: per channel mean, standard deviation (population), maximum
 /// and 90th percentile (NumPy's linear definition); then the shape of the nucleus, found by an
@@ -27,16 +29,16 @@ public enum CellFeatures {
         out.reserveCapacity(4 * crop.channels + shapeNames.count)
         var scratch = [Float](repeating: 0, count: n)
         for c in 0..<crop.channels {
-            var sum = 0.0, mx = -Double.infinity
-            for i in 0..<n { let v = Double(planes[c * n + i]); sum += v; if v > mx { mx = v } }
-            let mean = n > 0 ? sum / Double(n) : 0
-            var ss = 0.0
-            for i in 0..<n { let d = Double(planes[c * n + i]) - mean; ss += d * d }
+            let (mean, mx, sd) = planes.withUnsafeBufferPointer { p in
+                let q = p.baseAddress! + c * n
+                let (mean, mx) = PlaneStatistics.meanAndMax(q, count: n)
+                return (mean, mx, PlaneStatistics.standardDeviation(q, count: n, mean: mean))
+            }
             let p90: Double = scratch.withUnsafeMutableBufferPointer { s in
                 planes.withUnsafeBufferPointer { p in _ = s.initialize(from: UnsafeBufferPointer(rebasing: p[(c * n)..<((c + 1) * n)])) }
                 return Percentile.value(s, 90)
             }
-            out += [Float(mean), Float(n > 0 ? (ss / Double(n)).squareRoot() : 0), Float(n > 0 ? mx : 0), Float(p90)]
+            out += [Float(mean), Float(sd), Float(n > 0 ? mx : 0), Float(p90)]
         }
         let dna = Array(planes[(dnaChannel * n)..<((dnaChannel + 1) * n)])
         planes = []

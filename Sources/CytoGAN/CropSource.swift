@@ -159,8 +159,6 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         }
     }
 
-
-
     public func name(at index: Int) -> String {
         guard let f = try? fields(at: index) else { return "row \(index)" }
         return f.prefix(pathColumns.count).joined(separator: ",")

@@ -3,9 +3,10 @@ import CytoCore
 import CytoNN
 
 /// Turns crops into feature vectors with a model's discriminator (its moving average when the
-/// model keeps one): the layer(s) a `FeatureLayer` names, in inference mode, batched. Deterministic by default (the input noise is off); `noisy`
-/// reproduces CytoGAN's noisy encoding, drawing the noise from its own seeded stream so the
-/// model's training streams are untouched.
+/// model keeps one): the layer(s) a `FeatureLayer` names, in inference mode, batched.
+/// Deterministic by default (the input noise is off); `noisy` reproduces CytoGAN's noisy
+/// encoding, drawing the noise from its own seeded stream so the model's training streams are
+/// untouched.
 public final class FeatureExtractor {
     public let model: GANModel
     public let layer: FeatureLayer
@@ -124,19 +125,11 @@ public final class FeatureExtractor {
 
     /// One channel's `count` activations pooled to a number.
     private static func pool(_ q: UnsafeMutablePointer<Float>, _ count: Int, _ pooling: FeatureLayer.Pooling) -> Float {
+        let (mean, mx) = PlaneStatistics.meanAndMax(q, count: count)
         switch pooling {
-        case .max:
-            var m = -Float.infinity
-            for j in 0..<count { m = max(m, q[j]) }
-            return m
-        case .mean, .std:
-            var s: Double = 0
-            for j in 0..<count { s += Double(q[j]) }
-            let mean = s / Double(count)
-            guard pooling == .std else { return Float(mean) }
-            var v: Double = 0
-            for j in 0..<count { let d = Double(q[j]) - mean; v += d * d }
-            return Float((v / Double(count)).squareRoot())
+        case .mean: return Float(mean)
+        case .max: return Float(mx)
+        case .std: return Float(PlaneStatistics.standardDeviation(q, count: count, mean: mean))
         }
     }
 

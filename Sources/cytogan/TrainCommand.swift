@@ -92,7 +92,7 @@ struct TrainCommand: ParsableCommand {
         if let normalization {
             if normalization == "dataset" || normalization.hasPrefix("dataset:") {
                 let p = normalization == "dataset" ? "99.9" : String(normalization.dropFirst(8))
-                guard let v = Double(p), v > 0, v <= 100 else { throw ValidationError("--normalization dataset:P needs a percentile P in (0, 100]") }
+                guard let v = Double(p) else { throw ValidationError("--normalization dataset:P needs a number P") }
                 c.datasetScalePercentile = v
                 if !c.needsDatasetScale { c.preprocessing.normalization = .perCropMax }
             } else {
@@ -119,10 +119,8 @@ struct TrainCommand: ParsableCommand {
         if let discriminatorAverage {
             if discriminatorAverage == "none" { c.discriminatorAverage = nil }
             else {
-                guard let d = Float(discriminatorAverage), d > 0, d < 1 else {
-                    throw ValidationError("--discriminator-average must be a decay in (0, 1) or 'none'")
-                }
-                c.discriminatorAverage = d
+                guard let d = Float(discriminatorAverage) else { throw ValidationError("--discriminator-average takes a decay or 'none'") }
+                c.discriminatorAverage = d  // its range is checked with the rest of the config below
             }
         }
         if c.name != "custom" && (batchSize != nil || normalization != nil || resize != nil || augment != nil || criticSteps != nil
