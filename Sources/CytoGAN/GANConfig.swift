@@ -138,6 +138,9 @@ public struct GANConfig: Sendable, Equatable {
     /// step (this percentile of their raw intensities) and stored as a `fixed_scale`
     /// normalization: absolute intensity survives, unlike with the per-crop maximum (issue 8).
     public var datasetScalePercentile: Double?
+    /// When set, the R1 penalty on D's gradient at real crops (zero-centred; not with WGAN-GP,
+    /// which has its own penalty), applied every `interval` updates (issue 8).
+    public var r1Penalty: R1Penalty?
     /// When set, an exponential moving average of the discriminator's weights with this decay per
     /// update is kept beside it (checkpointed), and features are read from the average: steadier
     /// than the discriminator of whichever step a run stopped at (issue 8).
@@ -150,7 +153,7 @@ public struct GANConfig: Sendable, Equatable {
                 beta1: Float = 0.5, beta2: Float = 0.999, epsilon: Float = 1e-8, batchSize: Int = 64,
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
-                diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil,
+                diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, r1Penalty: R1Penalty? = nil,
                 discriminatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
@@ -167,6 +170,7 @@ public struct GANConfig: Sendable, Equatable {
         self.augmentation = augmentation
         self.diffAugment = diffAugment
         self.datasetScalePercentile = datasetScalePercentile
+        self.r1Penalty = r1Penalty
         self.discriminatorAverage = discriminatorAverage
         self.featureLayer = featureLayer
         self.seed = seed
@@ -255,6 +259,12 @@ public struct GANConfig: Sendable, Equatable {
         if let p = datasetScalePercentile, !(p > 0 && p <= 100) {
             throw bad("dataset_scale_percentile", "dataset_scale_percentile must be in (0, 100]")
         }
+        if let r = r1Penalty {
+            guard r.gamma > 0, r.gamma.isFinite, r.interval >= 1 else {
+                throw bad("r1_penalty", "r1_penalty needs gamma > 0 and interval >= 1")
+            }
+            guard loss != .wgangp else { throw bad("r1_penalty", "r1_penalty is for DCGAN and LSGAN; WGAN-GP has gradient_penalty") }
+        }
         if let d = discriminatorAverage, !(d > 0 && d < 1) {
             throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
         }
@@ -278,6 +288,7 @@ public struct GANConfig: Sendable, Equatable {
             "augmentation": augmentation.json,
             "diff_augment": diffAugment.json,
             "dataset_scale_percentile": datasetScalePercentile.map { JSON.double($0) } ?? JSON.null,
+            "r1_penalty": r1Penalty.map { ["gamma": .float($0.gamma), "interval": JSON($0.interval)] } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
@@ -339,12 +350,26 @@ public struct GANConfig: Sendable, Equatable {
                       guard let x = v.doubleValue else { throw bad("dataset_scale_percentile", "'dataset_scale_percentile' must be a number") }
                       return x
                   },
+                  r1Penalty: try value("r1_penalty").map { try GANConfig.r1($0) },
                   discriminatorAverage: try value("discriminator_average").map { v in
                       guard let x = v.doubleValue else { throw bad("discriminator_average", "'discriminator_average' must be a number") }
                       return Float(x)
                   },
                   featureLayer: featureLayer, seed: seed)
         try validate()
+    }
+
+    /// `r1_penalty`: a gamma (interval 16) or {gamma, interval}.
+    static func r1(_ j: JSON) throws -> R1Penalty {
+        let message = "config: 'r1_penalty' must be a number (gamma) or {gamma, interval}"
+        if let g = j.doubleValue { return R1Penalty(gamma: Float(g)) }
+        guard case .object(let o) = j, let g = o["gamma"]?.doubleValue else { throw CytoError(.invalidInput, message, field: "r1_penalty") }
+        var interval = 16
+        if let i = o["interval"], !i.isNull {
+            guard let v = i.intValue else { throw CytoError(.invalidInput, message, field: "r1_penalty") }
+            interval = v
+        }
+        return R1Penalty(gamma: Float(g), interval: interval)
     }
 
     static func rateJSON(_ r: LearningRate) -> JSON {

@@ -70,8 +70,9 @@ public enum Loss {
     }
 }
 
-/// The WGAN-GP gradient penalty, weight * mean_i (||grad_x D(x_i)|| - 1)^2 over the items of a
-/// batch of interpolates x, and its gradient w.r.t. the critic's parameters.
+/// A gradient penalty, weight * mean_i (||grad_x D(x_i)|| - centre)^2 over the items of a batch x,
+/// and its gradient w.r.t. the critic's parameters: WGAN-GP's (centre 1, at interpolates of real
+/// and generated items) or R1 (centre 0 at real items: weight gamma / 2, Mescheder et al. 2018).
 ///
 /// That gradient needs second derivatives of D. With u_i = dP/d(grad_x D(x_i)) held fixed,
 /// grad_theta P = grad_theta sum_i u_i . grad_x D(x_i), a Hessian-vector product, which is taken
@@ -86,6 +87,8 @@ public enum Loss {
 public final class GradientPenalty {
     /// The penalty's weight (lambda, 10 in WGAN-GP).
     public var weight: Float
+    /// The gradient norm the penalty pulls towards: 1 (WGAN-GP) or 0 (R1).
+    public var centre: Float
     /// Finite-difference step per element of x: h = step * sqrt(number of elements of x).
     public var step: Float
 
@@ -95,20 +98,21 @@ public final class GradientPenalty {
     private let direction = Tensor(Shape(0))
     private let scaled = Tensor(Shape(0))
 
-    public init(weight: Float = 10, step: Float = 1e-3) {
+    public init(weight: Float = 10, centre: Float = 1, step: Float = 1e-3) {
         self.weight = weight
+        self.centre = centre
         self.step = step
     }
 
     /// What one evaluation found.
     public struct Result: Sendable {
-        /// weight * mean (||g|| - 1)^2.
+        /// weight * mean (||g|| - centre)^2.
         public var penalty: Float
         /// Mean over the batch of ||grad_x D||.
         public var meanGradientNorm: Float
     }
 
-    /// Evaluates the penalty of `critic` at the interpolates `x` and ADDS its gradient w.r.t. the
+    /// Evaluates the penalty of `critic` at `x` and ADDS its gradient w.r.t. the
     /// critic's parameters into their `grad`. Leaves the critic's buffers holding the last
     /// evaluation, so run it after back-propagating the critic's main loss. `x` is not changed.
     public func accumulate(critic: Network, at x: Tensor) throws -> Result {
@@ -128,18 +132,19 @@ public final class GradientPenalty {
         let g = try critic.backward(ones, inputGradient: true, parameterGradients: false)!
         gradX.copy(from: g)
 
-        // Per item: norm, penalty term, and u_i = weight * 2/B * (n_i - 1) / n_i * g_i.
+        // Per item: norm, penalty term, and u_i = weight * 2/B * (n_i - c) / n_i * g_i.
         let per = x.shape.itemCount
         direction.resize(x.shape)
         let gp = gradX.data, up = direction.data
+        let c = Double(centre)
         var penalty = 0.0, normSum = 0.0, uNorm2 = 0.0
         for i in 0..<b {
             var s = 0.0
             for j in 0..<per { let v = Double(gp[i * per + j]); s += v * v }
             let norm = s.squareRoot()
             normSum += norm
-            penalty += (norm - 1) * (norm - 1)
-            let k = norm > 0 ? Double(weight) * 2 / Double(b) * (norm - 1) / norm : 0
+            penalty += (norm - c) * (norm - c)
+            let k = norm > 0 ? Double(weight) * 2 / Double(b) * (norm - c) / norm : 0
             for j in 0..<per { up[i * per + j] = Float(k * Double(gp[i * per + j])) }
             uNorm2 += k * k * s
         }

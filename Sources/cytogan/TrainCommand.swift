@@ -42,6 +42,8 @@ struct TrainCommand: ParsableCommand {
     var featureLayer: String?
     @Option(name: .customLong("discriminator-average"), help: "Keep a moving average of the discriminator's weights with this decay (e.g. 0.999) and read features from it; 'none' to keep none.")
     var discriminatorAverage: String?
+    @Option(help: "R1 penalty on the discriminator's gradient at real crops: GAMMA, GAMMA/INTERVAL (applied every INTERVAL updates, default 16), or 'none'.")
+    var r1: String?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -65,7 +67,7 @@ struct TrainCommand: ParsableCommand {
         if logEvery < 1 { throw ValidationError("--log-every must be >= 1") }
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
         if resume != nil, preset != nil || config != nil || loss != nil || seed != nil || batchSize != nil || criticSteps != nil
-            || normalization != nil || resize != nil || augment != nil || featureLayer != nil || discriminatorAverage != nil {
+            || normalization != nil || resize != nil || augment != nil || featureLayer != nil || discriminatorAverage != nil || r1 != nil {
             throw ValidationError("--resume continues a checkpoint with its own configuration: drop --preset, --config, --loss, --seed and the other model options")
         }
         guard ["auto", "bar", "lines", "none"].contains(progress) else { throw ValidationError("--progress must be auto, bar, lines or none") }
@@ -123,8 +125,18 @@ struct TrainCommand: ParsableCommand {
                 c.discriminatorAverage = d  // its range is checked with the rest of the config below
             }
         }
+        if let r1 {
+            if r1 == "none" { c.r1Penalty = nil }
+            else {
+                let parts = r1.split(separator: "/", omittingEmptySubsequences: false)
+                guard (1...2).contains(parts.count), let g = Float(parts[0]), parts.count == 1 || Int(parts[1]) != nil else {
+                    throw ValidationError("--r1 takes GAMMA, GAMMA/INTERVAL or 'none'")
+                }
+                c.r1Penalty = R1Penalty(gamma: g, interval: parts.count == 2 ? Int(parts[1])! : 16)  // ranges: GANConfig.validate
+            }
+        }
         if c.name != "custom" && (batchSize != nil || normalization != nil || resize != nil || augment != nil || criticSteps != nil
-                                  || discriminatorAverage != nil) {
+                                  || discriminatorAverage != nil || r1 != nil) {
             c.name += "+custom"
         }
         try c.validate()

@@ -39,6 +39,12 @@ import Glibc
     let back = try GANConfig(json: try JSON.parse(text))
     #expect(back == c)
     #expect(back.json.serialized == text)
+    var r = Fixture.tinyConfig(loss: .dcgan)
+    r.r1Penalty = R1Penalty(gamma: 0.25, interval: 4)
+    #expect(try GANConfig(json: try JSON.parse(r.json.serialized)) == r)
+    var o = r.json.objectValue!
+    o["r1_penalty"] = 2  // a bare gamma: interval 16
+    #expect(try GANConfig(json: .object(o)).r1Penalty == R1Penalty(gamma: 2, interval: 16))
     for p in GANConfig.presetNames {
         let preset = try GANConfig.preset(p, loss: .dcgan, seed: 9)
         #expect(try GANConfig(json: preset.json) == preset)
@@ -64,6 +70,14 @@ import Glibc
     o = Fixture.tinyConfig().json.objectValue!
     o["discriminator_average"] = 1
     do { _ = try GANConfig(json: .object(o)); Issue.record("accepted decay 1") } catch let e as CytoError { #expect(e.field == "discriminator_average") }
+    for bad: JSON in [-1, ["gamma": 1, "interval": 0], ["interval": 4], "strong"] {
+        o = Fixture.tinyConfig().json.objectValue!
+        o["r1_penalty"] = bad
+        do { _ = try GANConfig(json: .object(o)); Issue.record("accepted r1_penalty \(bad)") } catch let e as CytoError { #expect(e.field == "r1_penalty") }
+    }
+    o = Fixture.tinyConfig(loss: .wgangp).json.objectValue!
+    o["r1_penalty"] = 1
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted R1 with WGAN-GP") } catch let e as CytoError { #expect(e.field == "r1_penalty") }
 }
 
 /// The cpu-64 preset is small-64 plus the issue 8 recipe; its dataset scale is the percentile of
@@ -308,7 +322,26 @@ func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
     c.diffAugment = .translationCutout
     c.datasetScalePercentile = 99
     c.discriminatorAverage = 0.7
+    c.r1Penalty = R1Penalty(gamma: 1, interval: 3)
     try checkResume(c)
+}
+
+/// The lazy R1 penalty runs on every interval-th discriminator update only, and there adds
+/// gamma / 2 * interval * mean ||grad_x D||^2 (positive: D has a gradient) to D's loss.
+@Test func r1PenaltyRunsOnItsInterval() throws {
+    Engine.setThreads(1)
+    var c = Fixture.tinyConfig(loss: .lsgan)
+    c.r1Penalty = R1Penalty(gamma: 10, interval: 3)
+    let model = try GANModel(config: c)
+    var rng = RandomStream(seed: 4, purpose: "test-batch")
+    let a = c.architecture
+    let real = Tensor(Shape(4, a.channels, a.size, a.size))
+    var penalties: [Float] = []
+    for _ in 1...6 {
+        rng.fillNormal(real.buffer, std: 0.5)
+        penalties.append(try model.trainingStep.step(real: real).gradientPenalty)
+    }
+    #expect(penalties.enumerated().allSatisfy { ($0.offset % 3 == 2) == ($0.element > 0) }, "\(penalties)")
 }
 
 /// With `discriminator_average`, the model keeps the running mean / exponential average of the

@@ -82,10 +82,10 @@ struct LossTests {
 
     /// Compares the penalty's parameter gradient (finite-difference Hessian-vector product) with a
     /// full central difference of the penalty value w.r.t. every parameter.
-    func checkPenalty(smooth: Bool, noise: Bool) throws -> Double {
+    func checkPenalty(smooth: Bool, noise: Bool, centre: Float = 1) throws -> Double {
         let net = try critic(smooth: smooth, noise: noise)
         let x = randomTensor(Shape(3, 2, 6, 6), seed: 7)
-        let gp = GradientPenalty(weight: 10)
+        let gp = GradientPenalty(weight: 10, centre: centre)
         let noiseLayer = net.noiseLayers.first
         let noiseState = noiseLayer?.rng
         // Each evaluation starts from the same noise stream state, so it sees the same sample.
@@ -118,6 +118,20 @@ struct LossTests {
 
     @Test("gradient penalty: parameter gradient of a smooth (tanh) critic matches finite differences")
     func penaltySmooth() throws { _ = try checkPenalty(smooth: true, noise: false) }
+
+    @Test("R1 penalty (centre 0): parameter gradient of a LeakyReLU critic with input noise matches finite differences")
+    func r1Leaky() throws { _ = try checkPenalty(smooth: false, noise: true, centre: 0) }
+
+    @Test("R1 penalty (centre 0): value is weight * mean ||grad_x D||^2 of a linear critic, gradient 2 weight w")
+    func r1Value() throws {
+        let dense = Dense(name: "d", inputs: 4, outputs: 1)
+        try dense.weight.value.setValues([1, 2, 2, 0])  // norm 3
+        let net = try Network([Flatten(name: "f"), dense])
+        let r = try GradientPenalty(weight: 0.5, centre: 0).accumulate(critic: net, at: randomTensor(Shape(5, 1, 2, 2), seed: 1))
+        #expect(abs(r.penalty - 4.5) < 1e-4 && abs(r.meanGradientNorm - 3) < 1e-5)
+        let expected: [Float] = [1, 2, 2, 0]  // d/dw 0.5 ||w||^2 = w
+        #expect(maxAbsDiff(dense.weight.grad.values, expected) < 2e-3, "\(dense.weight.grad.values)")
+    }
 
     @Test("gradient penalty: value is weight * mean (||grad_x D|| - 1)^2 of a linear critic")
     func penaltyValue() throws {
