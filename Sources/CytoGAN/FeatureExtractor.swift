@@ -6,7 +6,8 @@ import CytoNN
 /// model keeps one): the layer(s) a `FeatureLayer` names, in inference mode, batched.
 /// Deterministic by default (the input noise is off); `noisy` reproduces CytoGAN's noisy
 /// encoding, drawing the noise from its own seeded stream so the model's training streams are
-/// untouched.
+/// untouched. With the layer's `@dihedral` views, each crop's features are the mean over its 8
+/// mirrored and turned copies.
 public final class FeatureExtractor {
     public let model: GANModel
     public let layer: FeatureLayer
@@ -24,6 +25,9 @@ public final class FeatureExtractor {
     private let deepest: String
     private var noiseRNG: RandomStream
     private let input = Tensor(Shape(0))
+    private let view = Tensor(Shape(0))
+    private var viewFeatures: [Float] = []
+    private var scratch: [Float] = []
 
     /// An extractor for `model` reading `layer` (default: the model's configured feature layer) of
     /// its moving-average discriminator when it keeps one and `averaged` is true, else of its
@@ -91,6 +95,29 @@ public final class FeatureExtractor {
         let n = batch.shape.batch
         precondition(out.count >= n * count, "feature buffer holds \(out.count) floats, needs \(n * count)")
         guard n > 0 else { return }
+        guard layer.views == .dihedral else { return try extractView(batch, into: out) }
+        // The mean over the 8 symmetries of the square: each view's features, added in / 8.
+        let per = a.channels * a.size * a.size
+        view.resize(batch.shape)
+        if viewFeatures.count < n * count { viewFeatures = [Float](repeating: 0, count: n * count) }
+        if scratch.count < a.size * a.size { scratch = [Float](repeating: 0, count: a.size * a.size) }
+        for i in 0..<(n * count) { out[i] = 0 }
+        for k in 0..<8 {
+            let symmetry = SquareSymmetry(mirror: k >= 4, turns: k & 3)
+            view.data.update(from: batch.data, count: n * per)
+            scratch.withUnsafeMutableBufferPointer { sp in
+                for i in 0..<n { symmetry.apply(view.data + i * per, channels: a.channels, size: a.size, scratch: sp.baseAddress!) }
+            }
+            try viewFeatures.withUnsafeMutableBufferPointer { vf in
+                try extractView(view, into: vf)
+                for i in 0..<(n * count) { out[i] += vf[i] / 8 }
+            }
+        }
+    }
+
+    /// Features of one view of a batch (checked by `extract`).
+    private func extractView(_ batch: Tensor, into out: UnsafeMutableBufferPointer<Float>) throws {
+        let n = batch.shape.batch
         let d = network
         let wasTraining = d.training
         d.training = noisy

@@ -41,6 +41,8 @@ public struct Augmentation: Sendable, Equatable {
 /// the brightest spot and the texture that an average washes out), `pool:<layer>`, `max:<layer>`,
 /// `std:<layer>` (one layer's NCHW output pooled so), or any discriminator layer name (its output
 /// flattened). Example: "representation,pooled".
+/// A suffix `@dihedral` averages each feature over the 8 symmetries of the square of the crop
+/// (mirrors and quarter turns): features that do not depend on how a cell happens to lie.
 public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
     /// How an [N, C, H, W] activation becomes C numbers per image.
     public enum Pooling: String, Sendable, Equatable, CaseIterable {
@@ -61,9 +63,18 @@ public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
         case allBlocks(Pooling)
     }
 
-    public var parts: [Part]
+    /// Which views of a crop the features are averaged over.
+    public enum Views: String, Sendable, Equatable, CaseIterable {
+        /// The crop as it is.
+        case single
+        /// The 8 symmetries of the square (written as the suffix `@dihedral`).
+        case dihedral
+    }
 
-    public init(parts: [Part]) { self.parts = parts }
+    public var parts: [Part]
+    public var views: Views
+
+    public init(parts: [Part], views: Views = .single) { self.parts = parts; self.views = views }
 
     /// The paper's choice: the 'representation' Dense layer.
     public static let representation = FeatureLayer(parts: [.layer(DCGANArchitecture.representationLayer)])
@@ -74,7 +85,16 @@ public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
     static func allBlocksName(_ p: Pooling) -> String { p == .mean ? "pooled" : "pooled-\(p.rawValue)" }
 
     /// Parses the comma-separated form (see the type's documentation).
-    public init(parsing text: String) throws {
+    public init(parsing whole: String) throws {
+        var text = whole[...], views = Views.single
+        if let at = whole.firstIndex(of: "@") {
+            let suffix = String(whole[whole.index(after: at)...])
+            guard let v = Views(rawValue: suffix), v != .single else {
+                throw CytoError(.invalidInput, "feature layer '\(whole)': '@\(suffix)' is not a view set (dihedral)", field: "feature_layer")
+            }
+            text = whole[..<at]
+            views = v
+        }
         var parts: [Part] = []
         for raw in text.split(separator: ",", omittingEmptySubsequences: false) {
             let p = raw.trimmingCharacters(in: .whitespaces)
@@ -94,6 +114,7 @@ public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
         }
         guard !parts.isEmpty else { throw CytoError(.invalidInput, "feature layer is empty", field: "feature_layer") }
         self.parts = parts
+        self.views = views
     }
 
     public var description: String {
@@ -103,7 +124,7 @@ public struct FeatureLayer: Sendable, Equatable, CustomStringConvertible {
             case .pooled(let n, let pooling): return "\(pooling.rawValue):\(n)"
             case .allBlocks(let pooling): return FeatureLayer.allBlocksName(pooling)
             }
-        }.joined(separator: ",")
+        }.joined(separator: ",") + (views == .single ? "" : "@\(views.rawValue)")
     }
 }
 
@@ -200,7 +221,8 @@ public struct GANConfig: Sendable, Equatable {
     ///   examples/cpu-recipe): small-64 with a dataset-level intensity scale instead of the
     ///   per-crop maximum, differentiable translation + cutout augmentation of both real and
     ///   generated batches, and features pooled from every convolution block of a moving average
-    ///   of the discriminator's weights (decay 0.999: about the last thousand updates).
+    ///   of the discriminator's weights (decay 0.999: about the last thousand updates), averaged
+    ///   over the crop's 8 mirrors and quarter turns ("pooled@dihedral").
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
@@ -218,7 +240,7 @@ public struct GANConfig: Sendable, Equatable {
             c.datasetScalePercentile = 99.9
             c.diffAugment = .translationCutout
             c.discriminatorAverage = 0.999
-            c.featureLayer = .pooled
+            c.featureLayer = FeatureLayer(parts: FeatureLayer.pooled.parts, views: .dihedral)
             return c
         default:
             throw CytoError(.invalidInput, "unknown preset '\(name)' (\(presetNames.joined(separator: ", ")))", field: "preset")

@@ -35,7 +35,7 @@ struct ExtractCommand: ParsableCommand {
     @Option(name: .customLong("noise-seed"), help: "Seed of the --noisy input noise.") var noiseSeed: UInt64 = 0
     @Option(help: "gan (the model's discriminator) or intensity (per-channel mean, std, max, p90 and nucleus shape; no model).")
     var features: String = "gan"
-    @Option(help: "Discriminator layer(s): representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list (default: the model's).")
+    @Option(help: "Discriminator layer(s): representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list; suffix @dihedral averages over the crop's 8 mirrors and quarter turns (default: the model's).")
     var layer: String?
     @Flag(name: .customLong("current-discriminator"), help: "Read the discriminator as it was at the checkpoint's step, not the moving average of its weights the model keeps (for comparison).")
     var currentDiscriminator = false

@@ -38,7 +38,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Normalization: per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI, dataset[:P] (a per-channel scale estimated from the crops: their P-th percentile, default 99.9), or JSON.") var normalization: String?
     @Option(help: "How crops reach the model size: resample, area, bilinear or pad_crop.") var resize: String?
     @Option(help: "Augmentation: none, flips, rotations or dihedral (flips and rotations).") var augment: String?
-    @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list.")
+    @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list; suffix @dihedral averages over the crop's 8 mirrors and quarter turns.")
     var featureLayer: String?
     @Option(name: .customLong("discriminator-average"), help: "Keep a moving average of the discriminator's weights with this decay (e.g. 0.999) and read features from it; 'none' to keep none.")
     var discriminatorAverage: String?

@@ -28,7 +28,7 @@ import Glibc
 
 @Test func configJSONRoundTrips() throws {
     var c = Fixture.tinyConfig(loss: .wgangp, criticSteps: 3)
-    c.featureLayer = try FeatureLayer(parsing: "representation,pooled,pool:lrelu1,max:lrelu0,pooled-std")
+    c.featureLayer = try FeatureLayer(parsing: "representation,pooled,pool:lrelu1,max:lrelu0,pooled-std@dihedral")
     c.seed = UInt64.max - 7
     c.initialization = .heNormal
     c.preprocessing.normalization = .fixedScale([1000, 2000, 3000])
@@ -85,7 +85,7 @@ import Glibc
 @Test func datasetScaleIsTheCropsPercentile() throws {
     let cpu = try GANConfig.preset("cpu-64"), small = try GANConfig.preset("small-64")
     #expect(cpu.architecture == small.architecture && cpu.batchSize == small.batchSize)
-    #expect(cpu.needsDatasetScale && cpu.diffAugment == .translationCutout && cpu.featureLayer == .pooled)
+    #expect(cpu.needsDatasetScale && cpu.diffAugment == .translationCutout && cpu.featureLayer.description == "pooled@dihedral")
     #expect(cpu.discriminatorAverage == 0.999 && small.discriminatorAverage == nil)
 
     Engine.setThreads(1)
@@ -479,6 +479,45 @@ func checkResume(_ config: GANConfig) throws {
     #expect(throws: CytoError.self) { try FeatureLayer(parsing: "median:lrelu0") }
     #expect(throws: CytoError.self) { try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "conv9")) }
     #expect(throws: CytoError.self) { try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "pool:representation")) }
+}
+
+/// `@dihedral` features are the mean of the plain features of the crop's 8 mirrored and turned
+/// copies (made here by index arithmetic), and so the same for a crop and its turned copy.
+@Test func dihedralViewsAverageTheEightSymmetries() throws {
+    Engine.setThreads(1)
+    let model = try GANModel(config: Fixture.tinyConfig())
+    var rng = RandomStream(seed: 12, purpose: "x")
+    let n = 16, per = 3 * n * n
+    let batch = Tensor(Shape(3, 3, n, n))
+    rng.fillNormal(batch.buffer, mean: 0, std: 0.5)
+    /// Item-wise copy with out(c, y, x) = in(c, from(y, x)).
+    func remap(_ t: Tensor, _ from: (Int, Int) -> (Int, Int)) -> Tensor {
+        let r = Tensor(t.shape)
+        for i in 0..<t.shape.batch { for c in 0..<3 { for y in 0..<n { for x in 0..<n {
+            let (sy, sx) = from(y, x)
+            r.data[i * per + (c * n + sy) * n + sx] = t.data[i * per + (c * n + y) * n + x]
+        } } } }
+        return r
+    }
+    // The 8 views: identity, 3 quarter turns (a transpose then a flip), and the mirror of each.
+    var views: [Tensor] = [batch]
+    for _ in 0..<3 { views.append(remap(views.last!) { y, x in (n - 1 - x, y) }) }
+    for v in views.prefix(4) { views.append(remap(v) { y, x in (y, n - 1 - x) }) }
+    let layer = try FeatureLayer(parsing: "pooled,representation@dihedral")
+    #expect(layer.views == .dihedral && layer.description == "pooled,representation@dihedral")
+    let fx = try FeatureExtractor(model: model, layer: layer)
+    let plain = try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "pooled,representation"))
+    let got = try fx.extract(batch)
+    var want = [Double](repeating: 0, count: got.count)
+    for v in views { for (k, f) in try plain.extract(v).enumerated() { want[k] += Double(f) / 8 } }
+    #expect(zip(got, want).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(1, abs($1)) })
+    #expect(got != (try plain.extract(batch)))
+    let turned = try fx.extract(views[5])
+    #expect(zip(got, turned).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) })
+    do { _ = try FeatureLayer(parsing: "pooled@sideways"); Issue.record("accepted @sideways") } catch let e as CytoError {
+        #expect(e.field == "feature_layer" && e.message.contains("sideways"))
+    }
+    #expect(throws: CytoError.self) { try FeatureLayer(parsing: "pooled@single") }
 }
 
 @Test func extractionFromCropsReportsBadOnes() throws {

@@ -113,6 +113,13 @@ import Testing
         #expect(t.metadataColumns == ["Metadata_Cell"] && t.featureNames == fx.names)
         #expect(t.metadata.map { $0[0] } == (0..<6).map(String.init))
         #expect(t.features == want.features.map(Double.init))
+        // A manifest naming its one path column by `pathColumns` reads multi-channel files, as with `pathColumn`.
+        try ("file,Metadata_Cell\n" + files.enumerated().map { "\($1),\($0)" }.joined(separator: "\n") + "\n")
+            .write(toFile: dir + "/m.csv", atomically: true, encoding: .utf8)
+        for manifest: JSON in [["path": .string(dir + "/m.csv"), "pathColumns": ["file"]], ["path": .string(dir + "/m.csv"), "pathColumn": "file"]] {
+            let m = h.call("features/extract", ["manifest": manifest])["result"]?["features"]?.arrayValue
+            #expect(m?.map { $0.arrayValue!.map { Float($0.doubleValue!) } } == got, "\(manifest)")
+        }
         // A crop with the wrong channel count is named by its index.
         let wrong = h.call("features/extract", ["crops": [["path": .string(files[0])], ["path": .string(files[1]), "channels": [0]]]])
         #expect(wrong.code == ErrorCode.shapeMismatch && wrong.errorData?["index"] == 1 && wrong.errorData?["path"] == .string(files[1]))

@@ -7,10 +7,11 @@
 #   e.g. examples/cpu-recipe/run.sh cpu64 20 ../shared/data/bbbc021/crops.csv -- --preset cpu-64
 #
 # Writes runs/NAME/: log.csv (losses), train.json, checkpoints, samples/, features-*.csv and
-# eval-*.json (one per feature set: trained and untrained x representation and pooled layers,
+# eval-*.json (one per feature set: trained and untrained x the LAYERS,
 # "current" too when the recipe reads features from a moving average of the discriminator, and
 # intensity), and prints a summary line per feature set. CYTOGAN (default
-# .build/release/cytogan) and THREADS (default 2) can be set in the environment.
+# .build/release/cytogan), THREADS (default 2) and LAYERS (the feature layers scored, default
+# "representation pooled pooled@dihedral") can be set in the environment.
 set -euo pipefail
 [ $# -ge 4 ] && [ "$4" = "--" ] || { echo "usage: $0 NAME MINUTES MANIFEST -- [train options]" >&2; exit 2; }
 name=$1 minutes=$2 manifest=$3; shift 4
@@ -36,7 +37,7 @@ evaluate() {  # evaluate TAG FEATURES.csv
 # "current" is the same run's discriminator as it stood at the last step, for comparison.
 whiches="trained untrained"
 grep -aq 'discriminator_average[^,]*[0-9]' "$trained" && whiches="trained current untrained"
-for layer in representation pooled; do
+for layer in ${LAYERS:-representation pooled pooled@dihedral}; do
     for which in $whiches; do
         model=$trained; [ "$which" = untrained ] && model=$untrained
         flag=(); [ "$which" = current ] && flag=(--current-discriminator)

@@ -32,7 +32,7 @@ def main(runs):
         name = os.path.basename(run.rstrip("/"))
         train = load(os.path.join(run, "train.json"))
         intensity = scores(load(os.path.join(run, "eval-intensity.json")))
-        for layer in ("representation", "pooled"):
+        for layer in ("representation", "pooled", "pooled@dihedral"):
             t = os.path.join(run, f"eval-trained-{layer}.json")
             if not os.path.exists(t):
                 continue

@@ -102,7 +102,8 @@ struct ManifestRequest {
         path = try nonEmpty(m, "path")
         if m.has("pathColumn") && m.has("pathColumns") { throw m.error("pathColumns", "give pathColumn or pathColumns, not both") }
         columns.path = try optionalNonEmpty(m, "pathColumn") ?? "path"
-        columns.channelPaths = try m.optionalStrings("pathColumns", count: 1...64)
+        // As in `train` and the CLI: one column is a multi-channel file's path, several one file per channel.
+        if let names = try m.optionalStrings("pathColumns", count: 1...64) { columns.setPathColumns(names) }
         if let c = try m.optionalStrings("centreColumns", count: 2...2) { columns.centreX = c[0]; columns.centreY = c[1] }
         columns.box = try m.optionalStrings("boxColumns", count: 4...4)
         if columns.box != nil && columns.centreX != nil { throw m.error("boxColumns", "give centreColumns or boxColumns, not both") }
