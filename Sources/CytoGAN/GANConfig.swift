@@ -381,12 +381,12 @@ public struct GANConfig: Sendable, Equatable {
         try validate()
     }
 
-    /// `r1_penalty`: a gamma (interval 16) or {gamma, interval}.
+    /// `r1_penalty`: a gamma (the default interval) or {gamma, interval}.
     static func r1(_ j: JSON) throws -> R1Penalty {
         let message = "config: 'r1_penalty' must be a number (gamma) or {gamma, interval}"
         if let g = j.doubleValue { return R1Penalty(gamma: Float(g)) }
         guard case .object(let o) = j, let g = o["gamma"]?.doubleValue else { throw CytoError(.invalidInput, message, field: "r1_penalty") }
-        var interval = 16
+        var interval = R1Penalty.defaultInterval
         if let i = o["interval"], !i.isNull {
             guard let v = i.intValue else { throw CytoError(.invalidInput, message, field: "r1_penalty") }
             interval = v

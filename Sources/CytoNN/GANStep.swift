@@ -16,7 +16,9 @@ public enum GANLoss: String, Sendable, CaseIterable {
 public struct R1Penalty: Sendable, Equatable {
     public var gamma: Float
     public var interval: Int
-    public init(gamma: Float, interval: Int = 16) {
+    /// The interval when none is given (StyleGAN2's).
+    public static let defaultInterval = 16
+    public init(gamma: Float, interval: Int = defaultInterval) {
         self.gamma = gamma
         self.interval = interval
     }

@@ -58,6 +58,12 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .customLong("fixed-batch"), help: "Train on the first batch over and over without loading data: the engine's own speed, to compare with a normal run.")
     var fixedBatch = false
 
+    /// Options that change a preset's training recipe (its name then gains "+custom").
+    var overridesPreset: Bool {
+        batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
+            || discriminatorAverage != nil || r1 != nil
+    }
+
     func validate() throws {
         if let steps, steps < 0 { throw ValidationError("--steps must be >= 0") }
         if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be > 0") }
@@ -66,8 +72,7 @@ struct TrainCommand: ParsableCommand {
         if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1") }
         if logEvery < 1 { throw ValidationError("--log-every must be >= 1") }
         if preset != nil && config != nil { throw ValidationError("give --preset or --config, not both") }
-        if resume != nil, preset != nil || config != nil || loss != nil || seed != nil || batchSize != nil || criticSteps != nil
-            || normalization != nil || resize != nil || augment != nil || featureLayer != nil || discriminatorAverage != nil || r1 != nil {
+        if resume != nil, preset != nil || config != nil || loss != nil || seed != nil || featureLayer != nil || overridesPreset {
             throw ValidationError("--resume continues a checkpoint with its own configuration: drop --preset, --config, --loss, --seed and the other model options")
         }
         guard ["auto", "bar", "lines", "none"].contains(progress) else { throw ValidationError("--progress must be auto, bar, lines or none") }
@@ -132,11 +137,10 @@ struct TrainCommand: ParsableCommand {
                 guard (1...2).contains(parts.count), let g = Float(parts[0]), parts.count == 1 || Int(parts[1]) != nil else {
                     throw ValidationError("--r1 takes GAMMA, GAMMA/INTERVAL or 'none'")
                 }
-                c.r1Penalty = R1Penalty(gamma: g, interval: parts.count == 2 ? Int(parts[1])! : 16)  // ranges: GANConfig.validate
+                c.r1Penalty = R1Penalty(gamma: g, interval: parts.count == 2 ? Int(parts[1])! : R1Penalty.defaultInterval)  // ranges: GANConfig.validate
             }
         }
-        if c.name != "custom" && (batchSize != nil || normalization != nil || resize != nil || augment != nil || criticSteps != nil
-                                  || discriminatorAverage != nil || r1 != nil) {
+        if c.name != "custom" && overridesPreset {
             c.name += "+custom"
         }
         try c.validate()
