@@ -3,14 +3,8 @@ import CytoCore
 import CytoNN
 import Foundation
 
-/// The symmetries of the square applied to CHW crops: `turns` quarter turns counter-clockwise
-/// after an optional left-right mirror. Drawn per crop from the augmentation stream.
-public struct SquareSymmetry: Sendable, Equatable {
-    public var mirror: Bool
-    public var turns: Int
-
-    public init(mirror: Bool = false, turns: Int = 0) { self.mirror = mirror; self.turns = turns & 3 }
-
+/// Drawing the trainer's augmentation.
+extension SquareSymmetry {
     /// Draws a symmetry allowed by `augmentation` (identity when it allows none). Flips only:
     /// a left-right and an up-down mirror, each with probability 1/2 (an up-down mirror is a
     /// left-right mirror plus a half turn). Rotations only: 0 to 3 quarter turns. Both: one of 8.
@@ -23,32 +17,7 @@ public struct SquareSymmetry: Sendable, Equatable {
             return ud ? SquareSymmetry(mirror: !lr, turns: 2) : SquareSymmetry(mirror: lr)
         case (true, true):
             let k = rng.below(8)
-            return SquareSymmetry(mirror: k >= 4, turns: k & 3)
-        }
-    }
-
-    /// Where output pixel (y, x) of an n x n plane reads from.
-    @inline(__always)
-    func source(_ y: Int, _ x: Int, _ n: Int) -> (Int, Int) {
-        // Undo the turns (counter-clockwise: out(y, x) = in(x, n-1-y) for one turn), then the mirror.
-        var sy = y, sx = x
-        for _ in 0..<turns { (sy, sx) = (sx, n - 1 - sy) }
-        if mirror { sx = n - 1 - sx }
-        return (sy, sx)
-    }
-
-    /// Applies the symmetry to `channels` planes of `size` x `size` in place (`scratch` >= size^2).
-    public func apply(_ planes: UnsafeMutablePointer<Float>, channels: Int, size n: Int, scratch: UnsafeMutablePointer<Float>) {
-        if !mirror && turns == 0 { return }
-        for c in 0..<channels {
-            let p = planes + c * n * n
-            scratch.update(from: p, count: n * n)
-            for y in 0..<n {
-                for x in 0..<n {
-                    let (sy, sx) = source(y, x, n)
-                    p[y * n + x] = scratch[sy * n + sx]
-                }
-            }
+            return SquareSymmetry(index: k)
         }
     }
 }

@@ -80,7 +80,7 @@ public final class FeatureExtractor {
             case .layer(let n): try add(n, pooling: nil)
             case .pooled(let n, let pooling): try add(n, pooling: pooling)
             case .allBlocks(let pooling):
-                for i in 0..<a.discriminatorWidths.count { try add("lrelu\(i)", pooling: pooling) }
+                for name in a.discriminatorBlocks { try add(name, pooling: pooling) }
             }
         }
         return (pieces, d.layers[deepest].name)
@@ -103,7 +103,7 @@ public final class FeatureExtractor {
         if scratch.count < a.size * a.size { scratch = [Float](repeating: 0, count: a.size * a.size) }
         for i in 0..<(n * count) { out[i] = 0 }
         for k in 0..<8 {
-            let symmetry = SquareSymmetry(mirror: k >= 4, turns: k & 3)
+            let symmetry = SquareSymmetry(index: k)
             view.data.update(from: batch.data, count: n * per)
             scratch.withUnsafeMutableBufferPointer { sp in
                 for i in 0..<n { symmetry.apply(view.data + i * per, channels: a.channels, size: a.size, scratch: sp.baseAddress!) }

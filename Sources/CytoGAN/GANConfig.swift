@@ -166,6 +166,9 @@ public struct GANConfig: Sendable, Equatable {
     /// update is kept beside it (checkpointed), and features are read from the average: steadier
     /// than the discriminator of whichever step a run stopped at (issue 8).
     public var discriminatorAverage: Float?
+    /// When set, D's pooled block features also learn to tell each real crop's two views from the
+    /// other crops of the batch (NT-Xent, `ContrastiveTerm`; issue 8).
+    public var contrastive: ContrastiveTerm?
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -175,7 +178,8 @@ public struct GANConfig: Sendable, Equatable {
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, r1Penalty: R1Penalty? = nil,
-                discriminatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+                discriminatorAverage: Float? = nil, contrastive: ContrastiveTerm? = nil,
+                featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -193,6 +197,7 @@ public struct GANConfig: Sendable, Equatable {
         self.datasetScalePercentile = datasetScalePercentile
         self.r1Penalty = r1Penalty
         self.discriminatorAverage = discriminatorAverage
+        self.contrastive = contrastive
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -287,6 +292,9 @@ public struct GANConfig: Sendable, Equatable {
             }
             guard loss != .wgangp else { throw bad("r1_penalty", "r1_penalty is for DCGAN and LSGAN; WGAN-GP has gradient_penalty") }
         }
+        if let c = contrastive, !(c.weight > 0 && c.weight.isFinite && c.temperature > 0 && c.temperature.isFinite) {
+            throw bad("contrastive", "contrastive needs weight > 0 and temperature > 0")
+        }
         if let d = discriminatorAverage, !(d > 0 && d < 1) {
             throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
         }
@@ -312,6 +320,7 @@ public struct GANConfig: Sendable, Equatable {
             "dataset_scale_percentile": datasetScalePercentile.map { JSON.double($0) } ?? JSON.null,
             "r1_penalty": r1Penalty.map { ["gamma": .float($0.gamma), "interval": JSON($0.interval)] } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
+            "contrastive": contrastive.map { ["weight": .float($0.weight), "temperature": .float($0.temperature)] } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -377,6 +386,7 @@ public struct GANConfig: Sendable, Equatable {
                       guard let x = v.doubleValue else { throw bad("discriminator_average", "'discriminator_average' must be a number") }
                       return Float(x)
                   },
+                  contrastive: try value("contrastive").map { try GANConfig.contrastive($0) },
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }
@@ -392,6 +402,19 @@ public struct GANConfig: Sendable, Equatable {
             interval = v
         }
         return R1Penalty(gamma: Float(g), interval: interval)
+    }
+
+    /// `contrastive`: a weight (the default temperature) or {weight, temperature}.
+    static func contrastive(_ j: JSON) throws -> ContrastiveTerm {
+        let message = "config: 'contrastive' must be a number (weight) or {weight, temperature}"
+        if let w = j.doubleValue { return ContrastiveTerm(weight: Float(w)) }
+        guard case .object(let o) = j, let w = o["weight"]?.doubleValue else { throw CytoError(.invalidInput, message, field: "contrastive") }
+        var t = ContrastiveTerm.defaultTemperature
+        if let v = o["temperature"], !v.isNull {
+            guard let x = v.doubleValue else { throw CytoError(.invalidInput, message, field: "contrastive") }
+            t = Float(x)
+        }
+        return ContrastiveTerm(weight: Float(w), temperature: t)
     }
 
     static func rateJSON(_ r: LearningRate) -> JSON {

@@ -43,6 +43,10 @@ public struct DCGANArchitecture: Sendable, Equatable {
     /// Name of the discriminator layer whose output is the cell's feature vector.
     public static let representationLayer = "representation"
 
+    /// Names of the discriminator's convolution blocks' outputs ("lrelu0", "lrelu1", ...): what
+    /// `pooled` features and the contrastive term pool.
+    public var discriminatorBlocks: [String] { discriminatorWidths.indices.map { "lrelu\($0)" } }
+
     /// Side of the generator's first feature map.
     public var startSize: Int { size >> (generatorWidths.count - 1) }
 

@@ -35,6 +35,10 @@ public struct R1Penalty: Sendable, Equatable {
 /// through fresh random transforms first, and G's gradient comes back through them.
 /// With an R1 penalty, on its steps D's gradient gains that of the penalty at the real half of
 /// the (augmented) batch of step 2.
+/// With a contrastive term, the batch of step 2 is [fake; real; real'], real' being each real
+/// crop under a random symmetry of the square (and, with augmentation, its own translation and
+/// cutout): the GAN loss reads the first two thirds, the term (`PooledContrast`) the real pairs,
+/// and one backward pass takes both.
 /// With a weight average (`discriminatorAverage`), the discriminator's weights are folded into it
 /// after each of its updates.
 /// Each purpose draws from its own stream (latent, label smoothing, interpolation, augmentation),
@@ -57,12 +61,19 @@ public final class GANTrainingStep {
     public let diffAugment: DiffAugment?
     /// Moving average of the discriminator's weights, updated after each of its updates (nil: none).
     public let discriminatorAverage: WeightAverage?
+    /// The contrastive term on D's pooled blocks (nil: none, the paper).
+    public let contrastive: PooledContrast?
+    /// Draws the symmetry of each real crop's second view (used only with a contrastive term).
+    public var viewRNG: RandomStream
 
     private let z = Tensor(Shape(0))
     private let both = Tensor(Shape(0))
     private let targets = Tensor(Shape(0))
     private let gradient = Tensor(Shape(0))
     private let mixed = Tensor(Shape(0))
+    private let ganScores = Tensor(Shape(0))
+    private let allGradient = Tensor(Shape(0))
+    private let planeScratch = Tensor(Shape(0))
 
     /// What one step measured.
     public struct Result: Sendable {
@@ -71,11 +82,14 @@ public final class GANTrainingStep {
         /// The gradient penalty (WGAN-GP's, or R1's on its steps, gamma scaled by the interval; 0
         /// otherwise), included in `discriminatorLoss`.
         public var gradientPenalty: Float
+        /// The weighted contrastive loss (0 without the term), not included in `discriminatorLoss`.
+        public var contrastiveLoss: Float = 0
     }
 
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
-                diffAugment policy: DiffAugmentPolicy = .none, r1: R1Penalty? = nil, discriminatorAverage: WeightAverage? = nil) {
+                diffAugment policy: DiffAugmentPolicy = .none, r1: R1Penalty? = nil, discriminatorAverage: WeightAverage? = nil,
+                contrastive: PooledContrast? = nil) {
         self.generator = generator
         self.discriminator = discriminator
         self.generatorOptimizer = generatorOptimizer
@@ -90,6 +104,8 @@ public final class GANTrainingStep {
         mixRNG = RandomStream(seed: seed, purpose: "interpolation")
         diffAugment = policy.isIdentity ? nil : DiffAugment(policy: policy, rng: RandomStream(seed: seed, purpose: "diff-augment"))
         self.discriminatorAverage = discriminatorAverage
+        self.contrastive = contrastive
+        viewRNG = RandomStream(seed: seed, purpose: "contrastive-view")
     }
 
     /// Fills `z` with a [batch, latent] draw from N(0, I).
@@ -111,19 +127,42 @@ public final class GANTrainingStep {
         guard fake.shape == real.shape else {
             throw CytoError(.shapeMismatch, "training step: real batch \(real.shape) does not match the generator's output \(fake.shape)")
         }
-        // Discriminator on [fake; real].
+        // Discriminator on [fake; real] (and real', the second views, with a contrastive term).
         let per = real.shape.itemCount
-        both.resize(real.shape.withBatch(2 * b))
+        both.resize(real.shape.withBatch((contrastive == nil ? 2 : 3) * b))
         both.data.update(from: fake.data, count: b * per)
         (both.data + b * per).update(from: real.data, count: b * per)
+        if contrastive != nil {
+            let second = both.data + 2 * b * per
+            second.update(from: real.data, count: b * per)
+            if real.shape.rank == 4, real.shape[2] == real.shape[3] {
+                let side = real.shape[2]
+                planeScratch.resize(Shape(side * side))
+                for i in 0..<b {
+                    SquareSymmetry(index: viewRNG.below(8)).apply(second + i * per, channels: real.shape[1], size: side, scratch: planeScratch.data)
+                }
+            }
+        }
         targets.resize(Shape(2 * b, 1))
         for i in 0..<b { targets.data[i] = 0 }
         for i in b..<(2 * b) { targets.data[i] = loss == .wgangp ? 1 : labelRNG.uniform(0.8, 1.0) }
         discriminator.zeroGradients()
         let input = try diffAugment?.forward(both) ?? both
         let scores = try discriminator.forward(input)
-        var lossD = try objective(scores)
-        _ = try discriminator.backward(gradient, inputGradient: false, parameterGradients: true)
+        var lossD: Float
+        var contrastiveLoss: Float = 0
+        if let contrastive {
+            ganScores.alias(scores, as: Shape(2 * b, 1))
+            lossD = try objective(ganScores)
+            allGradient.resize(scores.shape)
+            allGradient.data.update(from: gradient.data, count: 2 * b)
+            (allGradient.data + 2 * b).update(repeating: 0, count: b)
+            contrastiveLoss = try contrastive.evaluate(first: b, pairs: b)
+            _ = try discriminator.backward(allGradient, inputGradient: false, parameterGradients: true, adding: contrastive.additions)
+        } else {
+            lossD = try objective(scores)
+            _ = try discriminator.backward(gradient, inputGradient: false, parameterGradients: true)
+        }
         var gp: Float = 0
         if let r1, let r1Evaluator, (discriminatorOptimizer.step + 1) % r1.interval == 0 {
             mixed.resize(real.shape)
@@ -143,7 +182,9 @@ public final class GANTrainingStep {
         }
         discriminatorOptimizer.update()
         discriminatorAverage?.update(afterUpdate: discriminatorOptimizer.step)
-        guard updateGenerator else { return Result(discriminatorLoss: lossD, generatorLoss: .nan, gradientPenalty: gp) }
+        guard updateGenerator else {
+            return Result(discriminatorLoss: lossD, generatorLoss: .nan, gradientPenalty: gp, contrastiveLoss: contrastiveLoss)
+        }
 
         // Generator through the discriminator.
         generator.zeroGradients()
@@ -155,7 +196,7 @@ public final class GANTrainingStep {
         if let a = diffAugment { gx = try a.backward(gx) }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)
         generatorOptimizer.update()
-        return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp)
+        return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp, contrastiveLoss: contrastiveLoss)
     }
 
     /// The loss of `scores` against `targets`, its gradient left in `gradient`.

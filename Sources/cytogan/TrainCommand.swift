@@ -44,6 +44,8 @@ struct TrainCommand: ParsableCommand {
     var discriminatorAverage: String?
     @Option(help: "R1 penalty on the discriminator's gradient at real crops: GAMMA, GAMMA/INTERVAL (applied every INTERVAL updates, default 16), or 'none'.")
     var r1: String?
+    @Option(help: "Contrastive term on the discriminator's pooled block features (each real crop's two views against the batch): WEIGHT, WEIGHT/TEMPERATURE (default 0.2), or 'none'.")
+    var contrastive: String?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -61,7 +63,7 @@ struct TrainCommand: ParsableCommand {
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
-            || discriminatorAverage != nil || r1 != nil
+            || discriminatorAverage != nil || r1 != nil || contrastive != nil
     }
 
     func validate() throws {
@@ -138,6 +140,16 @@ struct TrainCommand: ParsableCommand {
                     throw ValidationError("--r1 takes GAMMA, GAMMA/INTERVAL or 'none'")
                 }
                 c.r1Penalty = R1Penalty(gamma: g, interval: parts.count == 2 ? Int(parts[1])! : R1Penalty.defaultInterval)  // ranges: GANConfig.validate
+            }
+        }
+        if let contrastive {
+            if contrastive == "none" { c.contrastive = nil }
+            else {
+                let parts = contrastive.split(separator: "/", omittingEmptySubsequences: false)
+                guard (1...2).contains(parts.count), let w = Float(parts[0]), parts.count == 1 || Float(parts[1]) != nil else {
+                    throw ValidationError("--contrastive takes WEIGHT, WEIGHT/TEMPERATURE or 'none'")
+                }
+                c.contrastive = ContrastiveTerm(weight: w, temperature: parts.count == 2 ? Float(parts[1])! : ContrastiveTerm.defaultTemperature)
             }
         }
         if c.name != "custom" && overridesPreset {
@@ -299,6 +311,7 @@ final class ProgressDisplay: @unchecked Sendable {
         s += " epoch \(p.epoch) \(p.datasetCount > 0 ? 100 * p.position / p.datasetCount : 0)%"
         s += String(format: "  D %.4f  G %.4f", p.discriminatorLoss, p.generatorLoss)
         if p.gradientPenalty != 0 { s += String(format: "  gp %.4f", p.gradientPenalty) }
+        if p.contrastiveLoss != 0 { s += String(format: "  contrastive %.3f", p.contrastiveLoss) }
         s += String(format: "  %.1f img/s", p.imagesPerSecond)
         if let eta = p.etaSeconds { s += "  ETA \(ProgressDisplay.duration(eta))" }
         if p.skippedCrops > 0 { s += "  skipped \(p.skippedCrops)" }
@@ -330,7 +343,7 @@ final class LossLog {
     init(path: String) throws {
         let exists = FileManager.default.fileExists(atPath: path)
         if !exists {
-            guard FileManager.default.createFile(atPath: path, contents: Data("step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,elapsed_seconds\n".utf8)) else {
+            guard FileManager.default.createFile(atPath: path, contents: Data("step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,contrastive_loss,elapsed_seconds\n".utf8)) else {
                 throw CytoError(.io, "cannot create the loss log", path: path)
             }
         }
@@ -339,7 +352,7 @@ final class LossLog {
         handle = h
     }
     func append(step: Int, model: GANModel, losses: Trainer.StepLosses, seconds: Double) {
-        let line = "\(step),\(model.cursor.epoch),\(model.cursor.position),\(losses.discriminator),\(losses.generator),\(losses.gradientPenalty),\(String(format: "%.2f", seconds))\n"
+        let line = "\(step),\(model.cursor.epoch),\(model.cursor.position),\(losses.discriminator),\(losses.generator),\(losses.gradientPenalty),\(losses.contrastive),\(String(format: "%.2f", seconds))\n"
         handle.write(Data(line.utf8))
     }
     func close() throws { try handle.close() }

@@ -35,6 +35,7 @@ import Glibc
     c.diffAugment = DiffAugmentPolicy(translation: 0.25, cutout: 0.375, fill: 0)
     c.datasetScalePercentile = 99.5
     c.discriminatorAverage = 0.995
+    c.contrastive = ContrastiveTerm(weight: 0.5, temperature: 0.25)
     let text = c.json.serialized
     let back = try GANConfig(json: try JSON.parse(text))
     #expect(back == c)
@@ -45,6 +46,8 @@ import Glibc
     var o = r.json.objectValue!
     o["r1_penalty"] = 2  // a bare gamma: interval 16
     #expect(try GANConfig(json: .object(o)).r1Penalty == R1Penalty(gamma: 2, interval: 16))
+    o["contrastive"] = 0.3  // a bare weight: the default temperature
+    #expect(try GANConfig(json: .object(o)).contrastive == ContrastiveTerm(weight: 0.3, temperature: ContrastiveTerm.defaultTemperature))
     for p in GANConfig.presetNames {
         let preset = try GANConfig.preset(p, loss: .dcgan, seed: 9)
         #expect(try GANConfig(json: preset.json) == preset)
@@ -74,6 +77,11 @@ import Glibc
         o = Fixture.tinyConfig().json.objectValue!
         o["r1_penalty"] = bad
         do { _ = try GANConfig(json: .object(o)); Issue.record("accepted r1_penalty \(bad)") } catch let e as CytoError { #expect(e.field == "r1_penalty") }
+    }
+    for bad: JSON in [0, ["weight": 1, "temperature": 0], ["temperature": 0.5], "on"] {
+        o = Fixture.tinyConfig().json.objectValue!
+        o["contrastive"] = bad
+        do { _ = try GANConfig(json: .object(o)); Issue.record("accepted contrastive \(bad)") } catch let e as CytoError { #expect(e.field == "contrastive") }
     }
     o = Fixture.tinyConfig(loss: .wgangp).json.objectValue!
     o["r1_penalty"] = 1
@@ -315,14 +323,15 @@ func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
 }
 
 /// The CPU recipe's parts (issue 8) resume exactly too: the differentiable augmentation's stream
-/// is in the checkpoint, and so are the dataset scale estimated before the first step and the
-/// discriminator's moving average.
+/// is in the checkpoint, and so are the dataset scale estimated before the first step, the
+/// discriminator's moving average and the stream of the contrastive term's second views.
 @Test func resumeIsBitIdenticalWithTheCPURecipe() throws {
     var c = Fixture.tinyConfig(loss: .lsgan)
     c.diffAugment = .translationCutout
     c.datasetScalePercentile = 99
     c.discriminatorAverage = 0.7
     c.r1Penalty = R1Penalty(gamma: 1, interval: 3)
+    c.contrastive = ContrastiveTerm(weight: 0.5)
     try checkResume(c)
 }
 
