@@ -391,30 +391,27 @@ public struct GANConfig: Sendable, Equatable {
         try validate()
     }
 
+    /// A member written as a number (its main value) or as {main, option} (option may be
+    /// missing or null): the main value, and the option when given and `read` accepts it.
+    static func numberOrPair<T>(_ j: JSON, field: String, main: String, option: String, read: (JSON) -> T?) throws -> (Double, T?) {
+        let bad = CytoError(.invalidInput, "config: '\(field)' must be a number (\(main)) or {\(main), \(option)}", field: field)
+        if let x = j.doubleValue { return (x, nil) }
+        guard case .object(let o) = j, let x = o[main]?.doubleValue else { throw bad }
+        guard let v = o[option], !v.isNull else { return (x, nil) }
+        guard let t = read(v) else { throw bad }
+        return (x, t)
+    }
+
     /// `r1_penalty`: a gamma (the default interval) or {gamma, interval}.
     static func r1(_ j: JSON) throws -> R1Penalty {
-        let message = "config: 'r1_penalty' must be a number (gamma) or {gamma, interval}"
-        if let g = j.doubleValue { return R1Penalty(gamma: Float(g)) }
-        guard case .object(let o) = j, let g = o["gamma"]?.doubleValue else { throw CytoError(.invalidInput, message, field: "r1_penalty") }
-        var interval = R1Penalty.defaultInterval
-        if let i = o["interval"], !i.isNull {
-            guard let v = i.intValue else { throw CytoError(.invalidInput, message, field: "r1_penalty") }
-            interval = v
-        }
-        return R1Penalty(gamma: Float(g), interval: interval)
+        let (g, interval) = try numberOrPair(j, field: "r1_penalty", main: "gamma", option: "interval") { $0.intValue }
+        return R1Penalty(gamma: Float(g), interval: interval ?? R1Penalty.defaultInterval)
     }
 
     /// `contrastive`: a weight (the default temperature) or {weight, temperature}.
     static func contrastive(_ j: JSON) throws -> ContrastiveTerm {
-        let message = "config: 'contrastive' must be a number (weight) or {weight, temperature}"
-        if let w = j.doubleValue { return ContrastiveTerm(weight: Float(w)) }
-        guard case .object(let o) = j, let w = o["weight"]?.doubleValue else { throw CytoError(.invalidInput, message, field: "contrastive") }
-        var t = ContrastiveTerm.defaultTemperature
-        if let v = o["temperature"], !v.isNull {
-            guard let x = v.doubleValue else { throw CytoError(.invalidInput, message, field: "contrastive") }
-            t = Float(x)
-        }
-        return ContrastiveTerm(weight: Float(w), temperature: t)
+        let (w, t) = try numberOrPair(j, field: "contrastive", main: "weight", option: "temperature") { $0.doubleValue }
+        return ContrastiveTerm(weight: Float(w), temperature: t.map(Float.init) ?? ContrastiveTerm.defaultTemperature)
     }
 
     static func rateJSON(_ r: LearningRate) -> JSON {

@@ -132,24 +132,15 @@ struct TrainCommand: ParsableCommand {
                 c.discriminatorAverage = d  // its range is checked with the rest of the config below
             }
         }
+        // Ranges are checked with the rest of the config below (GANConfig.validate).
         if let r1 {
-            if r1 == "none" { c.r1Penalty = nil }
-            else {
-                let parts = r1.split(separator: "/", omittingEmptySubsequences: false)
-                guard (1...2).contains(parts.count), let g = Float(parts[0]), parts.count == 1 || Int(parts[1]) != nil else {
-                    throw ValidationError("--r1 takes GAMMA, GAMMA/INTERVAL or 'none'")
-                }
-                c.r1Penalty = R1Penalty(gamma: g, interval: parts.count == 2 ? Int(parts[1])! : R1Penalty.defaultInterval)  // ranges: GANConfig.validate
+            c.r1Penalty = try TrainCommand.valueOrPair(r1, option: "--r1", usage: "GAMMA, GAMMA/INTERVAL") { Int($0) }.map {
+                R1Penalty(gamma: $0.0, interval: $0.1 ?? R1Penalty.defaultInterval)
             }
         }
         if let contrastive {
-            if contrastive == "none" { c.contrastive = nil }
-            else {
-                let parts = contrastive.split(separator: "/", omittingEmptySubsequences: false)
-                guard (1...2).contains(parts.count), let w = Float(parts[0]), parts.count == 1 || Float(parts[1]) != nil else {
-                    throw ValidationError("--contrastive takes WEIGHT, WEIGHT/TEMPERATURE or 'none'")
-                }
-                c.contrastive = ContrastiveTerm(weight: w, temperature: parts.count == 2 ? Float(parts[1])! : ContrastiveTerm.defaultTemperature)
+            c.contrastive = try TrainCommand.valueOrPair(contrastive, option: "--contrastive", usage: "WEIGHT, WEIGHT/TEMPERATURE") { Float($0) }.map {
+                ContrastiveTerm(weight: $0.0, temperature: $0.1 ?? ContrastiveTerm.defaultTemperature)
             }
         }
         if c.name != "custom" && overridesPreset {
@@ -157,6 +148,16 @@ struct TrainCommand: ParsableCommand {
         }
         try c.validate()
         return c
+    }
+
+    /// Parses an option written A, A/B or 'none' (nil).
+    static func valueOrPair<T>(_ text: String, option: String, usage: String, read: (Substring) -> T?) throws -> (Float, T?)? {
+        if text == "none" { return nil }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), let a = Float(parts[0]) else { throw ValidationError("\(option) takes \(usage) or 'none'") }
+        guard parts.count == 2 else { return (a, nil) }
+        guard let b = read(parts[1]) else { throw ValidationError("\(option) takes \(usage) or 'none'") }
+        return (a, b)
     }
 
     func run() throws {
