@@ -132,10 +132,9 @@ public final class PooledContrast {
             let c = t.shape[1], hw = t.shape[2] * t.shape[3]
             for r in 0..<(2 * m) {
                 for k in 0..<c {
+                    // The same mean the feature extractor's `pooled` reads.
                     let plane = t.data + ((first + r) * c + k) * hw
-                    var s: Float = 0
-                    for q in 0..<hw { s += plane[q] }
-                    features.data[r * d + offset + k] = s / Float(hw)
+                    features.data[r * d + offset + k] = Float(PlaneStatistics.meanAndMax(plane, count: hw).mean)
                 }
             }
             offset += c
