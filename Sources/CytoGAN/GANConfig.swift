@@ -169,6 +169,9 @@ public struct GANConfig: Sendable, Equatable {
     /// When set, D's pooled block features also learn to tell each real crop's two views from the
     /// other crops of the batch (NT-Xent, `ContrastiveTerm`; issue 8).
     public var contrastive: ContrastiveTerm?
+    /// When set, the generator's loss gains feature matching on D's pooled block features with
+    /// this weight (`FeatureMatchingTerm`; issue 8).
+    public var featureMatching: FeatureMatchingTerm?
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -179,7 +182,7 @@ public struct GANConfig: Sendable, Equatable {
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, r1Penalty: R1Penalty? = nil,
                 discriminatorAverage: Float? = nil, contrastive: ContrastiveTerm? = nil,
-                featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+                featureMatching: FeatureMatchingTerm? = nil, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -198,6 +201,7 @@ public struct GANConfig: Sendable, Equatable {
         self.r1Penalty = r1Penalty
         self.discriminatorAverage = discriminatorAverage
         self.contrastive = contrastive
+        self.featureMatching = featureMatching
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -295,6 +299,9 @@ public struct GANConfig: Sendable, Equatable {
         if let c = contrastive, !(c.weight > 0 && c.weight.isFinite && c.temperature > 0 && c.temperature.isFinite) {
             throw bad("contrastive", "contrastive needs weight > 0 and temperature > 0")
         }
+        if let f = featureMatching, !(f.weight > 0 && f.weight.isFinite) {
+            throw bad("feature_matching", "feature_matching (its weight) must be > 0")
+        }
         if let d = discriminatorAverage, !(d > 0 && d < 1) {
             throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
         }
@@ -321,6 +328,7 @@ public struct GANConfig: Sendable, Equatable {
             "r1_penalty": r1Penalty.map { ["gamma": .float($0.gamma), "interval": JSON($0.interval)] } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "contrastive": contrastive.map { ["weight": .float($0.weight), "temperature": .float($0.temperature)] } ?? JSON.null,
+            "feature_matching": featureMatching.map { JSON.float($0.weight) } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -387,6 +395,10 @@ public struct GANConfig: Sendable, Equatable {
                       return Float(x)
                   },
                   contrastive: try value("contrastive").map { try GANConfig.contrastive($0) },
+                  featureMatching: try value("feature_matching").map { v in
+                      guard let x = v.doubleValue else { throw bad("feature_matching", "'feature_matching' must be a number (its weight)") }
+                      return FeatureMatchingTerm(weight: Float(x))
+                  },
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }

@@ -79,6 +79,9 @@ public final class GANModel {
                                        diffAugment: config.diffAugment, r1: config.r1Penalty, discriminatorAverage: discriminatorAverage,
                                        contrastive: try config.contrastive.map {
                                            try PooledContrast(term: $0, network: d, layerNames: arch.discriminatorBlocks)
+                                       },
+                                       featureMatching: try config.featureMatching.map {
+                                           try FeatureMatching(term: $0, network: d, layerNames: arch.discriminatorBlocks)
                                        })
         step = 0
         cursor = DataCursor(seed: config.seed)

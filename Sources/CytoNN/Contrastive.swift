@@ -96,65 +96,25 @@ extension Loss {
 public final class PooledContrast {
     public let term: ContrastiveTerm
     /// Indices of the pooled layers in the network.
-    public let layers: [Int]
+    public var layers: [Int] { pooling.layers }
     /// The gradients to add at those layers' outputs after `evaluate` (zero outside the pairs' rows).
-    public private(set) var additions: [(layer: Int, gradient: Tensor)]
-    private let network: Network
-    private let features = Tensor(Shape(0))
+    public var additions: [(layer: Int, gradient: Tensor)] { pooling.additions }
+    private let pooling: BlockPooling
     private let featureGradient = Tensor(Shape(0))
     private let scratch = Tensor(Shape(0))
 
     /// A term over the outputs of `layerNames` in `network`.
     public init(term: ContrastiveTerm, network: Network, layerNames: [String]) throws {
-        guard !layerNames.isEmpty else { throw CytoError(.invalidInput, "contrastive term: no layers to pool") }
         self.term = term
-        self.network = network
-        layers = try layerNames.map { name in
-            guard let i = network.index(of: name) else { throw CytoError(.invalidInput, "contrastive term: no layer '\(name)'", field: name) }
-            return i
-        }
-        additions = layers.map { ($0, Tensor(Shape(0))) }
+        pooling = try BlockPooling(network: network, layerNames: layerNames, user: "contrastive term")
     }
 
     /// The weighted NT-Xent loss of the pooled features of rows `first ..< first + 2 * pairs`
     /// (row first + i paired with row first + pairs + i) in the network's last forward pass.
     public func evaluate(first: Int, pairs m: Int) throws -> Float {
-        let outs = try layers.map { i -> Tensor in
-            guard let t = network.output(of: network.layers[i].name), t.shape.rank == 4, first + 2 * m <= t.shape.batch else {
-                throw CytoError(.shapeMismatch, "contrastive term: layer \(network.layers[i].name) has no [N, C, H, W] output holding rows \(first)..<\(first + 2 * m)")
-            }
-            return t
-        }
-        let d = outs.reduce(0) { $0 + $1.shape[1] }
-        features.resize(Shape(2 * m, d))
-        var offset = 0
-        for t in outs {
-            let c = t.shape[1], hw = t.shape[2] * t.shape[3]
-            for r in 0..<(2 * m) {
-                for k in 0..<c {
-                    // The same mean the feature extractor's `pooled` reads.
-                    let plane = t.data + ((first + r) * c + k) * hw
-                    features.data[r * d + offset + k] = Float(PlaneStatistics.meanAndMax(plane, count: hw).mean)
-                }
-            }
-            offset += c
-        }
+        let features = try pooling.pool(first: first, count: 2 * m)
         let loss = try Loss.ntXent(features: features, temperature: term.temperature, gradient: featureGradient, scratch: scratch)
-        offset = 0
-        for (t, a) in zip(outs, additions) {
-            let c = t.shape[1], hw = t.shape[2] * t.shape[3]
-            a.gradient.resize(t.shape)
-            let g = a.gradient.data
-            g.update(repeating: 0, count: first * c * hw)
-            (g + (first + 2 * m) * c * hw).update(repeating: 0, count: (t.shape.batch - first - 2 * m) * c * hw)
-            for r in 0..<(2 * m) {
-                for k in 0..<c {
-                    let v = term.weight * featureGradient.data[r * d + offset + k] / Float(hw)
-                    (g + ((first + r) * c + k) * hw).update(repeating: v, count: hw)
-                }
-            }
-            offset += c
-        }
+        try pooling.spread(featureGradient, first: first, count: 2 * m, scale: term.weight)
         return term.weight * loss
     }
 }

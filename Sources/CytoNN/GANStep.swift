@@ -39,6 +39,9 @@ public struct R1Penalty: Sendable, Equatable {
 /// crop under a random symmetry of the square (and, with augmentation, its own translation and
 /// cutout): the GAN loss reads the first two thirds, the term (`PooledContrast`) the real pairs,
 /// and one backward pass takes both.
+/// With feature matching, step 2 keeps the mean pooled block features of the real half, and
+/// G's loss in step 3 gains the term's distance to them (`FeatureMatching`), back-propagated in
+/// the same pass as the adversarial loss.
 /// With a weight average (`discriminatorAverage`), the discriminator's weights are folded into it
 /// after each of its updates.
 /// Each purpose draws from its own stream (latent, label smoothing, interpolation, augmentation),
@@ -63,6 +66,8 @@ public final class GANTrainingStep {
     public let discriminatorAverage: WeightAverage?
     /// The contrastive term on D's pooled blocks (nil: none, the paper).
     public let contrastive: PooledContrast?
+    /// Feature matching in the generator's loss (nil: none, the paper).
+    public let featureMatching: FeatureMatching?
     /// Draws the symmetry of each real crop's second view (used only with a contrastive term).
     public var viewRNG: RandomStream
 
@@ -84,12 +89,14 @@ public final class GANTrainingStep {
         public var gradientPenalty: Float
         /// The weighted contrastive loss (0 without the term), not included in `discriminatorLoss`.
         public var contrastiveLoss: Float = 0
+        /// The weighted feature-matching loss (0 without the term), not included in `generatorLoss`.
+        public var featureMatchingLoss: Float = 0
     }
 
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
                 diffAugment policy: DiffAugmentPolicy = .none, r1: R1Penalty? = nil, discriminatorAverage: WeightAverage? = nil,
-                contrastive: PooledContrast? = nil) {
+                contrastive: PooledContrast? = nil, featureMatching: FeatureMatching? = nil) {
         self.generator = generator
         self.discriminator = discriminator
         self.generatorOptimizer = generatorOptimizer
@@ -105,6 +112,7 @@ public final class GANTrainingStep {
         diffAugment = policy.isIdentity ? nil : DiffAugment(policy: policy, rng: RandomStream(seed: seed, purpose: "diff-augment"))
         self.discriminatorAverage = discriminatorAverage
         self.contrastive = contrastive
+        self.featureMatching = featureMatching
         viewRNG = RandomStream(seed: seed, purpose: "contrastive-view")
     }
 
@@ -149,6 +157,7 @@ public final class GANTrainingStep {
         discriminator.zeroGradients()
         let input = try diffAugment?.forward(both) ?? both
         let scores = try discriminator.forward(input)
+        if let featureMatching { try featureMatching.recordReal(first: b, count: b) }
         var lossD: Float
         var contrastiveLoss: Float = 0
         if let contrastive {
@@ -192,11 +201,14 @@ public final class GANTrainingStep {
         targets.resize(Shape(b, 1))
         targets.fill(1)
         let lossG = try objective(fakeScores)
-        var gx = try discriminator.backward(gradient, inputGradient: true, parameterGradients: false)!
+        let fmLoss = try featureMatching?.evaluate(first: 0, count: b) ?? 0
+        var gx = try discriminator.backward(gradient, inputGradient: true, parameterGradients: false,
+                                            adding: featureMatching?.additions ?? [])!
         if let a = diffAugment { gx = try a.backward(gx) }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)
         generatorOptimizer.update()
-        return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp, contrastiveLoss: contrastiveLoss)
+        return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp, contrastiveLoss: contrastiveLoss,
+                      featureMatchingLoss: fmLoss)
     }
 
     /// The loss of `scores` against `targets`, its gradient left in `gradient`.

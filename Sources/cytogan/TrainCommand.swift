@@ -46,6 +46,8 @@ struct TrainCommand: ParsableCommand {
     var r1: String?
     @Option(help: "Contrastive term on the discriminator's pooled block features (each real crop's two views against the batch): WEIGHT, WEIGHT/TEMPERATURE (default 0.2), or 'none'.")
     var contrastive: String?
+    @Option(name: .customLong("feature-matching"), help: "Feature matching in the generator's loss: the weight of the squared distance between the mean pooled block features of real and generated crops under the discriminator, or 'none'.")
+    var featureMatching: String?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -63,7 +65,7 @@ struct TrainCommand: ParsableCommand {
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
-            || discriminatorAverage != nil || r1 != nil || contrastive != nil
+            || discriminatorAverage != nil || r1 != nil || contrastive != nil || featureMatching != nil
     }
 
     func validate() throws {
@@ -141,6 +143,13 @@ struct TrainCommand: ParsableCommand {
         if let contrastive {
             c.contrastive = try TrainCommand.valueOrPair(contrastive, option: "--contrastive", usage: "WEIGHT, WEIGHT/TEMPERATURE") { Float($0) }.map {
                 ContrastiveTerm(weight: $0.0, temperature: $0.1 ?? ContrastiveTerm.defaultTemperature)
+            }
+        }
+        if let featureMatching {
+            if featureMatching == "none" { c.featureMatching = nil }
+            else {
+                guard let w = Float(featureMatching) else { throw ValidationError("--feature-matching takes a weight or 'none'") }
+                c.featureMatching = FeatureMatchingTerm(weight: w)
             }
         }
         if c.name != "custom" && overridesPreset {
@@ -313,6 +322,7 @@ final class ProgressDisplay: @unchecked Sendable {
         s += String(format: "  D %.4f  G %.4f", p.discriminatorLoss, p.generatorLoss)
         if p.gradientPenalty != 0 { s += String(format: "  gp %.4f", p.gradientPenalty) }
         if p.contrastiveLoss != 0 { s += String(format: "  contrastive %.3f", p.contrastiveLoss) }
+        if p.featureMatchingLoss != 0 { s += String(format: "  feature matching %.4f", p.featureMatchingLoss) }
         s += String(format: "  %.1f img/s", p.imagesPerSecond)
         if let eta = p.etaSeconds { s += "  ETA \(ProgressDisplay.duration(eta))" }
         if p.skippedCrops > 0 { s += "  skipped \(p.skippedCrops)" }
@@ -344,7 +354,7 @@ final class LossLog {
     init(path: String) throws {
         let exists = FileManager.default.fileExists(atPath: path)
         if !exists {
-            guard FileManager.default.createFile(atPath: path, contents: Data("step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,contrastive_loss,elapsed_seconds\n".utf8)) else {
+            guard FileManager.default.createFile(atPath: path, contents: Data("step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,contrastive_loss,feature_matching_loss,elapsed_seconds\n".utf8)) else {
                 throw CytoError(.io, "cannot create the loss log", path: path)
             }
         }
@@ -353,7 +363,7 @@ final class LossLog {
         handle = h
     }
     func append(step: Int, model: GANModel, losses: Trainer.StepLosses, seconds: Double) {
-        let line = "\(step),\(model.cursor.epoch),\(model.cursor.position),\(losses.discriminator),\(losses.generator),\(losses.gradientPenalty),\(losses.contrastive),\(String(format: "%.2f", seconds))\n"
+        let line = "\(step),\(model.cursor.epoch),\(model.cursor.position),\(losses.discriminator),\(losses.generator),\(losses.gradientPenalty),\(losses.contrastive),\(losses.featureMatching),\(String(format: "%.2f", seconds))\n"
         handle.write(Data(line.utf8))
     }
     func close() throws { try handle.close() }

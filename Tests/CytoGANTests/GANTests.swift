@@ -36,6 +36,7 @@ import Glibc
     c.datasetScalePercentile = 99.5
     c.discriminatorAverage = 0.995
     c.contrastive = ContrastiveTerm(weight: 0.5, temperature: 0.25)
+    c.featureMatching = FeatureMatchingTerm(weight: 7.5)
     let text = c.json.serialized
     let back = try GANConfig(json: try JSON.parse(text))
     #expect(back == c)
@@ -82,6 +83,11 @@ import Glibc
         o = Fixture.tinyConfig().json.objectValue!
         o["contrastive"] = bad
         do { _ = try GANConfig(json: .object(o)); Issue.record("accepted contrastive \(bad)") } catch let e as CytoError { #expect(e.field == "contrastive") }
+    }
+    for bad: JSON in [0, -2, "strong", ["weight": 1]] {
+        o = Fixture.tinyConfig().json.objectValue!
+        o["feature_matching"] = bad
+        do { _ = try GANConfig(json: .object(o)); Issue.record("accepted feature_matching \(bad)") } catch let e as CytoError { #expect(e.field == "feature_matching") }
     }
     o = Fixture.tinyConfig(loss: .wgangp).json.objectValue!
     o["r1_penalty"] = 1
@@ -332,6 +338,7 @@ func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
     c.discriminatorAverage = 0.7
     c.r1Penalty = R1Penalty(gamma: 1, interval: 3)
     c.contrastive = ContrastiveTerm(weight: 0.5)
+    c.featureMatching = FeatureMatchingTerm(weight: 3)
     try checkResume(c)
 }
 

@@ -57,19 +57,9 @@ struct ContrastiveTests {
         #expect(throws: CytoError.self) { _ = try Loss.ntXent(features: Tensor(Shape(4, 4)), temperature: 0, gradient: g, scratch: scratch) }
     }
 
-    /// Two conv blocks (smooth, so finite differences meet no kinks) pooled; the batch holds an
-    /// item before the pairs and one after, which the term must leave alone.
-    func network() throws -> Network {
-        let net = try Network([
-            Conv2D(name: "conv0", inChannels: 2, outChannels: 3, kernel: 3), Tanh(name: "act0"),
-            Conv2D(name: "conv1", inChannels: 3, outChannels: 4, kernel: 3, stride: 2), Tanh(name: "act1"),
-            Flatten(name: "flatten"), Dense(name: "output", inputs: 4 * 3 * 3, outputs: 1),
-        ])
-        var rng = RandomStream(seed: 4, purpose: "init")
-        net.initialize(.heNormal, rng: &rng)
-        for p in net.parameters where p.name.hasSuffix("bias") { for i in 0..<p.count { p.value.data[i] = 0.1 * rng.normal() } }
-        return net
-    }
+    /// The pooled blocks' test network; the batch holds an item before the pairs and one after,
+    /// which the term must leave alone.
+    func network() throws -> Network { try smoothBlockNetwork(seed: 4) }
 
     @Test("pooled contrast: the parameter gradient from Network.backward(adding:) matches central differences of the term")
     func pooledContrastGradient() throws {

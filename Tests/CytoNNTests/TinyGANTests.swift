@@ -14,7 +14,7 @@ struct BlobGAN {
     var dataRNG: RandomStream
 
     init(seed: UInt64, loss: GANLoss = .lsgan, lrG: Float = 1e-3, lrD: Float = 5e-4, contrastive: ContrastiveTerm? = nil,
-         diffAugment: DiffAugmentPolicy = .none) throws {
+         diffAugment: DiffAugmentPolicy = .none, featureMatching: FeatureMatchingTerm? = nil) throws {
         let g = try BlobGAN.arch.makeGenerator()
         let d = try BlobGAN.arch.makeDiscriminator(noise: RandomStream(seed: seed, purpose: "noise"))
         var rng = RandomStream(seed: seed, purpose: "init")
@@ -24,7 +24,8 @@ struct BlobGAN {
                                generatorOptimizer: Adam(parameters: g.parameters, learningRate: .paper(lrG), beta1: 0.5),
                                discriminatorOptimizer: Adam(parameters: d.parameters, learningRate: .paper(lrD), beta1: 0.5),
                                loss: loss, latent: BlobGAN.arch.latent, seed: seed, diffAugment: diffAugment,
-                               contrastive: try contrastive.map { try PooledContrast(term: $0, network: d, layerNames: BlobGAN.arch.discriminatorBlocks) })
+                               contrastive: try contrastive.map { try PooledContrast(term: $0, network: d, layerNames: BlobGAN.arch.discriminatorBlocks) },
+                               featureMatching: try featureMatching.map { try FeatureMatching(term: $0, network: d, layerNames: BlobGAN.arch.discriminatorBlocks) })
         dataRNG = RandomStream(seed: seed, purpose: "data")
     }
 
@@ -110,6 +111,13 @@ struct TinyGANTests {
             for _ in 0..<3 { _ = try gan.step.step(real: real) }
         }
         #expect(contrastiveCount == 0, "contrastive term: \(contrastiveCount) tensor allocations in 3 steps")
+        var matching = try BlobGAN(seed: 5, diffAugment: .translationCutout, featureMatching: FeatureMatchingTerm(weight: 10))
+        matching.realBatch(16, into: real)
+        _ = try matching.step.step(real: real)
+        let matchingCount = try AllocationProbe.counting {
+            for _ in 0..<3 { _ = try matching.step.step(real: real) }
+        }
+        #expect(matchingCount == 0, "feature matching: \(matchingCount) tensor allocations in 3 steps")
         let d = try BlobGAN.arch.makeDiscriminator(noise: RandomStream(seed: 1, purpose: "noise"))
         d.training = false
         let x = randomTensor(Shape(32, 1, 16, 16), seed: 1)
@@ -147,6 +155,21 @@ struct TinyGANTests {
         let first = losses.prefix(5).reduce(0, +) / 5, last = losses.suffix(5).reduce(0, +) / 5
         #expect(abs(first - logf(31)) < 0.3, "first losses \(losses.prefix(5))")
         #expect(last < first - 0.3, "contrastive loss \(first) -> \(last)")
+    }
+
+    @Test("with feature matching dominating G's loss, the distance between real and generated mean pooled features falls")
+    func featureMatchingLearns() throws {
+        var gan = try BlobGAN(seed: 8, featureMatching: FeatureMatchingTerm(weight: 100))
+        let real = Tensor(Shape(0))
+        var losses: [Float] = []
+        for _ in 0..<200 {
+            gan.realBatch(32, into: real)
+            let r = try gan.step.step(real: real)
+            #expect(r.discriminatorLoss.isFinite && r.generatorLoss.isFinite && r.featureMatchingLoss >= 0)
+            losses.append(r.featureMatchingLoss)
+        }
+        let first = losses.prefix(10).reduce(0, +) / 10, last = losses.suffix(10).reduce(0, +) / 10
+        #expect(first > 0 && last < 0.5 * first, "feature matching loss \(first) -> \(last)")
     }
 
     @Test("DCGAN and WGAN-GP steps run and reduce their own losses' pull on a fixed batch")

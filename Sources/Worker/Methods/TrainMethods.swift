@@ -141,6 +141,7 @@ struct TrainingPlan: Sendable {
             ctx.setMetrics([
                 "step": JSON(step), "discriminatorLoss": .float(losses.discriminator), "generatorLoss": .float(losses.generator),
                 "gradientPenalty": .float(losses.gradientPenalty), "contrastiveLoss": .float(losses.contrastive),
+                "featureMatchingLoss": .float(losses.featureMatching),
                 "imagesPerSecond": .double((ips * 10).rounded() / 10),
                 "learningRates": ["discriminator": .float(rates.0.at(step: step)), "generator": .float(rates.1.at(step: step))],
             ])
