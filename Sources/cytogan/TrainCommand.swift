@@ -351,10 +351,17 @@ final class ProgressDisplay: @unchecked Sendable {
 /// Loss curve rows appended to a CSV (header written when the file is new), flushed as they come.
 final class LossLog {
     private let handle: FileHandle
+    static let header = "step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,contrastive_loss,feature_matching_loss,elapsed_seconds"
     init(path: String) throws {
-        let exists = FileManager.default.fileExists(atPath: path)
-        if !exists {
-            guard FileManager.default.createFile(atPath: path, contents: Data("step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,contrastive_loss,feature_matching_loss,elapsed_seconds\n".utf8)) else {
+        if let old = FileManager.default.contents(atPath: path) {
+            // Appending rows of these columns under another header would misalign them.
+            let first = String(decoding: old.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+            guard old.isEmpty || first == LossLog.header else {
+                throw CytoError(.invalidInput, "the loss log's header is not this version's (\(LossLog.header)): give a new --log-csv file", path: path, line: 1)
+            }
+            if old.isEmpty { try Data((LossLog.header + "\n").utf8).write(to: URL(fileURLWithPath: path)) }
+        } else {
+            guard FileManager.default.createFile(atPath: path, contents: Data((LossLog.header + "\n").utf8)) else {
                 throw CytoError(.io, "cannot create the loss log", path: path)
             }
         }
