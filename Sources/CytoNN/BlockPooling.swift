@@ -11,7 +11,7 @@ public final class BlockPooling {
     /// Gradients to add at those layers' outputs after `spread` (zero outside its rows).
     public private(set) var additions: [(layer: Int, gradient: Tensor)]
     /// The pooled features of the last `pool`: [rows, featureCount].
-    public let features = Tensor(Shape(0))
+    private let features = Tensor(Shape(0))
     private let network: Network
 
     /// Pools the outputs of `layerNames` in `network`; `user` names the caller in errors.
@@ -60,9 +60,9 @@ public final class BlockPooling {
     /// mean's derivative), and zero on every other row.
     public func spread(_ featureGradient: Tensor, first: Int, count: Int, scale: Float = 1) throws {
         let outs = try outputs(first: first, count: count)
-        let d = featureGradient.shape.rank == 2 ? featureGradient.shape[1] : -1
-        guard featureGradient.shape.rank == 2, featureGradient.shape[0] == count, d == outs.reduce(0, { $0 + $1.shape[1] }) else {
-            throw CytoError(.shapeMismatch, "pooled blocks: gradient \(featureGradient.shape) is not [\(count), features]")
+        let d = outs.reduce(0) { $0 + $1.shape[1] }
+        guard featureGradient.shape == Shape(count, d) else {
+            throw CytoError(.shapeMismatch, "pooled blocks: gradient \(featureGradient.shape) is not [\(count), \(d)]")
         }
         var offset = 0
         for (t, a) in zip(outs, additions) {

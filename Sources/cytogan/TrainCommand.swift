@@ -353,13 +353,16 @@ final class LossLog {
     private let handle: FileHandle
     static let header = "step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,contrastive_loss,feature_matching_loss,elapsed_seconds"
     init(path: String) throws {
-        if let old = FileManager.default.contents(atPath: path) {
-            // Appending rows of these columns under another header would misalign them.
-            let first = String(decoding: old.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
-            guard old.isEmpty || first == LossLog.header else {
+        if FileManager.default.fileExists(atPath: path) {
+            // Appending rows of these columns under another header would misalign them; only the
+            // header's bytes and its line end are read.
+            guard let reader = FileHandle(forReadingAtPath: path) else { throw CytoError(.io, "cannot read the loss log", path: path) }
+            let start = try reader.read(upToCount: LossLog.header.utf8.count + 1) ?? Data()
+            try reader.close()
+            guard start.isEmpty || start == Data((LossLog.header + "\n").utf8) else {
                 throw CytoError(.invalidInput, "the loss log's header is not this version's (\(LossLog.header)): give a new --log-csv file", path: path, line: 1)
             }
-            if old.isEmpty { try Data((LossLog.header + "\n").utf8).write(to: URL(fileURLWithPath: path)) }
+            if start.isEmpty { try Data((LossLog.header + "\n").utf8).write(to: URL(fileURLWithPath: path)) }
         } else {
             guard FileManager.default.createFile(atPath: path, contents: Data((LossLog.header + "\n").utf8)) else {
                 throw CytoError(.io, "cannot create the loss log", path: path)
