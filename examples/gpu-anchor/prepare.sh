@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Packs a crop manifest's model inputs for anchor.py: cytogan's own preprocessing (64x64, the
+# dataset scale at PERCENTILE, resampled) via `cytogan image prepare`, quantized to uint8,
+# differenced along rows and xz-compressed (the BBBC021 crops then fit the GPU machine's 64 MiB transfer), plus the
+# manifest's Metadata_ columns in row order for `cytogan profile evaluate-crops`.
+#
+#   examples/gpu-anchor/prepare.sh MANIFEST PERCENTILE OUTDIR
+#   e.g. examples/gpu-anchor/prepare.sh ../shared/data/bbbc021/crops.csv 95 .anchor
+set -euo pipefail
+[ $# -eq 3 ] || { echo "usage: $0 MANIFEST PERCENTILE OUTDIR" >&2; exit 2; }
+manifest=$1 percentile=$2 out=$3
+bin=${CYTOGAN:-.build/release/cytogan}
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+# The dataset scale exactly as training estimates it (a model of 0 steps logs it).
+"$bin" train --manifest "$manifest" --preset cpu-64 --normalization "dataset:$percentile" --steps 0 \
+    --checkpoint-dir "$tmp/ckpt" --progress none 2> "$tmp/log" > /dev/null
+scale=$(sed -n 's/^.*dataset scale (percentile [^)]*): //p' "$tmp/log" | tr -d ' ')
+[ -n "$scale" ] || { echo "no dataset scale in the training log:" >&2; cat "$tmp/log" >&2; exit 1; }
+echo "dataset scale (percentile $percentile): $scale" >&2
+python3 - "$manifest" "$out/crops64-p$percentile.metadata.csv" "$tmp/paths" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1], newline="")))
+meta = [k for k in rows[0] if k.startswith("Metadata_")]
+with open(sys.argv[2], "w", newline="") as f:
+    w = csv.writer(f); w.writerow(meta); w.writerows([r[k] for k in meta] for r in rows)
+open(sys.argv[3], "w").write("\n".join(r["path"] for r in rows) + "\n")
+PY
+# One invocation (prepare writes one file): paths relative to the manifest's folder.
+mapfile -t paths < "$tmp/paths"
+(cd "$(dirname "$manifest")" && "$bin" image prepare --npy "$tmp/crops.npy" --size 64 --resize resample \
+    --normalization "{\"kind\":\"fixed_scale\",\"scale\":[$scale]}" "${paths[@]}")
+python3 - "$tmp/crops.npy" "$out/crops64-p$percentile.npy.xz" <<'PY'
+import lzma, sys, numpy as np
+x = np.load(sys.argv[1])
+q = np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8)
+# Differences along each row (mod 256) compress better than the pixels: 52 MB for BBBC021's crops.
+d = np.diff(q, axis=3, prepend=np.uint8(0)).astype(np.uint8)
+assert (np.cumsum(d, axis=3, dtype=np.uint8) == q).all()
+with lzma.open(sys.argv[2], "wb", preset=6) as f:
+    np.save(f, d)
+print(f"{sys.argv[2]}: {q.shape}, max quantization error {np.abs(q / 127.5 - 1 - x).max():.4f}", file=sys.stderr)
+PY
