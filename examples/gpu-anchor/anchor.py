@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoint  # beside this file
+
 LATENT, SIZE, CH = 100, 64, 3
 G_WIDTHS, D_WIDTHS, REP = [128, 64, 32, 16], [16, 32, 64, 128], 100
 
@@ -94,28 +96,20 @@ def init_weights(m):
 
 
 def load_cytogan(path, G, D):
-    """Copies a cytogan checkpoint's generator and discriminator weights (safetensors: an 8-byte
-    header length, a JSON header, raw little-endian float32) into G and D, so both frameworks start
-    from the same numbers."""
-    blob = open(path, "rb").read()
-    n = int.from_bytes(blob[:8], "little")
-    head = json.loads(blob[8:8 + n])
+    """Copies a cytogan checkpoint's generator and discriminator weights into G and D, so both
+    frameworks start from the same numbers."""
+    stored = checkpoint.read(path)
 
     def tensor(name):
-        e = head[name]
-        lo, hi = e["data_offsets"]
-        return torch.from_numpy(np.frombuffer(blob[8 + n + lo:8 + n + hi], dtype="<f4").reshape(e["shape"]).copy())
+        dtype, shape, raw = stored[name]
+        assert dtype == "F32", (name, dtype)
+        return torch.from_numpy(np.frombuffer(raw, dtype="<f4").reshape(shape).copy())
 
     names = {"dense": "dense0", "bn0": "bn0", "last": f"conv{len(G_WIDTHS)}"}
     names.update({f"convs.{i}": f"conv{i + 1}" for i in range(len(G_WIDTHS) - 1)})
     names.update({f"bns.{i}": f"bn{i + 1}" for i in range(len(G_WIDTHS) - 1)})
-    g = {}
-    for key in G.state_dict():
-        mod, _, field = key.rpartition(".")
-        if field == "num_batches_tracked":
-            continue
-        g[key] = tensor(f"generator.{names[mod]}.{field}")
-    G.load_state_dict(g, strict=False)
+    G.load_state_dict({k: tensor(f"generator.{names[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}")
+                       for k in G.state_dict() if not k.endswith("num_batches_tracked")}, strict=False)
     dnames = {f"convs.{i}": f"conv{i}" for i in range(len(D_WIDTHS))}
     dnames.update(rep="representation", out="output")
     D.load_state_dict({k: tensor(f"discriminator.{dnames[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}")

@@ -4,11 +4,16 @@
 # differenced along rows and xz-compressed (the BBBC021 crops then fit the GPU machine's 64 MiB transfer), plus the
 # manifest's Metadata_ columns in row order for `cytogan profile evaluate-crops`.
 #
-#   examples/gpu-anchor/prepare.sh MANIFEST PERCENTILE OUTDIR
+# Also the starting weights: the generator and discriminator of a cytogan cpu-64 model of 0 steps
+# with SEED (default 1), for anchor.py --init-from.
+#
+#   examples/gpu-anchor/prepare.sh MANIFEST PERCENTILE OUTDIR [SEED]
 #   e.g. examples/gpu-anchor/prepare.sh ../shared/data/bbbc021/crops.csv 95 .anchor
+# writes OUTDIR/crops64-p95.npy.xz, crops64-p95.metadata.csv and init-p95-s1.safetensors.
 set -euo pipefail
-[ $# -eq 3 ] || { echo "usage: $0 MANIFEST PERCENTILE OUTDIR" >&2; exit 2; }
-manifest=$1 percentile=$2 out=$3
+[ $# -eq 3 ] || [ $# -eq 4 ] || { echo "usage: $0 MANIFEST PERCENTILE OUTDIR [SEED]" >&2; exit 2; }
+manifest=$1 percentile=$2 out=$3 seed=${4:-1}
+here=$(cd "$(dirname "$0")" && pwd)
 bin=${CYTOGAN:-.build/release/cytogan}
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 mkdir -p "$out"
@@ -16,7 +21,12 @@ out=$(cd "$out" && pwd)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # The dataset scale exactly as training estimates it (a model of 0 steps logs it).
 "$bin" train --manifest "$manifest" --preset cpu-64 --normalization "dataset:$percentile" --steps 0 \
-    --checkpoint-dir "$tmp/ckpt" --progress none 2> "$tmp/log" > /dev/null
+    --seed "$seed" --checkpoint-dir "$tmp/ckpt" --progress none 2> "$tmp/log" > /dev/null
+PYTHONPATH=$here python3 - "$tmp"/ckpt/checkpoint-*.safetensors "$out/init-p$percentile-s$seed.safetensors" <<'PY'
+import sys, checkpoint
+t = checkpoint.read(sys.argv[1])
+checkpoint.write(sys.argv[2], {k: v for k, v in t.items() if k.startswith(("generator.", "discriminator."))})
+PY
 scale=$(sed -n 's/^.*dataset scale (percentile [^)]*): //p' "$tmp/log" | tr -d ' ')
 [ -n "$scale" ] || { echo "no dataset scale in the training log:" >&2; cat "$tmp/log" >&2; exit 1; }
 echo "dataset scale (percentile $percentile): $scale" >&2
