@@ -38,6 +38,7 @@ import checkpoint  # beside this file
 
 LATENT, SIZE, CH = 100, 64, 3
 G_WIDTHS, D_WIDTHS, REP = [128, 64, 32, 16], [16, 32, 64, 128], 100
+D_RATE, G_RATE, BATCH = 1.4e-4, 4e-4, 32
 
 
 def same_pad(x, stride):
@@ -98,22 +99,29 @@ def init_weights(m):
 def load_cytogan(path, G, D):
     """Copies a cytogan checkpoint's generator and discriminator weights into G and D, so both
     frameworks start from the same numbers."""
-    stored = checkpoint.read(path)
+    stored, _ = checkpoint.read(path)
 
     def tensor(name):
         dtype, shape, raw = stored[name]
         assert dtype == "F32", (name, dtype)
         return torch.from_numpy(np.frombuffer(raw, dtype="<f4").reshape(shape).copy())
 
-    names = {"dense": "dense0", "bn0": "bn0", "last": f"conv{len(G_WIDTHS)}"}
-    names.update({f"convs.{i}": f"conv{i + 1}" for i in range(len(G_WIDTHS) - 1)})
-    names.update({f"bns.{i}": f"bn{i + 1}" for i in range(len(G_WIDTHS) - 1)})
-    G.load_state_dict({k: tensor(f"generator.{names[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}")
-                       for k in G.state_dict() if not k.endswith("num_batches_tracked")}, strict=False)
-    dnames = {f"convs.{i}": f"conv{i}" for i in range(len(D_WIDTHS))}
-    dnames.update(rep="representation", out="output")
-    D.load_state_dict({k: tensor(f"discriminator.{dnames[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}")
-                       for k in D.state_dict()})
+    def load(net, prefix, names):
+        """net's state from the checkpoint's tensors prefix.<cytogan layer>.<field> (the layer named
+        by `names` from the PyTorch module path; BatchNorm's step counter has no counterpart)."""
+        state = {}
+        for key in net.state_dict():
+            module, _, field = key.rpartition(".")
+            if field != "num_batches_tracked":
+                state[key] = tensor(f"{prefix}.{names[module]}.{field}")
+        net.load_state_dict(state, strict=False)
+
+    g = {"dense": "dense0", "bn0": "bn0", "last": f"conv{len(G_WIDTHS)}"}
+    g.update({f"convs.{i}": f"conv{i + 1}" for i in range(len(G_WIDTHS) - 1)})
+    g.update({f"bns.{i}": f"bn{i + 1}" for i in range(len(G_WIDTHS) - 1)})
+    load(G, "generator", g)
+    d = {f"convs.{i}": f"conv{i}" for i in range(len(D_WIDTHS))}
+    load(D, "discriminator", dict(d, rep="representation", out="output"))
 
 
 def dihedral(x, k):
@@ -218,8 +226,8 @@ def main():
     kw = dict(betas=(0.5, 0.999), eps=1e-8)
     if dev.type == "cuda":
         kw["fused"] = True
-    optD = torch.optim.Adam(D.parameters(), lr=1.4e-4, **kw)
-    optG = torch.optim.Adam(G.parameters(), lr=4e-4, **kw)
+    optD = torch.optim.Adam(D.parameters(), lr=D_RATE, **kw)
+    optG = torch.optim.Adam(G.parameters(), lr=G_RATE, **kw)
     say(event="start", device=str(torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"),
         torch=torch.__version__, crops=n, seed=a.seed, init_from=a.init_from, spectral_norm=a.spectral_norm)
 
@@ -238,11 +246,11 @@ def main():
     if not a.no_untrained:
         save("untrained", D_avg)
     at = sorted(int(s) for s in a.at.split(",") if s)
-    b = 32
+    b = BATCH
     perm, cursor = torch.randperm(n, device=dev), 0
     targets = torch.empty(2 * b, 1, device=dev)
     ones = torch.ones(b, 1, device=dev)
-    start, step, last_d, last_g = time.time(), 0, 0.0, 0.0
+    start, step, saved = time.time(), 0, None
     deadline = start + 60 * a.minutes
     while step < a.max_steps and time.time() < deadline:
         if cursor + b > n:
@@ -250,8 +258,8 @@ def main():
         real = random_dihedral(x[perm[cursor:cursor + b]])
         cursor += b
         decay = 0.9999 ** (step // 100)
-        for g in optD.param_groups: g["lr"] = 1.4e-4 * decay
-        for g in optG.param_groups: g["lr"] = 4e-4 * decay
+        for g in optD.param_groups: g["lr"] = D_RATE * decay
+        for g in optG.param_groups: g["lr"] = G_RATE * decay
         fake = G(torch.randn(b, LATENT, device=dev))
         targets[:b].zero_()
         targets[b:].uniform_(0.8, 1.0)
@@ -263,14 +271,15 @@ def main():
             torch._foreach_lerp_(avg_params, list(D.parameters()), 1 - 0.999)
         step += 1
         if step % 1000 == 0:
-            last_d, last_g = lossD.item(), lossG.item()
-            say(event="step", step=step, d_loss=round(last_d, 4), g_loss=round(last_g, 4),
+            say(event="step", step=step, d_loss=round(lossD.item(), 4), g_loss=round(lossG.item(), 4),
                 steps_per_s=round(step / (time.time() - start), 1))
         if at and step == at[0]:
             at.pop(0)
             save(f"step{step}", D_avg)
+            saved = step
     say(event="end", step=step, seconds=round(time.time() - start, 1))
-    save(f"step{step}", D_avg)
+    if saved != step:  # the last --at step may be the end
+        save(f"step{step}", D_avg)
     save(f"step{step}-current", D)
     G.eval()
     with torch.no_grad():

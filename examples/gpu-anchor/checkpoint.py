@@ -5,12 +5,13 @@ import json
 
 
 def read(path):
-    """{name: (dtype, shape, raw bytes)} of every tensor in the file (the metadata left out)."""
+    """({name: (dtype, shape, raw bytes)} of every tensor in the file, the metadata: {key: text})."""
     blob = open(path, "rb").read()
     n = int.from_bytes(blob[:8], "little")
     head = json.loads(blob[8:8 + n])
-    return {k: (e["dtype"], e["shape"], blob[8 + n + e["data_offsets"][0]:8 + n + e["data_offsets"][1]])
-            for k, e in head.items() if k != "__metadata__"}
+    tensors = {k: (e["dtype"], e["shape"], blob[8 + n + e["data_offsets"][0]:8 + n + e["data_offsets"][1]])
+               for k, e in head.items() if k != "__metadata__"}
+    return tensors, head.get("__metadata__", {})
 
 
 def write(path, tensors):

@@ -19,17 +19,18 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-# The dataset scale exactly as training estimates it (a model of 0 steps logs it).
+# The dataset scale exactly as training estimates it: a model of 0 steps stores it in its
+# preprocessing, beside the starting weights kept for anchor.py.
 "$bin" train --manifest "$manifest" --preset cpu-64 --normalization "dataset:$percentile" --steps 0 \
-    --seed "$seed" --checkpoint-dir "$tmp/ckpt" --progress none 2> "$tmp/log" > /dev/null
-PYTHONPATH=$here python3 - "$tmp"/ckpt/checkpoint-*.safetensors "$out/init-p$percentile-s$seed.safetensors" <<'PY'
-import sys, checkpoint
-t = checkpoint.read(sys.argv[1])
-checkpoint.write(sys.argv[2], {k: v for k, v in t.items() if k.startswith(("generator.", "discriminator."))})
+    --seed "$seed" --checkpoint-dir "$tmp/ckpt" --progress none 2> "$tmp/log" > /dev/null || { cat "$tmp/log" >&2; exit 1; }
+normalization=$(PYTHONPATH=$here python3 - "$tmp"/ckpt/checkpoint-*.safetensors "$out/init-p$percentile-s$seed.safetensors" <<'PY'
+import json, sys, checkpoint
+tensors, metadata = checkpoint.read(sys.argv[1])
+checkpoint.write(sys.argv[2], {k: v for k, v in tensors.items() if k.startswith(("generator.", "discriminator."))})
+print(json.dumps(json.loads(metadata["preprocessing"])["normalization"]))
 PY
-scale=$(sed -n 's/^.*dataset scale (percentile [^)]*): //p' "$tmp/log" | tr -d ' ')
-[ -n "$scale" ] || { echo "no dataset scale in the training log:" >&2; cat "$tmp/log" >&2; exit 1; }
-echo "dataset scale (percentile $percentile): $scale" >&2
+)
+echo "normalization (percentile $percentile): $normalization" >&2
 python3 - "$manifest" "$out/crops64-p$percentile.metadata.csv" "$tmp/paths" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1], newline="")))
@@ -41,7 +42,7 @@ PY
 # One invocation (prepare writes one file): paths relative to the manifest's folder.
 mapfile -t paths < "$tmp/paths"
 (cd "$(dirname "$manifest")" && "$bin" image prepare --npy "$tmp/crops.npy" --size 64 --resize resample \
-    --normalization "{\"kind\":\"fixed_scale\",\"scale\":[$scale]}" "${paths[@]}")
+    --normalization "$normalization" "${paths[@]}")
 python3 - "$tmp/crops.npy" "$out/crops64-p$percentile.npy.xz" <<'PY'
 import lzma, sys, numpy as np
 x = np.load(sys.argv[1])
