@@ -227,11 +227,12 @@ public struct GANConfig: Sendable, Equatable {
     /// - `small-64`: the same design on 64x64 crops with half the widths, batch 32, flips and
     ///   rotations, and the paper's rates doubled (learning starts sooner on a CPU budget).
     /// - `cpu-64`: the best recipe for features on a CPU budget (issue 8; measured in
-    ///   examples/cpu-recipe): small-64 with a dataset-level intensity scale instead of the
-    ///   per-crop maximum, differentiable translation + cutout augmentation of both real and
-    ///   generated batches, and features pooled from every convolution block of a moving average
-    ///   of the discriminator's weights (decay 0.999: about the last thousand updates), averaged
-    ///   over the crop's 8 mirrors and quarter turns ("pooled@dihedral").
+    ///   examples/cpu-recipe): small-64 with a dataset-level intensity scale (each channel's
+    ///   95th percentile) instead of the per-crop maximum, differentiable translation + cutout
+    ///   augmentation of both real and generated batches, and features pooled from every
+    ///   convolution block of a moving average of the discriminator's weights (decay 0.999: about
+    ///   the last thousand updates), the mean and the standard deviation over each map, averaged
+    ///   over the crop's 8 mirrors and quarter turns ("pooled,pooled-std@dihedral").
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
@@ -246,10 +247,10 @@ public struct GANConfig: Sendable, Equatable {
         case "cpu-64":
             var c = try preset("small-64", loss: loss, seed: seed)
             c.name = name
-            c.datasetScalePercentile = 99.9
+            c.datasetScalePercentile = 95
             c.diffAugment = .translationCutout
             c.discriminatorAverage = 0.999
-            c.featureLayer = FeatureLayer(parts: FeatureLayer.pooled.parts, views: .dihedral)
+            c.featureLayer = FeatureLayer(parts: [.allBlocks(.mean), .allBlocks(.std)], views: .dihedral)
             return c
         default:
             throw CytoError(.invalidInput, "unknown preset '\(name)' (\(presetNames.joined(separator: ", ")))", field: "preset")

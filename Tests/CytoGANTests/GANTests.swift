@@ -99,7 +99,8 @@ import Glibc
 @Test func datasetScaleIsTheCropsPercentile() throws {
     let cpu = try GANConfig.preset("cpu-64"), small = try GANConfig.preset("small-64")
     #expect(cpu.architecture == small.architecture && cpu.batchSize == small.batchSize)
-    #expect(cpu.needsDatasetScale && cpu.diffAugment == .translationCutout && cpu.featureLayer.description == "pooled@dihedral")
+    #expect(cpu.needsDatasetScale && cpu.datasetScalePercentile == 95 && cpu.diffAugment == .translationCutout)
+    #expect(cpu.featureLayer.description == "pooled,pooled-std@dihedral")
     #expect(cpu.discriminatorAverage == 0.999 && small.discriminatorAverage == nil)
 
     Engine.setThreads(1)

@@ -24,6 +24,14 @@ def scores(e):
     return f(a), f(b), f(c)
 
 
+def layers(run):
+    """The feature layers a run scored (its eval-trained-LAYER.json files), the usual ones first."""
+    found = [f[len("eval-trained-"):-len(".json")] for f in os.listdir(run)
+             if f.startswith("eval-trained-") and f.endswith(".json")]
+    usual = ["representation", "pooled", "pooled@dihedral"]
+    return sorted(found, key=lambda l: (usual.index(l) if l in usual else len(usual), l))
+
+
 def main(runs):
     print("| recipe | layer | steps | (a) trained / untrained / intensity | (b) trained / untrained / intensity "
           "| (c) trained / untrained / intensity |")
@@ -32,10 +40,7 @@ def main(runs):
         name = os.path.basename(run.rstrip("/"))
         train = load(os.path.join(run, "train.json"))
         intensity = scores(load(os.path.join(run, "eval-intensity.json")))
-        for layer in ("representation", "pooled", "pooled@dihedral"):
-            t = os.path.join(run, f"eval-trained-{layer}.json")
-            if not os.path.exists(t):
-                continue
+        for layer in layers(run):
             un = scores(load(os.path.join(run, f"eval-untrained-{layer}.json")))
             for which, label in (("trained", layer), ("current", f"{layer} (current D)")):
                 path = os.path.join(run, f"eval-{which}-{layer}.json")

@@ -16,16 +16,19 @@ DiffAugment.swift; GANConfig preset cpu-64) in plain PyTorch:
   mirror/quarter turn each; D sees [G(z); x] after DiffAugment translation (up to 1/8 of the side,
   fill -1) + cutout (half the side), targets [0; U(0.8, 1)], mean squared error; then G towards 1
   through the same augmentation; a moving average of D's weights (decay 0.999) after each step.
-  Features ("pooled@dihedral"): the average-pooled output of each LeakyReLU block of the averaged
-  D, in inference mode, averaged over the crop's 8 mirrors and quarter turns (240 per crop).
+  Features ("pooled,pooled-std@dihedral", cpu-64's reading): the spatial mean of each LeakyReLU
+  block's output of the averaged D, in inference mode, then the spatial (population) standard
+  deviation of each, averaged over the crop's 8 mirrors and quarter turns (480 per crop; the first
+  240 are "pooled@dihedral").
 
 Input: an .npy.xz from prepare.sh (uint8 crops [N, 3, 64, 64] differenced along rows; the model
 range [-1, 1] in 255 steps).
-Output in --out: features-untrained.npy and features-step<K>.npy (float32 [N, 240], input row
-order) at the --at steps reached and at the end, samples.npy (64 generated cells, float32 NCHW),
-log.txt (losses, steps/s). Training stops after --minutes of wall clock.
+Output in --out: features-untrained.npy and features-step<K>.npy (float32 [N, 480], input row
+order, 15 MB each) at the --at steps reached and at the end, samples.npy (64 generated cells,
+float32 NCHW), log.txt (losses, steps/s). Training stops after --minutes of wall clock. Four
+feature files and the samples fit the device machine's 64 MiB return (hence two --at steps).
 
-  python3 anchor.py --data crops64-p95.npy.xz --out OUT --minutes 5 --at 3500,15000,40000 \
+  python3 anchor.py --data crops64-p95.npy.xz --out OUT --minutes 6 --at 5000,20000 \
       [--init-from untrained.safetensors]
 """
 import argparse, json, lzma, os, time
@@ -163,14 +166,16 @@ def diff_augment(x, fill=-1.0):
 
 @torch.no_grad()
 def features(D, x, batch=1024):
-    """pooled@dihedral: mean over the 8 views of each block's spatially averaged output."""
+    """pooled,pooled-std@dihedral: each block's spatial means, then its spatial standard
+    deviations, averaged over the 8 views."""
     D.eval()
     rows = []
     for i in range(0, x.shape[0], batch):
         xb = x[i:i + batch]
         acc = None
         for k in range(8):
-            f = torch.cat([b.mean(dim=(2, 3)) for b in D.blocks(dihedral(xb, k))], dim=1)
+            blocks = D.blocks(dihedral(xb, k))
+            f = torch.cat([b.mean(dim=(2, 3)) for b in blocks] + [b.std(dim=(2, 3), correction=0) for b in blocks], dim=1)
             acc = f if acc is None else acc + f
         rows.append((acc / 8).float().cpu())
     D.train()
@@ -182,7 +187,7 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=5)
-    ap.add_argument("--at", default="3500,15000,40000", help="steps at which features are also written")
+    ap.add_argument("--at", default="5000,20000", help="steps at which features are also written")
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--init-from", help="start from a cytogan checkpoint's weights (e.g. one of 0 steps)")
@@ -280,7 +285,6 @@ def main():
     say(event="end", step=step, seconds=round(time.time() - start, 1))
     if saved != step:  # the last --at step may be the end
         save(f"step{step}", D_avg)
-    save(f"step{step}-current", D)
     G.eval()
     with torch.no_grad():
         samples = G(torch.randn(64, LATENT, device=dev)).float().cpu().numpy()
