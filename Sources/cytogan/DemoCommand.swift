@@ -23,7 +23,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Report folder.") var out: String = "demo-report"
     @Option(help: "Training budget in minutes.") var minutes: Double = 4
     @Option(help: "Training steps (instead of --minutes).") var steps: Int?
-    @Option(help: "GAN preset to train (small-64; cpu-64 scores lower on this screen: its dataset scale keeps the batch intensity effects).") var preset: String = "small-64"
+    @Option(help: "GAN preset to train: cpu-64, the recipe for features on a CPU budget (examples/cpu-recipe), or small-64 (per-crop maximum, faster to extract).") var preset: String = "cpu-64"
     @Option(help: "Loss: lsgan, dcgan or wgangp.") var loss: String = "lsgan"
     @Option(help: "Cells per well of the synthetic screen.") var cellsPerWell: Int = 16
     @Option(help: "Threads (OpenBLAS and crop writing).") var threads: Int = 2
