@@ -174,8 +174,8 @@ def features(D, x, batch=1024):
         xb = x[i:i + batch]
         acc = None
         for k in range(8):
-            blocks = D.blocks(dihedral(xb, k))
-            f = torch.cat([b.mean(dim=(2, 3)) for b in blocks] + [b.std(dim=(2, 3), correction=0) for b in blocks], dim=1)
+            stds, means = zip(*(torch.std_mean(b, dim=(2, 3), correction=0) for b in D.blocks(dihedral(xb, k))))
+            f = torch.cat(means + stds, dim=1)
             acc = f if acc is None else acc + f
         rows.append((acc / 8).float().cpu())
     D.train()
