@@ -28,7 +28,7 @@ order, 15 MB each) at the --at steps reached and at the end, samples.npy (64 gen
 float32 NCHW), log.txt (losses, steps/s). Training stops after --minutes of wall clock. Four
 feature files and the samples fit the device machine's 64 MiB return (hence two --at steps).
 
-  python3 anchor.py --data crops64-p95.npy.xz --out OUT --minutes 6 --at 5000,20000 \
+  python3 anchor.py --data crops64-p95.npy.xz --out OUT --minutes 7 --at 5000,20000 \
       [--init-from untrained.safetensors]
 """
 import argparse, json, lzma, os, time
