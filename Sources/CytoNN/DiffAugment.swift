@@ -1,17 +1,24 @@
 import CytoCore
 
 /// What differentiable augmentation does to each image the discriminator sees (Zhao et al. 2020,
-/// "Differentiable Augmentation for Data-Efficient GAN Training"): a random integer translation
-/// of up to `translation` x side in each direction, and a cutout square of `cutout` x side at a
-/// random position. Uncovered and cut pixels take `fill` (-1: the model range's black, i.e. no
-/// stain, rather than DiffAugment's mid-grey 0).
+/// "Differentiable Augmentation for Data-Efficient GAN Training"): a colour jitter per channel
+/// (DiffAugment's brightness and contrast, drawn for each stain on its own: an offset uniform in
+/// ±`brightness` and a factor uniform in 1 ± `contrast` on the deviations from that channel's
+/// mean), then a random integer translation of up to `translation` x side in each direction, and
+/// a cutout square of `cutout` x side at a random position. Uncovered and cut pixels take `fill`
+/// (-1: the model range's black, i.e. no stain, rather than DiffAugment's mid-grey 0).
 public struct DiffAugmentPolicy: Sendable, Equatable {
     public var translation: Float
     public var cutout: Float
     public var fill: Float
+    /// Largest offset added to a channel, in model units (the range [-1, 1] is 2 wide).
+    public var brightness: Float
+    /// Largest relative change of a channel's contrast around its mean.
+    public var contrast: Float
 
-    public init(translation: Float = 0, cutout: Float = 0, fill: Float = -1) {
+    public init(translation: Float = 0, cutout: Float = 0, fill: Float = -1, brightness: Float = 0, contrast: Float = 0) {
         self.translation = translation; self.cutout = cutout; self.fill = fill
+        self.brightness = brightness; self.contrast = contrast
     }
 
     /// No augmentation (the paper).
@@ -19,11 +26,21 @@ public struct DiffAugmentPolicy: Sendable, Equatable {
     /// DiffAugment's "translation,cutout" policy: shifts up to 1/8 of the side, a square of half the side.
     public static let translationCutout = DiffAugmentPolicy(translation: 0.125, cutout: 0.5)
 
-    public var isIdentity: Bool { translation == 0 && cutout == 0 }
+    public var isIdentity: Bool { translation == 0 && cutout == 0 && !hasColour }
+    /// True when the policy jitters brightness or contrast.
+    public var hasColour: Bool { brightness != 0 || contrast != 0 }
 
-    public var json: JSON { ["translation": .float(translation), "cutout": .float(cutout), "fill": .float(fill)] }
+    /// The policy as JSON; brightness and contrast only when set, so configurations written
+    /// before the colour jitter existed read and write back unchanged.
+    public var json: JSON {
+        var o: [String: JSON] = ["translation": .float(translation), "cutout": .float(cutout), "fill": .float(fill)]
+        if brightness != 0 { o["brightness"] = .float(brightness) }
+        if contrast != 0 { o["contrast"] = .float(contrast) }
+        return .object(o)
+    }
 
-    /// Parses `{translation, cutout, fill}` (missing keys: 0, 0, -1); fractions must lie in [0, 1).
+    /// Parses `{translation, cutout, fill, brightness, contrast}` (missing keys: 0, 0, -1, 0, 0);
+    /// translation must lie in [0, 0.5], cutout and brightness in [0, 1], contrast in [0, 1).
     public init(json: JSON) throws {
         guard case .object(let o) = json else {
             throw CytoError(.invalidInput, "diff_augment must be an object, got \(json.typeName)", field: "diff_augment")
@@ -38,6 +55,8 @@ public struct DiffAugmentPolicy: Sendable, Equatable {
         translation = try fraction("translation", 0, range: 0...0.5)
         cutout = try fraction("cutout", 0, range: 0...1)
         fill = try fraction("fill", -1, range: -1...1)
+        brightness = try fraction("brightness", 0, range: 0...1)
+        contrast = try fraction("contrast", 0, range: 0...0.99)
     }
 }
 
@@ -46,16 +65,26 @@ public struct DiffAugmentPolicy: Sendable, Equatable {
 /// fresh transforms (one per image) from `rng`; `backward` applies the transpose of the last
 /// forward's transforms. Buffers grow to the largest batch once; a step allocates nothing after.
 public final class DiffAugment {
-    /// One image's transform: shift (dy, dx) and the cutout square's top-left corner (cy, cx).
+    /// One image's transform: the colour jitter of each channel (`offsets` and `factors`, empty
+    /// for none), then the shift (dy, dx) and the cutout square's top-left corner (cy, cx).
     public struct Transform: Sendable, Equatable {
         public var dy: Int, dx: Int, cy: Int, cx: Int
-        public init(dy: Int, dx: Int, cy: Int, cx: Int) { self.dy = dy; self.dx = dx; self.cy = cy; self.cx = cx }
+        /// Per channel: added to every pixel after the contrast change.
+        public var offsets: [Float]
+        /// Per channel: multiplies each pixel's deviation from the channel's mean.
+        public var factors: [Float]
+        public init(dy: Int, dx: Int, cy: Int, cx: Int, offsets: [Float] = [], factors: [Float] = []) {
+            self.dy = dy; self.dx = dx; self.cy = cy; self.cx = cx
+            self.offsets = offsets; self.factors = factors
+        }
     }
 
     public let policy: DiffAugmentPolicy
     public var rng: RandomStream
     public let output = Tensor(Shape(0))
     public let inputGradient = Tensor(Shape(0))
+    /// The colour-jittered batch before the shift and cutout (unused without colour jitter).
+    private let coloured = Tensor(Shape(0))
     /// The last forward's transforms, one per image.
     public private(set) var transforms: [Transform] = []
 
@@ -74,26 +103,41 @@ public final class DiffAugment {
         guard x.shape.rank == 4 else {
             throw CytoError(.shapeMismatch, "diff augment: expects an NCHW batch, got \(x.shape)")
         }
-        let n = x.shape[0], h = x.shape[2], w = x.shape[3]
+        let n = x.shape[0], planes = x.shape[1], h = x.shape[2], w = x.shape[3]
         let maxDy = Int(policy.translation * Float(h) + 0.5), maxDx = Int(policy.translation * Float(w) + 0.5)
         let (ch, cw) = cutoutSize(h, w)
-        transforms.removeAll(keepingCapacity: true)
-        for _ in 0..<n {
+        // Keep each image's colour arrays (no allocation after the first batch of this size).
+        if transforms.count != n { transforms = Array(repeating: Transform(dy: 0, dx: 0, cy: 0, cx: 0), count: n) }
+        for i in 0..<n {
             let dy = maxDy > 0 ? rng.below(2 * maxDy + 1) - maxDy : 0
             let dx = maxDx > 0 ? rng.below(2 * maxDx + 1) - maxDx : 0
             // The cutout's centre is uniform over the image (as DiffAugment); the square may hang over the edge.
             let cy = ch > 0 ? rng.below(h + (1 - ch % 2)) - ch / 2 : 0
             let cx = cw > 0 ? rng.below(w + (1 - cw % 2)) - cw / 2 : 0
-            transforms.append(Transform(dy: dy, dx: dx, cy: cy, cx: cx))
+            transforms[i].dy = dy; transforms[i].dx = dx; transforms[i].cy = cy; transforms[i].cx = cx
+            if policy.hasColour {
+                if transforms[i].offsets.count != planes {
+                    transforms[i].offsets = Array(repeating: 0, count: planes)
+                    transforms[i].factors = Array(repeating: 1, count: planes)
+                }
+                for c in 0..<planes {
+                    transforms[i].offsets[c] = policy.brightness > 0 ? rng.uniform(-policy.brightness, policy.brightness) : 0
+                    transforms[i].factors[c] = policy.contrast > 0 ? rng.uniform(1 - policy.contrast, 1 + policy.contrast) : 1
+                }
+            } else if !transforms[i].offsets.isEmpty {
+                transforms[i].offsets = []; transforms[i].factors = []
+            }
         }
         return apply(x)
     }
 
-    /// The batch with the given transforms (in `output`): out[c, h, w] = x[c, h - dy, w - dx],
-    /// `fill` where that falls outside the image or inside the cutout square
-    /// [cy, cy + cutout h) x [cx, cx + cutout w).
+    /// The batch with the given transforms (in `output`): each channel jittered,
+    /// j = factor x (x - the plane's mean) + the plane's mean + offset, then
+    /// out[c, h, w] = j[c, h - dy, w - dx], `fill` where that falls outside the image or inside
+    /// the cutout square [cy, cy + cutout h) x [cx, cx + cutout w).
     public func forward(_ x: Tensor, transforms t: [Transform]) throws -> Tensor {
-        guard x.shape.rank == 4, t.count == x.shape[0] else {
+        guard x.shape.rank == 4, t.count == x.shape[0],
+              t.allSatisfy({ ($0.offsets.isEmpty || $0.offsets.count == x.shape[1]) && $0.factors.count == $0.offsets.count }) else {
             throw CytoError(.shapeMismatch, "diff augment: \(t.count) transform(s) for a batch of shape \(x.shape)")
         }
         transforms = t
@@ -101,15 +145,34 @@ public final class DiffAugment {
     }
 
     private func apply(_ x: Tensor) -> Tensor {
+        var source = x
+        if transforms.contains(where: { !$0.offsets.isEmpty }) {
+            coloured.resize(x.shape)
+            let src = x.data, dst = coloured.data
+            forEachPlane(x.shape) { i, c, base, count in
+                let t = transforms[i]
+                guard !t.offsets.isEmpty else {
+                    for k in base..<(base + count) { dst[k] = src[k] }
+                    return
+                }
+                var sum: Float = 0
+                for k in base..<(base + count) { sum += src[k] }
+                let mean = sum / Float(count), f = t.factors[c]
+                let shift = (1 - f) * mean + t.offsets[c]
+                for k in base..<(base + count) { dst[k] = f * src[k] + shift }
+            }
+            source = coloured
+        }
         output.resize(x.shape)
         output.fill(policy.fill)
-        let src = x.data, dst = output.data
+        let src = source.data, dst = output.data
         forEachCopiedPixel(x.shape) { o, i in dst[o] = src[i] }
         return output
     }
 
     /// The gradient with respect to the last forward's input (in `inputGradient`): each output
-    /// pixel's gradient goes back to the input pixel it was copied from; filled pixels pass none.
+    /// pixel's gradient goes back to the input pixel it was copied from (filled ones pass none),
+    /// then through the colour jitter: g x factor + (1 - factor) x the plane's mean of g.
     public func backward(_ g: Tensor) throws -> Tensor {
         guard g.shape == output.shape, g.shape.rank == 4, g.shape[0] == transforms.count else {
             throw CytoError(.shapeMismatch, "diff augment: gradient \(g.shape) does not match the last forward's output \(output.shape)")
@@ -118,7 +181,26 @@ public final class DiffAugment {
         inputGradient.fill(0)
         let src = g.data, dst = inputGradient.data
         forEachCopiedPixel(g.shape) { o, i in dst[i] += src[o] }
+        if transforms.contains(where: { !$0.offsets.isEmpty }) {
+            forEachPlane(g.shape) { i, c, base, count in
+                let t = transforms[i]
+                guard !t.offsets.isEmpty else { return }
+                var sum: Float = 0
+                for k in base..<(base + count) { sum += dst[k] }
+                let f = t.factors[c], shift = (1 - f) * sum / Float(count)
+                for k in base..<(base + count) { dst[k] = f * dst[k] + shift }
+            }
+        }
         return inputGradient
+    }
+
+    /// `body(image, channel, first flat index, pixels)` for every plane of an NCHW shape.
+    @inline(__always)
+    private func forEachPlane(_ shape: Shape, _ body: (Int, Int, Int, Int) -> Void) {
+        let planes = shape[1], count = shape[2] * shape[3]
+        for i in 0..<shape[0] {
+            for c in 0..<planes { body(i, c, (i * planes + c) * count, count) }
+        }
     }
 
     /// The one description of the last forward's transforms that forward and backward share:

@@ -32,7 +32,7 @@ import Glibc
     c.seed = UInt64.max - 7
     c.initialization = .heNormal
     c.preprocessing.normalization = .fixedScale([1000, 2000, 3000])
-    c.diffAugment = DiffAugmentPolicy(translation: 0.25, cutout: 0.375, fill: 0)
+    c.diffAugment = DiffAugmentPolicy(translation: 0.25, cutout: 0.375, fill: 0, brightness: 0.25, contrast: 0.5)
     c.datasetScalePercentile = 99.5
     c.discriminatorAverage = 0.995
     c.contrastive = ContrastiveTerm(weight: 0.5, temperature: 0.25)

@@ -111,7 +111,9 @@ struct TinyGANTests {
             for _ in 0..<3 { _ = try gan.step.step(real: real) }
         }
         #expect(contrastiveCount == 0, "contrastive term: \(contrastiveCount) tensor allocations in 3 steps")
-        var matching = try BlobGAN(seed: 5, diffAugment: .translationCutout, featureMatching: FeatureMatchingTerm(weight: 10))
+        // (with the colour jitter too: its per-image draws reuse their arrays)
+        let jitter = DiffAugmentPolicy(translation: 0.125, cutout: 0.5, brightness: 0.25, contrast: 0.25)
+        var matching = try BlobGAN(seed: 5, diffAugment: jitter, featureMatching: FeatureMatchingTerm(weight: 10))
         matching.realBatch(16, into: real)
         _ = try matching.step.step(real: real)
         let matchingCount = try AllocationProbe.counting {
