@@ -285,10 +285,7 @@ public struct GANConfig: Sendable, Equatable {
         }
         guard beta1 >= 0, beta1 < 1, beta2 >= 0, beta2 < 1, epsilon > 0 else { throw bad("beta1", "Adam needs 0 <= beta < 1 and epsilon > 0") }
         guard gradientPenalty >= 0, gradientPenalty.isFinite else { throw bad("gradient_penalty", "gradient penalty must be >= 0") }
-        guard (0...0.5).contains(diffAugment.translation), (0...1).contains(diffAugment.cutout), (-1...1).contains(diffAugment.fill),
-              (0...1).contains(diffAugment.brightness), (0...0.99).contains(diffAugment.contrast) else {
-            throw bad("diff_augment", "diff_augment needs translation in [0, 0.5], cutout in [0, 1], fill in [-1, 1], brightness in [0, 1] and contrast in [0, 0.99]")
-        }
+        try diffAugment.validate()
         if let p = datasetScalePercentile, !(p > 0 && p <= 100) {
             throw bad("dataset_scale_percentile", "dataset_scale_percentile must be in (0, 100]")
         }

@@ -39,24 +39,45 @@ public struct DiffAugmentPolicy: Sendable, Equatable {
         return .object(o)
     }
 
-    /// Parses `{translation, cutout, fill, brightness, contrast}` (missing keys: 0, 0, -1, 0, 0);
-    /// translation must lie in [0, 0.5], cutout and brightness in [0, 1], contrast in [0, 1).
+    /// Each parameter's JSON key and allowed values: the one list that parsing and `validate` check.
+    static let ranges: [String: ClosedRange<Double>] = [
+        "translation": 0...0.5, "cutout": 0...1, "fill": -1...1, "brightness": 0...1, "contrast": 0...0.99,
+    ]
+
+    /// Throws, naming the parameter, when one lies outside its range (see `ranges`).
+    public func validate() throws {
+        for (key, value) in [("translation", translation), ("cutout", cutout), ("fill", fill),
+                             ("brightness", brightness), ("contrast", contrast)] {
+            try Self.check(key, Double(value))
+        }
+    }
+
+    /// `value`, or an error naming `key` unless it is a number within `key`'s range.
+    @discardableResult
+    private static func check(_ key: String, _ value: Double?) throws -> Double {
+        let range = ranges[key]!
+        guard let value, range.contains(value) else {
+            throw CytoError(.invalidInput, "diff_augment: '\(key)' must be a number in [\(range.lowerBound), \(range.upperBound)]", field: key)
+        }
+        return value
+    }
+
+    /// Parses `{translation, cutout, fill, brightness, contrast}` (missing keys: 0, 0, -1, 0, 0),
+    /// each within its range (translation [0, 0.5], cutout and brightness [0, 1], fill [-1, 1],
+    /// contrast [0, 0.99]).
     public init(json: JSON) throws {
         guard case .object(let o) = json else {
             throw CytoError(.invalidInput, "diff_augment must be an object, got \(json.typeName)", field: "diff_augment")
         }
-        func fraction(_ k: String, _ d: Float, range: ClosedRange<Double>) throws -> Float {
+        func fraction(_ k: String, _ d: Float) throws -> Float {
             guard let v = o[k], !v.isNull else { return d }
-            guard let x = v.doubleValue, range.contains(x) else {
-                throw CytoError(.invalidInput, "diff_augment: '\(k)' must be a number in [\(range.lowerBound), \(range.upperBound)]", field: k)
-            }
-            return Float(x)
+            return Float(try Self.check(k, v.doubleValue))
         }
-        translation = try fraction("translation", 0, range: 0...0.5)
-        cutout = try fraction("cutout", 0, range: 0...1)
-        fill = try fraction("fill", -1, range: -1...1)
-        brightness = try fraction("brightness", 0, range: 0...1)
-        contrast = try fraction("contrast", 0, range: 0...0.99)
+        translation = try fraction("translation", 0)
+        cutout = try fraction("cutout", 0)
+        fill = try fraction("fill", -1)
+        brightness = try fraction("brightness", 0)
+        contrast = try fraction("contrast", 0)
     }
 }
 

@@ -68,6 +68,9 @@ import Glibc
     o = Fixture.tinyConfig().json.objectValue!
     o["diff_augment"] = ["translation": 0.75]
     do { _ = try GANConfig(json: .object(o)); Issue.record("accepted a shift of 3/4") } catch let e as CytoError { #expect(e.field == "translation") }
+    var jittered = Fixture.tinyConfig()
+    jittered.diffAugment.contrast = 1  // a factor that can reach 0: refused when built in code too
+    do { try jittered.validate(); Issue.record("accepted contrast 1") } catch let e as CytoError { #expect(e.field == "contrast") }
     o = Fixture.tinyConfig().json.objectValue!
     o["dataset_scale_percentile"] = 120
     do { _ = try GANConfig(json: .object(o)); Issue.record("accepted percentile 120") } catch let e as CytoError { #expect(e.field == "dataset_scale_percentile") }
