@@ -228,8 +228,9 @@ public struct GANConfig: Sendable, Equatable {
     ///   rotations, and the paper's rates doubled (learning starts sooner on a CPU budget).
     /// - `cpu-64`: the best recipe for features on a CPU budget (issue 8; measured in
     ///   examples/cpu-recipe): small-64 with a dataset-level intensity scale (each channel's
-    ///   95th percentile) instead of the per-crop maximum, differentiable translation + cutout
-    ///   augmentation of both real and generated batches, and features pooled from every
+    ///   95th percentile) instead of the per-crop maximum, differentiable augmentation of both
+    ///   real and generated batches (a colour jitter of each channel, brightness and contrast
+    ///   0.25, then translation + cutout), and features pooled from every
     ///   convolution block of a moving average of the discriminator's weights (decay 0.999: about
     ///   the last thousand updates), the mean and the standard deviation over each map, averaged
     ///   over the crop's 8 mirrors and quarter turns ("pooled,pooled-std@dihedral").
@@ -248,7 +249,7 @@ public struct GANConfig: Sendable, Equatable {
             var c = try preset("small-64", loss: loss, seed: seed)
             c.name = name
             c.datasetScalePercentile = 95
-            c.diffAugment = .translationCutout
+            c.diffAugment = DiffAugmentPolicy(translation: 0.125, cutout: 0.5, brightness: 0.25, contrast: 0.25)
             c.discriminatorAverage = 0.999
             c.featureLayer = FeatureLayer(parts: [.allBlocks(.mean), .allBlocks(.std)], views: .dihedral)
             return c

@@ -102,7 +102,8 @@ import Glibc
 @Test func datasetScaleIsTheCropsPercentile() throws {
     let cpu = try GANConfig.preset("cpu-64"), small = try GANConfig.preset("small-64")
     #expect(cpu.architecture == small.architecture && cpu.batchSize == small.batchSize)
-    #expect(cpu.needsDatasetScale && cpu.datasetScalePercentile == 95 && cpu.diffAugment == .translationCutout)
+    #expect(cpu.needsDatasetScale && cpu.datasetScalePercentile == 95)
+    #expect(cpu.diffAugment == DiffAugmentPolicy(translation: 0.125, cutout: 0.5, brightness: 0.25, contrast: 0.25))
     #expect(cpu.featureLayer.description == "pooled,pooled-std@dihedral")
     #expect(cpu.discriminatorAverage == 0.999 && small.discriminatorAverage == nil)
 
