@@ -249,7 +249,9 @@ public struct GANConfig: Sendable, Equatable {
             var c = try preset("small-64", loss: loss, seed: seed)
             c.name = name
             c.datasetScalePercentile = 95
-            c.diffAugment = DiffAugmentPolicy(translation: 0.125, cutout: 0.5, brightness: 0.25, contrast: 0.25)
+            c.diffAugment = .translationCutout
+            c.diffAugment.brightness = 0.25
+            c.diffAugment.contrast = 0.25
             c.discriminatorAverage = 0.999
             c.featureLayer = FeatureLayer(parts: [.allBlocks(.mean), .allBlocks(.std)], views: .dihedral)
             return c

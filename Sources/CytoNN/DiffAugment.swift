@@ -63,8 +63,7 @@ public struct DiffAugmentPolicy: Sendable, Equatable {
     }
 
     /// Parses `{translation, cutout, fill, brightness, contrast}` (missing keys: 0, 0, -1, 0, 0),
-    /// each within its range (translation [0, 0.5], cutout and brightness [0, 1], fill [-1, 1],
-    /// contrast [0, 0.99]).
+    /// each within its range in `ranges`.
     public init(json: JSON) throws {
         guard case .object(let o) = json else {
             throw CytoError(.invalidInput, "diff_augment must be an object, got \(json.typeName)", field: "diff_augment")
