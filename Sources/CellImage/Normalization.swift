@@ -113,6 +113,37 @@ public enum Normalization: Sendable, Equatable {
         return m
     }
 
+    /// The fixed range [low, high] of channel `c` that model value -1 and 1 stand for, in the
+    /// crops' own intensity units; nil when the range is drawn from each crop (per-crop maximum,
+    /// per-crop percentiles) or from each file's sample type, so no single inverse exists.
+    public func unitRange(channel c: Int) -> (low: Float, high: Float)? {
+        switch self {
+        case .perCropMax, .percentile, .bitDepth(bits: nil): return nil
+        case .bitDepth(let bits?): return (0, Float((1 as UInt64) << UInt64(bits) - 1))
+        case .fixedScale(let s): return (0, s[c])
+        case .fixedRange(let lo, let hi): return (lo[c], hi[c])
+        }
+    }
+
+    /// Throws unless every channel has a fixed range (`unitRange`), naming the normalization.
+    public func checkInvertible(channels: Int) throws {
+        for c in 0..<channels where unitRange(channel: c) == nil {
+            throw CytoError(.invalidInput, "the model's normalization (\(json.serialized)) takes its range from each crop or file, so generated cells have no intensity units of the crops; write them in model units", field: "normalization")
+        }
+    }
+
+    /// Maps model values in [-1, 1] (CHW, `channels` planes) back to the crops' intensity units
+    /// in place: the inverse of `apply` for the fixed normalizations (clipped values stay at the
+    /// range's ends).
+    public func invert(_ planes: UnsafeMutablePointer<Float>, channels: Int, planeCount: Int) throws {
+        try checkInvertible(channels: channels)
+        for c in 0..<channels {
+            let (lo, hi) = unitRange(channel: c)!
+            let p = planes + c * planeCount, a = (hi - lo) / 2
+            for i in 0..<planeCount { p[i] = lo + (p[i] + 1) * a }
+        }
+    }
+
     /// Checks that fixed per-channel parameters fit `channels`.
     public func validate(channels: Int) throws {
         switch self {

@@ -166,6 +166,11 @@ public struct GANConfig: Sendable, Equatable {
     /// update is kept beside it (checkpointed), and features are read from the average: steadier
     /// than the discriminator of whichever step a run stopped at (issue 8).
     public var discriminatorAverage: Float?
+    /// When set, an exponential moving average of the generator's weights (and BatchNorm
+    /// statistics) with this decay per update is kept (checkpointed), and every generated image
+    /// (samples, interpolation, algebra, encoding) comes from it: smoother and more realistic
+    /// than the generator of whichever step a run stopped at.
+    public var generatorAverage: Float?
     /// When set, D's pooled block features also learn to tell each real crop's two views from the
     /// other crops of the batch (NT-Xent, `ContrastiveTerm`; issue 8).
     public var contrastive: ContrastiveTerm?
@@ -181,7 +186,7 @@ public struct GANConfig: Sendable, Equatable {
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, r1Penalty: R1Penalty? = nil,
-                discriminatorAverage: Float? = nil, contrastive: ContrastiveTerm? = nil,
+                discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, contrastive: ContrastiveTerm? = nil,
                 featureMatching: FeatureMatchingTerm? = nil, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
@@ -200,6 +205,7 @@ public struct GANConfig: Sendable, Equatable {
         self.datasetScalePercentile = datasetScalePercentile
         self.r1Penalty = r1Penalty
         self.discriminatorAverage = discriminatorAverage
+        self.generatorAverage = generatorAverage
         self.contrastive = contrastive
         self.featureMatching = featureMatching
         self.featureLayer = featureLayer
@@ -307,6 +313,9 @@ public struct GANConfig: Sendable, Equatable {
         if let d = discriminatorAverage, !(d > 0 && d < 1) {
             throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
         }
+        if let d = generatorAverage, !(d > 0 && d < 1) {
+            throw bad("generator_average", "generator_average (the moving average's decay) must be in (0, 1)")
+        }
     }
 
     // MARK: JSON
@@ -329,6 +338,7 @@ public struct GANConfig: Sendable, Equatable {
             "dataset_scale_percentile": datasetScalePercentile.map { JSON.double($0) } ?? JSON.null,
             "r1_penalty": r1Penalty.map { ["gamma": .float($0.gamma), "interval": JSON($0.interval)] } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
+            "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
             "contrastive": contrastive.map { ["weight": .float($0.weight), "temperature": .float($0.temperature)] } ?? JSON.null,
             "feature_matching": featureMatching.map { JSON.float($0.weight) } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
@@ -394,6 +404,10 @@ public struct GANConfig: Sendable, Equatable {
                   r1Penalty: try value("r1_penalty").map { try GANConfig.r1($0) },
                   discriminatorAverage: try value("discriminator_average").map { v in
                       guard let x = v.doubleValue else { throw bad("discriminator_average", "'discriminator_average' must be a number") }
+                      return Float(x)
+                  },
+                  generatorAverage: try value("generator_average").map { v in
+                      guard let x = v.doubleValue else { throw bad("generator_average", "'generator_average' must be a number") }
                       return Float(x)
                   },
                   contrastive: try value("contrastive").map { try GANConfig.contrastive($0) },

@@ -34,7 +34,7 @@ public struct DataCursor: Sendable, Equatable {
 ///
 /// `save(to:)` writes one safetensors file (atomically): tensors "generator.<name>",
 /// "discriminator.<name>" (weights and BatchNorm running statistics), "discriminator_average.<name>"
-/// (when the config keeps a moving average), "optimizer.generator.<m|v>.<name>",
+/// and "generator_average.<name>" (when the config keeps moving averages), "optimizer.generator.<m|v>.<name>",
 /// "optimizer.discriminator.<m|v>.<name>"; `__metadata__` holds the config and the counters and
 /// streams as JSON strings (see `CheckpointKeys`). `load(from:)` restores all of it.
 public final class GANModel {
@@ -47,6 +47,8 @@ public final class GANModel {
     public let trainingStep: GANTrainingStep
     /// The moving average of the discriminator's weights, when the config keeps one.
     public let discriminatorAverage: WeightAverage?
+    /// The moving average of the generator's weights, when the config keeps one.
+    public let generatorAverage: WeightAverage?
     /// Generator updates done (a step = criticSteps discriminator updates + one generator update).
     public var step: Int
     /// Where the data stream stands (saved so a resumed run reads the same crops in the same order).
@@ -73,10 +75,15 @@ public final class GANModel {
             let twin = try arch.makeDiscriminator(noise: RandomStream(seed: config.seed, purpose: "discriminator-average-noise"))
             return try WeightAverage(source: d, average: twin, decay: decay)
         }
+        let g = generator
+        generatorAverage = try config.generatorAverage.map { decay in
+            try WeightAverage(source: g, average: try arch.makeGenerator(), decay: decay)
+        }
         trainingStep = GANTrainingStep(generator: generator, discriminator: discriminator,
                                        generatorOptimizer: generatorOptimizer, discriminatorOptimizer: discriminatorOptimizer,
                                        loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
                                        diffAugment: config.diffAugment, r1: config.r1Penalty, discriminatorAverage: discriminatorAverage,
+                                       generatorAverage: generatorAverage,
                                        contrastive: try config.contrastive.map {
                                            try PooledContrast(term: $0, network: d, layerNames: arch.discriminatorBlocks)
                                        },
@@ -90,6 +97,10 @@ public final class GANModel {
     /// The network features are read from: the discriminator's moving average when kept, else
     /// the discriminator itself.
     public var featureDiscriminator: Network { discriminatorAverage?.average ?? discriminator }
+
+    /// The network generated images come from: the generator's moving average when kept, else
+    /// the generator itself.
+    public var outputGenerator: Network { generatorAverage?.average ?? generator }
 
     /// The discriminator's input-noise layer (its stream is part of the checkpoint).
     public var noiseLayer: GaussianNoise? { discriminator.noiseLayers.first }
@@ -139,6 +150,7 @@ public final class GANModel {
         generator.namedTensors.map { ("generator." + $0.name, $0.tensor) }
             + discriminator.namedTensors.map { ("discriminator." + $0.name, $0.tensor) }
             + (discriminatorAverage?.average.namedTensors ?? []).map { ("discriminator_average." + $0.name, $0.tensor) }
+            + (generatorAverage?.average.namedTensors ?? []).map { ("generator_average." + $0.name, $0.tensor) }
             + generatorOptimizer.stateTensors.map { ("optimizer.generator." + $0.name, $0.tensor) }
             + discriminatorOptimizer.stateTensors.map { ("optimizer.discriminator." + $0.name, $0.tensor) }
     }
@@ -192,6 +204,7 @@ public final class GANModel {
             try model.generator.load(file.tensors, prefix: "generator.")
             try model.discriminator.load(file.tensors, prefix: "discriminator.")
             try model.discriminatorAverage?.average.load(file.tensors, prefix: "discriminator_average.")
+            try model.generatorAverage?.average.load(file.tensors, prefix: "generator_average.")
             try model.generatorOptimizer.loadState(file.tensors, prefix: "optimizer.generator.")
             try model.discriminatorOptimizer.loadState(file.tensors, prefix: "optimizer.discriminator.")
         } catch var e as CytoError { e.path = path; throw e }

@@ -68,7 +68,7 @@ public final class NoiseEncoder {
         var result = Result(z: [Float](repeating: 0, count: count * latent), reconstructions: [Float](repeating: 0, count: count * per),
                             pixelError: [Float](repeating: 0, count: count), featureError: [Float](repeating: 0, count: count), lossCurve: [])
         var rng = RandomStream(seed: options.seed, purpose: "encode")
-        let g = model.generator, d = model.discriminator
+        let g = model.outputGenerator, d = model.discriminator
         let gTraining = g.training, dTraining = d.training
         g.training = false
         d.training = false
@@ -124,7 +124,7 @@ public final class NoiseEncoder {
     /// One evaluation of L at z for every row: per-row losses, and (when `gradient`) dL/dz in z.grad.
     private func evaluate(z: Parameter, rows: Int, per: Int, width: Int, losses: inout [Double], gradient: Bool,
                           pixel: UnsafeMutablePointer<[Double]>?, feature: UnsafeMutablePointer<[Double]>?) throws {
-        let g = model.generator, d = model.discriminator
+        let g = model.outputGenerator, d = model.discriminator
         let latent = z.value.shape[1]
         let fake = try g.forward(z.value)
         gradImage.resize(fake.shape)

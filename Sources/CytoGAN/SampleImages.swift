@@ -18,22 +18,39 @@ public enum SampleImages {
         }
     }
 
-    /// Writes images `0 ..< count` as `<directory>/<prefix><i>.tif` (16-bit, -1 -> 0, 1 -> 65535);
-    /// returns the paths.
+    /// Writes images `0 ..< count` as `<directory>/<prefix><i>.tif` (`writeTIFF`) and returns the paths.
     @discardableResult
-    public static func writeTIFFs(_ images: [Float], count: Int, channels: Int, size: Int, directory: String, prefix: String) throws -> [String] {
+    public static func writeTIFFs(_ images: [Float], count: Int, channels: Int, size: Int, directory: String, prefix: String,
+                                  cropUnits: Normalization? = nil) throws -> [String] {
         let per = channels * size * size
         guard images.count >= count * per else { throw CytoError(.shapeMismatch, "images hold \(images.count) values, \(count) images need \(count * per)") }
+        try cropUnits?.checkInvertible(channels: channels)  // before writing anything
         try makeDirectories(directory)
         let digits = max(4, String(max(count - 1, 0)).count)
         return try (0..<count).map { i in
             let n = String(i)
             let path = "\(directory)/\(prefix)\(String(repeating: "0", count: digits - n.count))\(n).tif"
-            try images.withUnsafeBufferPointer {
-                try ImageWriter.writeGeneratedTIFF(UnsafeBufferPointer(rebasing: $0[(i * per)..<((i + 1) * per)]), channels: channels,
-                                                   width: size, height: size, to: path)
-            }
+            try writeTIFF(images, index: i, channels: channels, size: size, to: path, cropUnits: cropUnits)
             return path
+        }
+    }
+
+    /// Writes image `index` of a list as a 16-bit TIFF. In model units -1 -> 0 and 1 -> 65535; in
+    /// the crops' units (`cropUnits`: the model's normalization) each value goes back through the
+    /// inverse of that normalization, so the file holds intensities comparable with the training
+    /// crops (rounded, clipped to 0...65535).
+    public static func writeTIFF(_ images: [Float], index i: Int, channels: Int, size: Int, to path: String,
+                                 cropUnits: Normalization? = nil) throws {
+        let per = channels * size * size
+        var plane = Array(images[(i * per)..<((i + 1) * per)])
+        try plane.withUnsafeMutableBufferPointer { buf in
+            if let cropUnits {
+                try cropUnits.invert(buf.baseAddress!, channels: channels, planeCount: size * size)
+                try ImageWriter.writeTIFF(PixelImage(quantizing: UnsafeBufferPointer(buf), channels: channels, width: size, height: size,
+                                                     from: (0, 65535), to: .uint16), to: path)
+            } else {
+                try ImageWriter.writeGeneratedTIFF(UnsafeBufferPointer(buf), channels: channels, width: size, height: size, to: path)
+            }
         }
     }
 

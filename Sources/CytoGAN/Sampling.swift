@@ -74,11 +74,14 @@ public enum NoiseSpace {
 public final class Sampler {
     public let model: GANModel
     public let batchSize: Int
+    /// The generator that draws: the model's moving average when it keeps one and `averaged`.
+    public let generator: Network
     private let z = Tensor(Shape(0))
 
-    public init(model: GANModel, batchSize: Int = 64) {
+    public init(model: GANModel, batchSize: Int = 64, averaged: Bool = true) {
         self.model = model
         self.batchSize = max(1, batchSize)
+        generator = averaged ? model.outputGenerator : model.generator
     }
 
     /// Floats in one generated image (channels x size x size).
@@ -92,7 +95,7 @@ public final class Sampler {
         }
         let n = vectors.count / latent, per = imageCount
         var out = [Float](repeating: 0, count: n * per)
-        let g = model.generator
+        let g = generator
         let wasTraining = g.training
         g.training = false
         defer { g.training = wasTraining }

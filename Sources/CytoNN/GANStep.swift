@@ -64,6 +64,8 @@ public final class GANTrainingStep {
     public let diffAugment: DiffAugment?
     /// Moving average of the discriminator's weights, updated after each of its updates (nil: none).
     public let discriminatorAverage: WeightAverage?
+    /// Moving average of the generator's weights, updated after each of its updates (nil: none).
+    public let generatorAverage: WeightAverage?
     /// The contrastive term on D's pooled blocks (nil: none, the paper).
     public let contrastive: PooledContrast?
     /// Feature matching in the generator's loss (nil: none, the paper).
@@ -96,7 +98,7 @@ public final class GANTrainingStep {
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
                 diffAugment policy: DiffAugmentPolicy = .none, r1: R1Penalty? = nil, discriminatorAverage: WeightAverage? = nil,
-                contrastive: PooledContrast? = nil, featureMatching: FeatureMatching? = nil) {
+                generatorAverage: WeightAverage? = nil, contrastive: PooledContrast? = nil, featureMatching: FeatureMatching? = nil) {
         self.generator = generator
         self.discriminator = discriminator
         self.generatorOptimizer = generatorOptimizer
@@ -111,6 +113,7 @@ public final class GANTrainingStep {
         mixRNG = RandomStream(seed: seed, purpose: "interpolation")
         diffAugment = policy.isIdentity ? nil : DiffAugment(policy: policy, rng: RandomStream(seed: seed, purpose: "diff-augment"))
         self.discriminatorAverage = discriminatorAverage
+        self.generatorAverage = generatorAverage
         self.contrastive = contrastive
         self.featureMatching = featureMatching
         viewRNG = RandomStream(seed: seed, purpose: "contrastive-view")
@@ -207,6 +210,7 @@ public final class GANTrainingStep {
         if let a = diffAugment { gx = try a.backward(gx) }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)
         generatorOptimizer.update()
+        generatorAverage?.update(afterUpdate: generatorOptimizer.step)
         return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp, contrastiveLoss: contrastiveLoss,
                       featureMatchingLoss: fmLoss)
     }

@@ -31,6 +31,10 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Montage columns for samples.") var columns: Int = 8
     @Option(help: "Output folder.") var out: String
     @Option(help: "Threads for the engine (default: all cores).") var threads: Int?
+    @Option(help: "Units of the TIFFs: model (-1..1 as 0..65535) or crops (the training crops' intensities, through the inverse of the model's normalization).")
+    var units: SampleUnits = .model
+    @Flag(name: .customLong("current-generator"), help: "Draw with the generator as it was at the checkpoint's step, not the moving average of its weights the model keeps (for comparison).")
+    var currentGenerator = false
 
     func validate() throws {
         if count < 1 { throw ValidationError("--count must be >= 1") }
@@ -56,13 +60,15 @@ struct SampleCommand: ParsableCommand {
             let interpolation: InterpolationMode = try choice(mode, "--mode")
             let pairs = try interpolate.map { try indexes($0, 2, "--interpolate") }
             let triples = try algebra.map { try indexes($0, 3, "--algebra") }
-            let sampler = Sampler(model: m)
+            let sampler = Sampler(model: m, averaged: !currentGenerator)
+            let cropUnits = units == .crops ? m.config.preprocessing.normalization : nil
+            try cropUnits?.checkInvertible(channels: a.channels)
             try makeDirectories(out)
             var written: [String: JSON] = ["vectors": JSON(n)]
 
             if pairs.isEmpty && triples.isEmpty {
                 let images = try sampler.generate(z)
-                try SampleImages.writeTIFFs(images, count: n, channels: a.channels, size: a.size, directory: out, prefix: "sample-")
+                try SampleImages.writeTIFFs(images, count: n, channels: a.channels, size: a.size, directory: out, prefix: "sample-", cropUnits: cropUnits)
                 let rows = stride(from: 0, to: n, by: columns).map { Array($0..<min($0 + columns, n)) }
                 try SampleImages.writeMontage(images, rows: rows, channels: a.channels, size: a.size, to: out + "/samples.png")
                 try SampleImages.writeVectors(z, width: latent, to: out + "/samples-z.npy")
@@ -74,7 +80,7 @@ struct SampleCommand: ParsableCommand {
                 let images = try sampler.generate(path)
                 for k in pairs.indices {
                     let slice = Array(images[(k * steps * sampler.imageCount)..<((k + 1) * steps * sampler.imageCount)])
-                    try SampleImages.writeTIFFs(slice, count: steps, channels: a.channels, size: a.size, directory: out, prefix: "interp-\(k)-")
+                    try SampleImages.writeTIFFs(slice, count: steps, channels: a.channels, size: a.size, directory: out, prefix: "interp-\(k)-", cropUnits: cropUnits)
                 }
                 let rows = pairs.indices.map { k in Array((k * steps)..<((k + 1) * steps)) }
                 try SampleImages.writeMontage(images, rows: rows, channels: a.channels, size: a.size, to: out + "/interpolation.png")
@@ -87,7 +93,7 @@ struct SampleCommand: ParsableCommand {
                 let images = try sampler.generate(all)
                 for k in triples.indices {
                     let slice = Array(images[(k * 4 * sampler.imageCount)..<((k + 1) * 4 * sampler.imageCount)])
-                    try SampleImages.writeTIFFs(slice, count: 4, channels: a.channels, size: a.size, directory: out, prefix: "algebra-\(k)-")
+                    try SampleImages.writeTIFFs(slice, count: 4, channels: a.channels, size: a.size, directory: out, prefix: "algebra-\(k)-", cropUnits: cropUnits)
                 }
                 let rows = triples.indices.map { k in Array((k * 4)..<((k + 1) * 4)) }
                 try SampleImages.writeMontage(images, rows: rows, channels: a.channels, size: a.size, to: out + "/algebra.png")
@@ -99,4 +105,12 @@ struct SampleCommand: ParsableCommand {
             print(JSON.object(written).serialized)
         }
     }
+}
+
+/// The units `cytogan sample` writes its TIFFs in.
+enum SampleUnits: String, ExpressibleByArgument, CaseIterable {
+    /// The model's own range, -1...1 stretched over 0...65535.
+    case model
+    /// The training crops' intensities (the inverse of the model's normalization).
+    case crops
 }

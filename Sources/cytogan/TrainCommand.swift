@@ -42,6 +42,8 @@ struct TrainCommand: ParsableCommand {
     var featureLayer: String?
     @Option(name: .customLong("discriminator-average"), help: "Keep a moving average of the discriminator's weights with this decay (e.g. 0.999) and read features from it; 'none' to keep none.")
     var discriminatorAverage: String?
+    @Option(name: .customLong("generator-average"), help: "Keep a moving average of the generator's weights with this decay (e.g. 0.999) and generate every image from it; 'none' to keep none.")
+    var generatorAverage: String?
     @Option(help: "R1 penalty on the discriminator's gradient at real crops: GAMMA, GAMMA/INTERVAL (applied every INTERVAL updates, default 16), or 'none'.")
     var r1: String?
     @Option(help: "Contrastive term on the discriminator's pooled block features (each real crop's two views against the batch): WEIGHT, WEIGHT/TEMPERATURE (default 0.2), or 'none'.")
@@ -65,7 +67,7 @@ struct TrainCommand: ParsableCommand {
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
-            || discriminatorAverage != nil || r1 != nil || contrastive != nil || featureMatching != nil
+            || discriminatorAverage != nil || generatorAverage != nil || r1 != nil || contrastive != nil || featureMatching != nil
     }
 
     func validate() throws {
@@ -132,6 +134,13 @@ struct TrainCommand: ParsableCommand {
             else {
                 guard let d = Float(discriminatorAverage) else { throw ValidationError("--discriminator-average takes a decay or 'none'") }
                 c.discriminatorAverage = d  // its range is checked with the rest of the config below
+            }
+        }
+        if let generatorAverage {
+            if generatorAverage == "none" { c.generatorAverage = nil }
+            else {
+                guard let d = Float(generatorAverage) else { throw ValidationError("--generator-average takes a decay or 'none'") }
+                c.generatorAverage = d
             }
         }
         // Ranges are checked with the rest of the config below (GANConfig.validate).

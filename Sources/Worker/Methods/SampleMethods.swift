@@ -252,11 +252,14 @@ struct ImageOutput {
     var tiff: Bool
     var prefix: String
     var montage: Bool
+    /// TIFFs in the training crops' intensity units (the inverse of the model's normalization)
+    /// rather than the model's -1...1 stretched over 0...65535.
+    var cropUnits: Bool
 
     /// nil when the method was given no `output`.
     init?(_ p: Params, _ key: String) throws {
         guard let o = try p.optionalObject(key) else { return nil }
-        try o.rejectUnknown(allowed: ["dir", "format", "prefix", "montage"])
+        try o.rejectUnknown(allowed: ["dir", "format", "prefix", "montage", "units"])
         directory = try nonEmpty(o, "dir")
         let format = try o.choice("format", ["png", "tiff", "both"], default: "png")
         png = format != "tiff"
@@ -264,6 +267,8 @@ struct ImageOutput {
         prefix = try o.string("prefix", default: "sample-")
         if prefix.contains("/") { throw o.error("prefix", "is a file name prefix: no '/'") }
         montage = try o.bool("montage", default: false)
+        cropUnits = try o.choice("units", ["model", "crops"], default: "model") == "crops"
+        if cropUnits && !tiff { throw o.error("units", "applies to TIFF files: set format to tiff or both") }
     }
 
     /// `<prefix><i>` with i zero-padded to at least 4 digits (as `cytogan sample` names files).
@@ -278,7 +283,9 @@ struct ImageOutput {
     /// Writes image i as `<dir>/<names[i]>.png|.tif`, then the montage `<dir>/<prefix>montage.png`
     /// whose rows list image indexes. Returns the paths (per image: PNG, then TIFF).
     func write(_ images: [Float], names: [String], montage rows: [[Int]], config: GANConfig) throws -> (files: JSON, montage: String?) {
-        let c = config.architecture.channels, s = config.architecture.size, per = c * s * s
+        let c = config.architecture.channels, s = config.architecture.size
+        let units = cropUnits ? config.preprocessing.normalization : nil
+        try units?.checkInvertible(channels: c)
         try makeDirectories(directory)
         var files: [JSON] = []
         for (i, name) in names.enumerated() {
@@ -288,10 +295,7 @@ struct ImageOutput {
                 files.append(.string(base + ".png"))
             }
             if tiff {
-                try images.withUnsafeBufferPointer {
-                    try ImageWriter.writeGeneratedTIFF(UnsafeBufferPointer(rebasing: $0[(i * per)..<((i + 1) * per)]), channels: c,
-                                                       width: s, height: s, to: base + ".tif")
-                }
+                try SampleImages.writeTIFF(images, index: i, channels: c, size: s, to: base + ".tif", cropUnits: units)
                 files.append(.string(base + ".tif"))
             }
         }

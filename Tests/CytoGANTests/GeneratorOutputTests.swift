@@ -1,0 +1,101 @@
+import CellImage
+import CytoCore
+import CytoNN
+import Foundation
+import Testing
+@testable import CytoGAN
+
+/// With `generator_average`, the model keeps the running mean / exponential average of the
+/// generator's weights and BatchNorm statistics (checked against snapshots taken after every
+/// update and averaged here in Double); samples come from it unless asked for the current
+/// generator, and it is saved and loaded with the model.
+@Test func samplesComeFromTheGeneratorsAverage() throws {
+    Engine.setThreads(1)
+    var c = Fixture.tinyConfig(loss: .lsgan)
+    c.generatorAverage = 0.6
+    let model = try GANModel(config: c)
+    var rng = RandomStream(seed: 4, purpose: "test-batch")
+    let a = c.architecture
+    let real = Tensor(Shape(4, a.channels, a.size, a.size))
+    var expected: [String: [Double]] = [:]
+    for t in 1...6 {
+        rng.fillNormal(real.buffer, std: 0.5)
+        _ = try model.trainingStep.step(real: real)
+        let d = min(0.6, 1 - 1 / Double(t))
+        for (name, tensor) in model.generator.namedTensors {
+            let now = tensor.values.map(Double.init)
+            expected[name] = zip(expected[name] ?? now, now).map { d * $0 + (1 - d) * $1 }
+        }
+    }
+    var tensors: [String: Tensor] = [:]
+    for (name, tensor) in model.generatorAverage!.average.namedTensors {
+        let e = expected[name]!
+        #expect(zip(tensor.values, e).allSatisfy { abs(Double($0) - $1) <= 1e-6 * max(1, abs($1)) }, "\(name)")
+        tensors[name] = tensor
+    }
+    let z = NoiseSpace.draw(count: 3, latent: a.latent, seed: 9)
+    let averaged = try Sampler(model: model).generate(z)
+    let current = try Sampler(model: model, averaged: false).generate(z)
+    #expect(averaged != current)
+    // The same images from a plain generator holding the average's weights.
+    let plain = try GANModel(config: Fixture.tinyConfig(loss: .lsgan))
+    try plain.generator.load(tensors)
+    #expect(try Sampler(model: plain).generate(z) == averaged)
+    // Saved and loaded with the model; training resumes exactly with it.
+    let dir = try Fixture.tempDir("generator-average")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try model.save(to: dir + "/m.safetensors")
+    #expect(try Sampler(model: try GANModel.load(from: dir + "/m.safetensors")).generate(z) == averaged)
+    try checkResume(c)
+}
+
+@Test func generatorAverageDecayIsChecked() throws {
+    var o = Fixture.tinyConfig().json.objectValue!
+    #expect(o["generator_average"] == JSON.null)
+    o["generator_average"] = 0.99
+    #expect(try GANConfig(json: .object(o)).generatorAverage == 0.99)
+    for bad: JSON in [1, 0, "fast"] {
+        o["generator_average"] = bad
+        do { _ = try GANConfig(json: .object(o)); Issue.record("accepted \(bad)") } catch let e as CytoError {
+            #expect(e.field == "generator_average")
+        }
+    }
+}
+
+/// Samples written in the crops' units go back through the inverse of the model's normalization:
+/// read again and normalized as a crop, they equal the model-space images to 16-bit rounding.
+@Test func samplesInCropUnitsInvertTheNormalization() throws {
+    let dir = try Fixture.tempDir("crop-units")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let size = 4, channels = 3, per = channels * size * size
+    var rng = RandomStream(seed: 2, purpose: "test-images")
+    var images = [Float](repeating: 0, count: 2 * per)
+    for i in images.indices { images[i] = rng.uniform(-1.2, 1.2) }  // some beyond the range: clipped
+    let scale: [Float] = [1000, 20000, 65535]
+    for norm in [Normalization.fixedScale(scale), .fixedRange(low: [100, 200, 300], high: [4000, 5000, 6000]), .bitDepth(bits: 12)] {
+        let paths = try SampleImages.writeTIFFs(images, count: 2, channels: channels, size: size, directory: dir, prefix: "s-", cropUnits: norm)
+        for (k, path) in paths.enumerated() {
+            let raw = try ImageReader.read(path: path)
+            var planes = raw.floatPlanes
+            let step = (0..<channels).map { c -> Float in let r = norm.unitRange(channel: c)!; return 2 / (r.high - r.low) }
+            planes.withUnsafeMutableBufferPointer { buf in
+                var scratch = [Float](repeating: 0, count: size * size)
+                norm.apply(buf.baseAddress!, channels: channels, planeCount: size * size, type: .uint16, scratch: &scratch)
+            }
+            for c in 0..<channels {
+                for j in 0..<(size * size) {
+                    let want = min(max(images[k * per + c * size * size + j], -1), 1)
+                    // Rounding to an integer intensity moves a value by at most half an intensity step.
+                    #expect(abs(planes[c * size * size + j] - want) <= 0.5 * step[c] + 1e-5, "\(norm) image \(k) channel \(c)")
+                }
+            }
+        }
+    }
+    for norm in [Normalization.perCropMax, .percentile(low: 1, high: 99), .bitDepth(bits: nil)] {
+        do {
+            try SampleImages.writeTIFFs(images, count: 2, channels: channels, size: size, directory: dir + "/no", prefix: "s-", cropUnits: norm)
+            Issue.record("wrote \(norm) in crop units")
+        } catch let e as CytoError { #expect(e.field == "normalization") }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/no"))
+    }
+}
