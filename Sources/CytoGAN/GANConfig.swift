@@ -171,12 +171,6 @@ public struct GANConfig: Sendable, Equatable {
     /// (samples, interpolation, algebra, encoding) comes from it: smoother and more realistic
     /// than the generator of whichever step a run stopped at.
     public var generatorAverage: Float?
-    /// When set, D's pooled block features also learn to tell each real crop's two views from the
-    /// other crops of the batch (NT-Xent, `ContrastiveTerm`; issue 8).
-    public var contrastive: ContrastiveTerm?
-    /// When set, the generator's loss gains feature matching on D's pooled block features with
-    /// this weight (`FeatureMatchingTerm`; issue 8).
-    public var featureMatching: FeatureMatchingTerm?
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -186,8 +180,8 @@ public struct GANConfig: Sendable, Equatable {
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, r1Penalty: R1Penalty? = nil,
-                discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, contrastive: ContrastiveTerm? = nil,
-                featureMatching: FeatureMatchingTerm? = nil, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+                discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation,
+                seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -206,8 +200,6 @@ public struct GANConfig: Sendable, Equatable {
         self.r1Penalty = r1Penalty
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
-        self.contrastive = contrastive
-        self.featureMatching = featureMatching
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -304,12 +296,6 @@ public struct GANConfig: Sendable, Equatable {
             }
             guard loss != .wgangp else { throw bad("r1_penalty", "r1_penalty is for DCGAN and LSGAN; WGAN-GP has gradient_penalty") }
         }
-        if let c = contrastive, !(c.weight > 0 && c.weight.isFinite && c.temperature > 0 && c.temperature.isFinite) {
-            throw bad("contrastive", "contrastive needs weight > 0 and temperature > 0")
-        }
-        if let f = featureMatching, !(f.weight > 0 && f.weight.isFinite) {
-            throw bad("feature_matching", "feature_matching (its weight) must be > 0")
-        }
         if let d = discriminatorAverage, !(d > 0 && d < 1) {
             throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
         }
@@ -339,8 +325,6 @@ public struct GANConfig: Sendable, Equatable {
             "r1_penalty": r1Penalty.map { ["gamma": .float($0.gamma), "interval": JSON($0.interval)] } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
-            "contrastive": contrastive.map { ["weight": .float($0.weight), "temperature": .float($0.temperature)] } ?? JSON.null,
-            "feature_matching": featureMatching.map { JSON.float($0.weight) } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -361,6 +345,9 @@ public struct GANConfig: Sendable, Equatable {
             guard let v = value(k) else { return d }
             guard let x = v.intValue else { throw bad(k, "'\(k)' must be an integer") }
             return x
+        }
+        for k in GANConfig.retiredKeys where value(k) != nil {
+            throw bad(k, "'\(k)' was retired after measurement (see examples/cpu-recipe/README.md); leave it out or null")
         }
         let arch = try value("architecture").map { try DCGANArchitecture(json: $0) } ?? .paper96
         var loss = GANLoss.lsgan
@@ -410,14 +397,13 @@ public struct GANConfig: Sendable, Equatable {
                       guard let x = v.doubleValue else { throw bad("generator_average", "'generator_average' must be a number") }
                       return Float(x)
                   },
-                  contrastive: try value("contrastive").map { try GANConfig.contrastive($0) },
-                  featureMatching: try value("feature_matching").map { v in
-                      guard let x = v.doubleValue else { throw bad("feature_matching", "'feature_matching' must be a number (its weight)") }
-                      return FeatureMatchingTerm(weight: Float(x))
-                  },
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }
+
+    /// Members of configs before the feature-matching and contrastive experiments were retired
+    /// (measured, no gain): checkpoints of that time store them as null, which still parses.
+    static let retiredKeys = ["contrastive", "feature_matching"]
 
     /// A member written as a number (its main value) or as {main, option} (option may be
     /// missing or null): the main value, and the option when given and `read` accepts it.
@@ -434,12 +420,6 @@ public struct GANConfig: Sendable, Equatable {
     static func r1(_ j: JSON) throws -> R1Penalty {
         let (g, interval) = try numberOrPair(j, field: "r1_penalty", main: "gamma", option: "interval") { $0.intValue }
         return R1Penalty(gamma: Float(g), interval: interval ?? R1Penalty.defaultInterval)
-    }
-
-    /// `contrastive`: a weight (the default temperature) or {weight, temperature}.
-    static func contrastive(_ j: JSON) throws -> ContrastiveTerm {
-        let (w, t) = try numberOrPair(j, field: "contrastive", main: "weight", option: "temperature") { $0.doubleValue }
-        return ContrastiveTerm(weight: Float(w), temperature: t.map(Float.init) ?? ContrastiveTerm.defaultTemperature)
     }
 
     static func rateJSON(_ r: LearningRate) -> JSON {

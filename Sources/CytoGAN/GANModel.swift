@@ -83,13 +83,7 @@ public final class GANModel {
                                        generatorOptimizer: generatorOptimizer, discriminatorOptimizer: discriminatorOptimizer,
                                        loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
                                        diffAugment: config.diffAugment, r1: config.r1Penalty, discriminatorAverage: discriminatorAverage,
-                                       generatorAverage: generatorAverage,
-                                       contrastive: try config.contrastive.map {
-                                           try PooledContrast(term: $0, network: d, layerNames: arch.discriminatorBlocks)
-                                       },
-                                       featureMatching: try config.featureMatching.map {
-                                           try FeatureMatching(term: $0, network: d, layerNames: arch.discriminatorBlocks)
-                                       })
+                                       generatorAverage: generatorAverage)
         step = 0
         cursor = DataCursor(seed: config.seed)
     }
@@ -119,7 +113,6 @@ public final class GANModel {
         ]
         if let n = noiseLayer { s["discriminator_noise"] = n.rng }
         if let a = trainingStep.diffAugment { s["diff_augment"] = a.rng }
-        if trainingStep.contrastive != nil { s["contrastive_view"] = trainingStep.viewRNG }
         return s
     }
 
@@ -239,7 +232,6 @@ public final class GANModel {
         model.trainingStep.mixRNG = try stream("interpolation")
         model.noiseLayer?.rng = try stream("discriminator_noise")
         if let a = model.trainingStep.diffAugment { a.rng = try stream("diff_augment") }
-        if model.trainingStep.contrastive != nil { model.trainingStep.viewRNG = try stream("contrastive_view") }
         model.cursor = DataCursor(epoch: try int(CheckpointKeys.epoch), position: try int(CheckpointKeys.position),
                                   datasetCount: try int(CheckpointKeys.datasetCount),
                                   orderAtEpochStart: try stream("data_order_epoch_start"), augmentation: try stream("augmentation"))

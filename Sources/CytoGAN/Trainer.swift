@@ -47,10 +47,6 @@ public final class Trainer: @unchecked Sendable {
         public var discriminatorLoss: Float
         public var generatorLoss: Float
         public var gradientPenalty: Float
-        /// The weighted contrastive loss of the last step (0 without the term).
-        public var contrastiveLoss: Float
-        /// The weighted feature-matching loss of the last step (0 without the term).
-        public var featureMatchingLoss: Float
         /// Real crops per second through the training step, over this run.
         public var imagesPerSecond: Double
         public var elapsedSeconds: Double
@@ -70,10 +66,6 @@ public final class Trainer: @unchecked Sendable {
         public var generator: Float
         /// WGAN-GP's penalty (included in `discriminator`); 0 for the other losses.
         public var gradientPenalty: Float
-        /// The weighted contrastive loss (not included in `discriminator`); 0 without the term.
-        public var contrastive: Float = 0
-        /// The weighted feature-matching loss (not included in `generator`); 0 without the term.
-        public var featureMatching: Float = 0
     }
 
     /// Why a run ended.
@@ -155,7 +147,7 @@ public final class Trainer: @unchecked Sendable {
         var stepsRun = 0, images = 0
         var last: Progress? = nil
         var reason = StopReason.steps
-        var lossD: Float = 0, lossG: Float = 0, gp: Float = 0, con: Float = 0, fm: Float = 0
+        var lossD: Float = 0, lossG: Float = 0, gp: Float = 0
         func progress() -> Progress {
             let elapsed = clock.seconds
             let ips = elapsed > 0 ? Double(images) / elapsed : 0
@@ -164,7 +156,7 @@ public final class Trainer: @unchecked Sendable {
             if let m = options.minutes { eta = min(eta ?? .infinity, max(0, m * 60 - elapsed)) }
             return Progress(step: model.step, stepsThisRun: stepsRun, stepLimit: options.steps, epoch: model.cursor.epoch,
                             position: model.cursor.position, datasetCount: source.count, discriminatorLoss: lossD,
-                            generatorLoss: lossG, gradientPenalty: gp, contrastiveLoss: con, featureMatchingLoss: fm, imagesPerSecond: ips, elapsedSeconds: elapsed, etaSeconds: eta,
+                            generatorLoss: lossG, gradientPenalty: gp, imagesPerSecond: ips, elapsedSeconds: elapsed, etaSeconds: eta,
                             skippedCrops: loader.skippedCount, dataWaitFraction: elapsed > 0 ? loader.waitSeconds / elapsed : 0,
                             lastCheckpoint: lastCheckpoint)
         }
@@ -192,15 +184,14 @@ public final class Trainer: @unchecked Sendable {
                 images += config.batchSize
                 lossD = result.discriminatorLoss
                 gp = result.gradientPenalty
-                con = result.contrastiveLoss
-                if k == config.criticSteps - 1 { lossG = result.generatorLoss; fm = result.featureMatchingLoss }
+                if k == config.criticSteps - 1 { lossG = result.generatorLoss }
             }
             guard lossD.isFinite, lossG.isFinite else {
                 throw CytoError(.internal, "training diverged at step \(model.step + 1): discriminator loss \(lossD), generator loss \(lossG)")
             }
             model.step += 1
             stepsRun += 1
-            onStep?(model.step, StepLosses(discriminator: lossD, generator: lossG, gradientPenalty: gp, contrastive: con, featureMatching: fm))
+            onStep?(model.step, StepLosses(discriminator: lossD, generator: lossG, gradientPenalty: gp))
 
             if let every = options.checkpointEverySteps, every > 0, model.step % every == 0 {
                 try checkpoint(); lastCheckpointTime = clock.seconds

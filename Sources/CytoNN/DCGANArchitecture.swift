@@ -44,7 +44,7 @@ public struct DCGANArchitecture: Sendable, Equatable {
     public static let representationLayer = "representation"
 
     /// Names of the discriminator's convolution blocks' outputs ("lrelu0", "lrelu1", ...): what
-    /// `pooled` features and the contrastive term pool.
+    /// `pooled` features pool.
     public var discriminatorBlocks: [String] { discriminatorWidths.indices.map { "lrelu\($0)" } }
 
     /// Side of the generator's first feature map.

@@ -101,25 +101,12 @@ public final class Network {
     /// Back-propagation with choices: skip the input gradient (training a network on its own) or
     /// the parameter gradients (training the network that feeds this one). Returns the input
     /// gradient when asked, else nil.
-    ///
-    /// `adding` holds gradients of other losses w.r.t. the outputs of inner layers (by index, each
-    /// shaped like that output): each is added to the gradient flowing down at that layer, so one
-    /// pass back-propagates the sum of the losses. The additions happen in place, in `gradOut` or
-    /// in a layer's input-gradient buffer.
-    public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool,
-                         adding extra: [(layer: Int, gradient: Tensor)] = []) throws -> Tensor? {
+    public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
         guard lastRun >= 0 else { throw CytoError(.invalidInput, "backward called before forward") }
         let stop = inputGradient ? 0 : min(firstTrainable, lastRun)
         if !inputGradient && !parameterGradients { return nil }
-        for e in extra where e.layer > lastRun || e.layer < stop || e.gradient.shape != outputs[e.layer]?.shape {
-            throw CytoError(.shapeMismatch, "backward: an added gradient for layer \(e.layer) does not match an output this pass back-propagates through")
-        }
         var g = gradOut
         for i in stride(from: lastRun, through: stop, by: -1) {
-            for e in extra where e.layer == i {
-                let a = e.gradient.data, d = g.data
-                for k in 0..<g.count { d[k] += a[k] }
-            }
             let wantInput = inputGradient || i > stop
             guard let next = try layers[i].backward(g, inputGradient: wantInput, parameterGradients: parameterGradients) else {
                 return nil

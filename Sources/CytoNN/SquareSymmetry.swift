@@ -1,6 +1,6 @@
 /// The symmetries of the square applied to CHW crops: `turns` quarter turns counter-clockwise
-/// after an optional left-right mirror: the trainer's flips and rotations, the views of `@dihedral`
-/// features, and the second view of a contrastive pair.
+/// after an optional left-right mirror: the trainer's flips and rotations and the views of
+/// `@dihedral` features.
 public struct SquareSymmetry: Sendable, Equatable {
     public var mirror: Bool
     public var turns: Int

@@ -46,10 +46,6 @@ struct TrainCommand: ParsableCommand {
     var generatorAverage: String?
     @Option(help: "R1 penalty on the discriminator's gradient at real crops: GAMMA, GAMMA/INTERVAL (applied every INTERVAL updates, default 16), or 'none'.")
     var r1: String?
-    @Option(help: "Contrastive term on the discriminator's pooled block features (each real crop's two views against the batch): WEIGHT, WEIGHT/TEMPERATURE (default 0.2), or 'none'.")
-    var contrastive: String?
-    @Option(name: .customLong("feature-matching"), help: "Feature matching in the generator's loss: the weight of the squared distance between the mean pooled block features of real and generated crops under the discriminator, or 'none'.")
-    var featureMatching: String?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -67,7 +63,7 @@ struct TrainCommand: ParsableCommand {
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
-            || discriminatorAverage != nil || generatorAverage != nil || r1 != nil || contrastive != nil || featureMatching != nil
+            || discriminatorAverage != nil || generatorAverage != nil || r1 != nil
     }
 
     func validate() throws {
@@ -147,18 +143,6 @@ struct TrainCommand: ParsableCommand {
         if let r1 {
             c.r1Penalty = try TrainCommand.valueOrPair(r1, option: "--r1", usage: "GAMMA, GAMMA/INTERVAL") { Int($0) }.map {
                 R1Penalty(gamma: $0.0, interval: $0.1 ?? R1Penalty.defaultInterval)
-            }
-        }
-        if let contrastive {
-            c.contrastive = try TrainCommand.valueOrPair(contrastive, option: "--contrastive", usage: "WEIGHT, WEIGHT/TEMPERATURE") { Float($0) }.map {
-                ContrastiveTerm(weight: $0.0, temperature: $0.1 ?? ContrastiveTerm.defaultTemperature)
-            }
-        }
-        if let featureMatching {
-            if featureMatching == "none" { c.featureMatching = nil }
-            else {
-                guard let w = Float(featureMatching) else { throw ValidationError("--feature-matching takes a weight or 'none'") }
-                c.featureMatching = FeatureMatchingTerm(weight: w)
             }
         }
         if c.name != "custom" && overridesPreset {
@@ -330,8 +314,6 @@ final class ProgressDisplay: @unchecked Sendable {
         s += " epoch \(p.epoch) \(p.datasetCount > 0 ? 100 * p.position / p.datasetCount : 0)%"
         s += String(format: "  D %.4f  G %.4f", p.discriminatorLoss, p.generatorLoss)
         if p.gradientPenalty != 0 { s += String(format: "  gp %.4f", p.gradientPenalty) }
-        if p.contrastiveLoss != 0 { s += String(format: "  contrastive %.3f", p.contrastiveLoss) }
-        if p.featureMatchingLoss != 0 { s += String(format: "  feature matching %.4f", p.featureMatchingLoss) }
         s += String(format: "  %.1f img/s", p.imagesPerSecond)
         if let eta = p.etaSeconds { s += "  ETA \(ProgressDisplay.duration(eta))" }
         if p.skippedCrops > 0 { s += "  skipped \(p.skippedCrops)" }
@@ -360,7 +342,7 @@ final class ProgressDisplay: @unchecked Sendable {
 /// Loss curve rows appended to a CSV (header written when the file is new), flushed as they come.
 final class LossLog {
     private let handle: FileHandle
-    static let header = "step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,contrastive_loss,feature_matching_loss,elapsed_seconds"
+    static let header = "step,epoch,position,discriminator_loss,generator_loss,gradient_penalty,elapsed_seconds"
     init(path: String) throws {
         if FileManager.default.fileExists(atPath: path) {
             // Appending rows of these columns under another header would misalign them; only the
@@ -382,7 +364,7 @@ final class LossLog {
         handle = h
     }
     func append(step: Int, model: GANModel, losses: Trainer.StepLosses, seconds: Double) {
-        let line = "\(step),\(model.cursor.epoch),\(model.cursor.position),\(losses.discriminator),\(losses.generator),\(losses.gradientPenalty),\(losses.contrastive),\(losses.featureMatching),\(String(format: "%.2f", seconds))\n"
+        let line = "\(step),\(model.cursor.epoch),\(model.cursor.position),\(losses.discriminator),\(losses.generator),\(losses.gradientPenalty),\(String(format: "%.2f", seconds))\n"
         handle.write(Data(line.utf8))
     }
     func close() throws { try handle.close() }

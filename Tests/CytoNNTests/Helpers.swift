@@ -135,18 +135,3 @@ func checkLayer(_ layer: any Layer, input x: Tensor, h: Float = 1e-2, rtol: Doub
         try checkGradient(p.name, value: p.value, analytic: g, h: h, rtol: rtol, atol: atol, probes: parameterProbes, seed: 7, loss)
     }
 }
-
-/// Two conv blocks with smooth activations ("act0" [N, 3, 6, 6] and "act1" [N, 4, 3, 3] for a
-/// [N, 2, 6, 6] input; no kinks for finite differences) and a dense head above them: the test
-/// network of the terms that read pooled blocks (contrastive, feature matching).
-func smoothBlockNetwork(seed: UInt64) throws -> Network {
-    let net = try Network([
-        Conv2D(name: "conv0", inChannels: 2, outChannels: 3, kernel: 3), Tanh(name: "act0"),
-        Conv2D(name: "conv1", inChannels: 3, outChannels: 4, kernel: 3, stride: 2), Tanh(name: "act1"),
-        Flatten(name: "flatten"), Dense(name: "output", inputs: 4 * 3 * 3, outputs: 1),
-    ])
-    var rng = RandomStream(seed: seed, purpose: "init")
-    net.initialize(.heNormal, rng: &rng)
-    for p in net.parameters where p.name.hasSuffix("bias") { for i in 0..<p.count { p.value.data[i] = 0.1 * rng.normal() } }
-    return net
-}

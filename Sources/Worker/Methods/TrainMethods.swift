@@ -140,9 +140,7 @@ struct TrainingPlan: Sendable {
             let ips = state.withLock { s -> Double in s.losses = losses; return s.imagesPerSecond }
             ctx.setMetrics([
                 "step": JSON(step), "discriminatorLoss": .float(losses.discriminator), "generatorLoss": .float(losses.generator),
-                "gradientPenalty": .float(losses.gradientPenalty), "contrastiveLoss": .float(losses.contrastive),
-                "featureMatchingLoss": .float(losses.featureMatching),
-                "imagesPerSecond": .double((ips * 10).rounded() / 10),
+                "gradientPenalty": .float(losses.gradientPenalty), "imagesPerSecond": .double((ips * 10).rounded() / 10),
                 "learningRates": ["discriminator": .float(rates.0.at(step: step)), "generator": .float(rates.1.at(step: step))],
             ])
             ctx.progress(Double(step), total: Double(target),
