@@ -8,7 +8,9 @@ public let datasetScaleSample = 512
 /// Per-channel dataset-level intensity scale: the `percentile` of the raw intensities of up to
 /// `sample` crops spread evenly over `source` (crops that cannot be read are skipped). Unlike the
 /// per-crop maximum it keeps absolute intensity, which separates many treatments.
-public func estimateDatasetScale(_ source: CropSource, preprocessing: Preprocessing, percentile: Double,
+/// With `floor`, the range starts at that percentile instead of 0 (a `fixedRange`): the camera's
+/// dark level and the empty background map to -1, where a generator's tanh draws them readily.
+public func estimateDatasetScale(_ source: CropSource, preprocessing: Preprocessing, percentile: Double, floor: Double? = nil,
                                  sample: Int = datasetScaleSample) throws -> Normalization {
     guard source.count > 0 else { throw CytoError(.invalidInput, "no crops to estimate the dataset scale from") }
     let loader = CropLoader(preprocessing: preprocessing)
@@ -19,7 +21,10 @@ public func estimateDatasetScale(_ source: CropSource, preprocessing: Preprocess
         let i = k * source.count / n
         do { try estimator.add(try loader.raw(try source.spec(at: i))) } catch { if firstError == nil { firstError = error } }
     }
-    do { return try estimator.fixedScale(percentile: percentile) } catch {
+    do {
+        if let floor { return try estimator.fixedRange(low: floor, high: percentile) }
+        return try estimator.fixedScale(percentile: percentile)
+    } catch {
         throw firstError ?? error
     }
 }
@@ -33,10 +38,14 @@ extension GANModel {
         guard step == 0 else {
             throw CytoError(.invalidInput, "the model has trained \(step) step(s) without its dataset scale; it cannot be estimated now", field: "normalization")
         }
-        let scale = try estimateDatasetScale(source, preprocessing: config.preprocessing, percentile: p)
+        let scale = try estimateDatasetScale(source, preprocessing: config.preprocessing, percentile: p, floor: config.datasetFloorPercentile)
         config.preprocessing.normalization = scale
-        if case .fixedScale(let s) = scale {
-            log("dataset scale (percentile \(p) of up to \(datasetScaleSample) crops): " + s.map { String(format: "%.6g", $0) }.joined(separator: ", "))
+        func text(_ v: [Float]) -> String { v.map { String(format: "%.6g", $0) }.joined(separator: ", ") }
+        switch scale {
+        case .fixedScale(let s): log("dataset scale (percentile \(p) of up to \(datasetScaleSample) crops): " + text(s))
+        case .fixedRange(let lo, let hi):
+            log("dataset range (percentiles \(config.datasetFloorPercentile ?? 0) to \(p) of up to \(datasetScaleSample) crops): \(text(lo)) to \(text(hi))")
+        default: break
         }
     }
 }

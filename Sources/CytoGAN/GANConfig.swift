@@ -159,6 +159,9 @@ public struct GANConfig: Sendable, Equatable {
     /// step (this percentile of their raw intensities) and stored as a `fixed_scale`
     /// normalization: absolute intensity survives, unlike with the per-crop maximum (issue 8).
     public var datasetScalePercentile: Double?
+    /// With `datasetScalePercentile`: the range starts at this percentile of the training crops
+    /// (a `fixed_range` normalization) instead of at 0, so the background is the model's -1.
+    public var datasetFloorPercentile: Double?
     /// When set, the R1 penalty on D's gradient at real crops (zero-centred; not with WGAN-GP,
     /// which has its own penalty), applied every `interval` updates (issue 8).
     public var r1Penalty: R1Penalty?
@@ -179,7 +182,8 @@ public struct GANConfig: Sendable, Equatable {
                 beta1: Float = 0.5, beta2: Float = 0.999, epsilon: Float = 1e-8, batchSize: Int = 64,
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
-                diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, r1Penalty: R1Penalty? = nil,
+                diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, datasetFloorPercentile: Double? = nil,
+                r1Penalty: R1Penalty? = nil,
                 discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation,
                 seed: UInt64 = 1) {
         self.name = name
@@ -197,6 +201,7 @@ public struct GANConfig: Sendable, Equatable {
         self.augmentation = augmentation
         self.diffAugment = diffAugment
         self.datasetScalePercentile = datasetScalePercentile
+        self.datasetFloorPercentile = datasetFloorPercentile
         self.r1Penalty = r1Penalty
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
@@ -261,8 +266,10 @@ public struct GANConfig: Sendable, Equatable {
     /// True while the normalization still waits for `datasetScalePercentile` to be estimated.
     public var needsDatasetScale: Bool {
         guard datasetScalePercentile != nil else { return false }
-        if case .fixedScale = preprocessing.normalization { return false }
-        return true
+        switch preprocessing.normalization {
+        case .fixedScale, .fixedRange: return false
+        default: return true
+        }
     }
 
     /// Checks that the configuration describes something trainable.
@@ -289,6 +296,12 @@ public struct GANConfig: Sendable, Equatable {
         try diffAugment.validate()
         if let p = datasetScalePercentile, !(p > 0 && p <= 100) {
             throw bad("dataset_scale_percentile", "dataset_scale_percentile must be in (0, 100]")
+        }
+        if let f = datasetFloorPercentile {
+            guard let p = datasetScalePercentile else {
+                throw bad("dataset_floor_percentile", "dataset_floor_percentile needs dataset_scale_percentile (the top of the range)")
+            }
+            guard f >= 0, f < p else { throw bad("dataset_floor_percentile", "dataset_floor_percentile must be in [0, dataset_scale_percentile)") }
         }
         if let r = r1Penalty {
             guard r.gamma > 0, r.gamma.isFinite, r.interval >= 1 else {
@@ -322,6 +335,7 @@ public struct GANConfig: Sendable, Equatable {
             "augmentation": augmentation.json,
             "diff_augment": diffAugment.json,
             "dataset_scale_percentile": datasetScalePercentile.map { JSON.double($0) } ?? JSON.null,
+            "dataset_floor_percentile": datasetFloorPercentile.map { JSON.double($0) } ?? JSON.null,
             "r1_penalty": r1Penalty.map { ["gamma": .float($0.gamma), "interval": JSON($0.interval)] } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
@@ -374,6 +388,10 @@ public struct GANConfig: Sendable, Equatable {
             guard let s = n.stringValue else { throw bad("name", "'name' must be a string") }
             name = s
         }
+        let floorPercentile = try value("dataset_floor_percentile").map { v -> Double in
+            guard let x = v.doubleValue else { throw bad("dataset_floor_percentile", "'dataset_floor_percentile' must be a number") }
+            return x
+        }
         self.init(name: name, architecture: arch, loss: loss,
                   discriminatorRate: try value("discriminator_rate").map { try GANConfig.rate($0, "discriminator_rate") } ?? .paper(d),
                   generatorRate: try value("generator_rate").map { try GANConfig.rate($0, "generator_rate") } ?? .paper(g),
@@ -388,6 +406,7 @@ public struct GANConfig: Sendable, Equatable {
                       guard let x = v.doubleValue else { throw bad("dataset_scale_percentile", "'dataset_scale_percentile' must be a number") }
                       return x
                   },
+                  datasetFloorPercentile: floorPercentile,
                   r1Penalty: try value("r1_penalty").map { try GANConfig.r1($0) },
                   discriminatorAverage: try value("discriminator_average").map { v in
                       guard let x = v.doubleValue else { throw bad("discriminator_average", "'discriminator_average' must be a number") }

@@ -99,3 +99,45 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "/no"))
     }
 }
+
+/// With `dataset_floor_percentile` the estimate is a fixed range from that percentile of the
+/// training crops' raw values to the scale percentile (checked against a plain sort with NumPy's
+/// linear rule); without a scale percentile the floor is refused, naming the key.
+@Test func datasetFloorMakesAFixedRange() throws {
+    Engine.setThreads(1)
+    let dir = try Fixture.tempDir("floor")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let paths = try Fixture.writeCrops(in: dir, count: 7)
+    let manifest = try StreamingManifest(path: try Fixture.writeManifest(in: dir, paths: paths))
+    var c = Fixture.tinyConfig()
+    c.datasetScalePercentile = 99
+    c.datasetFloorPercentile = 10
+    #expect(try GANConfig(json: c.json) == c)
+    let model = try GANModel(config: c)
+    try model.resolveDatasetScale(from: manifest)
+    guard case .fixedRange(let low, let high) = model.config.preprocessing.normalization else {
+        Issue.record("no fixed range: \(model.config.preprocessing.normalization)"); return
+    }
+    let loader = CropLoader(preprocessing: c.preprocessing)
+    for ch in 0..<3 {
+        var v: [Double] = []
+        for p in paths {
+            let im = try loader.raw(.file(dir + "/" + p))
+            let n = im.planeCount
+            v += im.floatPlanes[(ch * n)..<((ch + 1) * n)].map(Double.init)
+        }
+        v.sort()
+        func percentile(_ q: Double) -> Double {
+            let rank = q / 100 * Double(v.count - 1), lo = Int(rank.rounded(.down))
+            return v[lo] + (rank - Double(lo)) * (v[min(lo + 1, v.count - 1)] - v[lo])
+        }
+        #expect(abs(Double(low[ch]) - percentile(10)) <= 1e-3 * max(1, percentile(10)), "channel \(ch) low")
+        #expect(abs(Double(high[ch]) - percentile(99)) <= 1e-3 * percentile(99), "channel \(ch) high")
+    }
+    #expect(!model.config.needsDatasetScale)
+    var o = Fixture.tinyConfig().json.objectValue!
+    o["dataset_floor_percentile"] = 5
+    do { _ = try GANConfig(json: .object(o)); Issue.record("accepted a floor without a scale") } catch let e as CytoError {
+        #expect(e.field == "dataset_floor_percentile")
+    }
+}
