@@ -25,14 +25,19 @@ public struct DCGANArchitecture: Sendable, Equatable {
     public var noiseStd: Float
     /// Compute upsample + convolution as four phase convolutions (same result, 9/25 the work).
     public var fusedUpsample: Bool
+    /// Pixels the generator draws beyond each side of the image and crops away ("crop" layer),
+    /// so its zero-padded convolutions leave no rim at the edges (0: the paper's generator).
+    public var outputMargin: Int
 
     public init(size: Int = 96, channels: Int = 3, latent: Int = 100, generatorWidths: [Int] = [256, 128, 64, 32],
                 discriminatorWidths: [Int] = [32, 64, 128, 256], discriminatorStrides: [Int] = [1, 2, 2, 2],
-                representation: Int = 100, kernel: Int = 5, leak: Float = 0.2, noiseStd: Float = 0.1, fusedUpsample: Bool = true) {
+                representation: Int = 100, kernel: Int = 5, leak: Float = 0.2, noiseStd: Float = 0.1, fusedUpsample: Bool = true,
+                outputMargin: Int = 0) {
         self.size = size; self.channels = channels; self.latent = latent
         self.generatorWidths = generatorWidths; self.discriminatorWidths = discriminatorWidths
         self.discriminatorStrides = discriminatorStrides; self.representation = representation
         self.kernel = kernel; self.leak = leak; self.noiseStd = noiseStd; self.fusedUpsample = fusedUpsample
+        self.outputMargin = outputMargin
     }
 
     /// The paper's networks on 96 x 96 x 3 crops.
@@ -48,7 +53,7 @@ public struct DCGANArchitecture: Sendable, Equatable {
     public var discriminatorBlocks: [String] { discriminatorWidths.indices.map { "lrelu\($0)" } }
 
     /// Side of the generator's first feature map.
-    public var startSize: Int { size >> (generatorWidths.count - 1) }
+    public var startSize: Int { (size + 2 * outputMargin) >> (generatorWidths.count - 1) }
 
     /// Checks that the numbers describe buildable networks.
     public func validate() throws {
@@ -60,8 +65,9 @@ public struct DCGANArchitecture: Sendable, Equatable {
             throw bad("discriminator widths and strides must be positive and as many")
         }
         let blocks = generatorWidths.count - 1
-        guard size > 0, size % (1 << blocks) == 0 else {
-            throw bad("size \(size) must be a multiple of \(1 << blocks) for \(blocks) upsampling blocks")
+        guard outputMargin >= 0 else { throw bad("output margin must be at least 0") }
+        guard size > 0, (size + 2 * outputMargin) % (1 << blocks) == 0 else {
+            throw bad("size \(size) plus twice the output margin \(outputMargin) must be a multiple of \(1 << blocks) for \(blocks) upsampling blocks")
         }
     }
 
@@ -87,6 +93,7 @@ public struct DCGANArchitecture: Sendable, Equatable {
         }
         layers.append(Conv2D(name: "conv\(g.count)", inChannels: g[g.count - 1], outChannels: channels, kernel: kernel))
         layers.append(Tanh(name: "tanh"))
+        if outputMargin > 0 { layers.append(CenterCrop2D(name: "crop", margin: outputMargin)) }
         return try Network(layers)
     }
 

@@ -139,6 +139,60 @@ public final class Reshape: Layer {
     }
 }
 
+/// [N, C, H, W] -> [N, C, H - 2m, W - 2m]: drops `margin` pixels from every side. A generator
+/// that draws a slightly larger image and keeps its centre has no zero-padding rim at the edges
+/// of what it shows. The backward pass puts the gradient back in the centre, zeros in the rim.
+public final class CenterCrop2D: Layer {
+    public let name: String
+    public var kind: String { "CenterCrop2D" }
+    public let margin: Int
+    private let out = Tensor(Shape(0))
+    private let dx = Tensor(Shape(0))
+    private var inputShape: Shape?
+
+    public init(name: String, margin: Int) {
+        precondition(margin >= 0)
+        self.name = name
+        self.margin = margin
+    }
+
+    public func outputShape(for s: Shape) throws -> Shape {
+        guard s.rank == 4, s[2] > 2 * margin, s[3] > 2 * margin else {
+            throw shapeError("cannot crop \(margin) pixels from each side of \(s)")
+        }
+        return Shape(s[0], s[1], s[2] - 2 * margin, s[3] - 2 * margin)
+    }
+
+    public func forward(_ x: Tensor) throws -> Tensor {
+        let os = try outputShape(for: x.shape)
+        inputShape = x.shape
+        out.resize(os)
+        let h = x.shape[2], w = x.shape[3], oh = os[2], ow = os[3], m = margin
+        let xp = x.data, op = out.data
+        parallelFor(os[0] * os[1], work: out.count) { planes in
+            for p in planes {
+                for y in 0..<oh { (op + (p * oh + y) * ow).update(from: xp + (p * h + y + m) * w + m, count: ow) }
+            }
+        }
+        return out
+    }
+
+    public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
+        try checkGradient(gradOut, against: inputShape == nil ? nil : out, forwarded: inputShape != nil)
+        guard inputGradient, let s = inputShape else { return nil }
+        dx.resize(s)
+        let h = s[2], w = s[3], oh = h - 2 * margin, ow = w - 2 * margin, m = margin
+        let gp = gradOut.data, dp = dx.data
+        parallelFor(s[0] * s[1], work: dx.count) { planes in
+            for p in planes {
+                (dp + p * h * w).update(repeating: 0, count: h * w)
+                for y in 0..<oh { (dp + (p * h + y + m) * w + m).update(from: gp + (p * oh + y) * ow, count: ow) }
+            }
+        }
+        return dx
+    }
+}
+
 /// Fills `count` values with N(0, std^2) by Marsaglia's polar method: pairs (u, v) uniform in
 /// the unit disc give u * f and v * f with f = sqrt(-2 ln s / s), s = u^2 + v^2.
 func fillNormal(_ p: UnsafeMutablePointer<Float>, count: Int, std: Float, rng: inout RandomStream) {
