@@ -4,7 +4,8 @@
 //   C shims (CBLAS, CTIFF, CPNG, CJSONC, CZlib)
 //   -> CytoCore (JSON, CSV, NPY, atomic files, errors)
 //   -> CytoNN (tensors, layers, losses, optimizers, safetensors)   CellImage (decode, crop, normalize, write)
-//   -> CytoGAN (architectures, trainer, features, sampling, synth)  Profiling (aggregate, normalize, score)
+//   -> Profiling (aggregate, normalize, score, linear algebra, logistic regression)
+//   -> CytoGAN (architectures, trainer, features, sampling, synth, realism)
 //   -> Worker (JSON-RPC 2.0 over stdio) -> cytogan (command line)
 import PackageDescription
 
@@ -34,7 +35,7 @@ let package = Package(
         .target(name: "CytoNN", dependencies: ["CytoCore", "CBLAS"]),
         .target(name: "CPNGShim", dependencies: ["CPNG"]),
         .target(name: "CellImage", dependencies: ["CytoCore", "CTIFF", "CPNG", "CPNGShim"]),
-        .target(name: "CytoGAN", dependencies: ["CytoNN", "CellImage"]),
+        .target(name: "CytoGAN", dependencies: ["CytoNN", "CellImage", "Profiling"]),
         .target(name: "Profiling", dependencies: ["CytoCore", "CBLAS"]),
         .target(name: "Worker", dependencies: ["CytoGAN", "Profiling"]),
         .executableTarget(name: "cytogan", dependencies: [

@@ -1,12 +1,13 @@
 import CBLAS
 import CytoCore
 
-/// Double-precision helpers for the statistics of profiles: column means and spreads,
-/// covariance through BLAS, and symmetric eigendecomposition through LAPACK's dsyevd.
-enum LinearAlgebra {
+/// Double-precision helpers for the statistics of profiles (and CytoGAN's realism measure):
+/// column means and spreads, covariance through BLAS, and symmetric eigendecomposition through
+/// LAPACK's dsyevd.
+public enum LinearAlgebra {
     /// Eigenvalues (ascending) and eigenvectors of the symmetric n x n matrix `a` (row-major; only
     /// symmetry matters). `vectors[k * n + i]` is component i of eigenvector k.
-    static func symmetricEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: [Double]) {
+    public static func symmetricEigen(_ a: [Double], n: Int) throws -> (values: [Double], vectors: [Double]) {
         precondition(a.count == n * n)
         if n == 0 { return ([], []) }
         var m = a
@@ -31,12 +32,12 @@ enum LinearAlgebra {
     }
 
     /// U f(Λ) Uᵀ for a symmetric matrix given by its eigendecomposition.
-    static func spectralFunction(values: [Double], vectors: [Double], n: Int, _ f: (Double) -> Double) -> [Double] {
+    public static func spectralFunction(values: [Double], vectors: [Double], n: Int, _ f: (Double) -> Double) -> [Double] {
         spectralProduct(scales: values.map(f), vectors: vectors, n: n)
     }
 
     /// Σ_k scales[k] u_k u_kᵀ: U diag(scales) Uᵀ, with `vectors` as `symmetricEigen` returns them.
-    static func spectralProduct(scales: [Double], vectors: [Double], n: Int) -> [Double] {
+    public static func spectralProduct(scales: [Double], vectors: [Double], n: Int) -> [Double] {
         var scaled = vectors
         for k in 0..<n {
             for i in 0..<n { scaled[k * n + i] *= scales[k] }
@@ -52,7 +53,7 @@ enum LinearAlgebra {
 
     /// Sample covariance (divided by n - 1) of the rows of the row-major n x d matrix `x`
     /// around `mean`; n must be at least 2.
-    static func covariance(_ x: [Double], rows n: Int, columns d: Int, mean: [Double]) -> [Double] {
+    public static func covariance(_ x: [Double], rows n: Int, columns d: Int, mean: [Double]) -> [Double] {
         var c = x
         for r in 0..<n { for j in 0..<d { c[r * d + j] -= mean[j] } }
         var cov = [Double](repeating: 0, count: d * d)
@@ -65,7 +66,7 @@ enum LinearAlgebra {
     }
 
     /// Column means of a row-major n x d matrix.
-    static func columnMeans(_ x: [Double], rows n: Int, columns d: Int) -> [Double] {
+    public static func columnMeans(_ x: [Double], rows n: Int, columns d: Int) -> [Double] {
         var m = [Double](repeating: 0, count: d)
         for r in 0..<n { for j in 0..<d { m[j] += x[r * d + j] } }
         if n > 0 { for j in 0..<d { m[j] /= Double(n) } }
@@ -73,7 +74,7 @@ enum LinearAlgebra {
     }
 
     /// Column standard deviations around `mean`, dividing by n - ddof.
-    static func columnStd(_ x: [Double], rows n: Int, columns d: Int, mean: [Double], ddof: Int) -> [Double] {
+    public static func columnStd(_ x: [Double], rows n: Int, columns d: Int, mean: [Double], ddof: Int) -> [Double] {
         var s = [Double](repeating: 0, count: d)
         for r in 0..<n { for j in 0..<d { let e = x[r * d + j] - mean[j]; s[j] += e * e } }
         for j in 0..<d { s[j] = (s[j] / Double(n - ddof)).squareRoot() }

@@ -11,6 +11,6 @@ struct Cytogan: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             ServeCommand.self, TrainCommand.self, ExtractCommand.self, SampleCommand.self, EncodeCommand.self,
-            SynthCommand.self, DemoCommand.self, BenchCommand.self, ImageCommand.self, ProfileCommand.self,
+            SynthCommand.self, DemoCommand.self, BenchCommand.self, ImageCommand.self, ProfileCommand.self, EvaluateCommand.self,
         ])
 }

@@ -166,6 +166,16 @@ struct LayerTests {
         }
     }
 
+    @Test("GlobalAveragePool: each plane's mean, its gradient spread evenly")
+    func globalAveragePool() throws {
+        let pool = GlobalAveragePool(name: "pool")
+        let x = try Tensor(Shape(2, 2, 2, 2), [1, 2, 3, 4, -1, -1, -1, 5, 0, 0, 0, 0, 8, 0, 0, 0])
+        #expect(try pool.forward(x).values == [2.5, 0.5, 0, 2])
+        #expect(try pool.backward(try Tensor(Shape(2, 2), [4, -8, 0, 2])).values == [1, 1, 1, 1, -2, -2, -2, -2, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5])
+        try checkLayer(pool, input: randomTensor(Shape(3, 4, 5, 3), seed: 11), rtol: 1e-3, atol: 1e-4)
+        #expect(throws: CytoError.self) { try pool.forward(Tensor(Shape(2, 3))) }
+    }
+
     @Test("weight initialisers draw the documented distributions from the stream")
     func initialisers() {
         var rng = RandomStream(seed: 1, purpose: "init")

@@ -36,6 +36,7 @@ extension Server {
         registerFeatureMethods()
         registerSampleMethods()
         registerTrainMethods()
+        registerRealismMethods()
     }
 
     /// A worker on stdin/stdout with every standard method registered.

@@ -489,6 +489,22 @@ class Worker:
                            resume=resume)
         return self._job("train/start", params, progress, None)
 
+    # ---------------------------------------------------------------- realism (8.8)
+    def realism_evaluate(self, manifest, *, model=None, generated=None, count=None, seed=None, folds=None, epochs=None,
+                         background=None, progress=None, timeout=None):
+        """How real the generated cells look against the real crops of `manifest` (a path or
+        {"path", ...}): `{"frechet": {"distance", "floor", "ratio"}, "classifier": {...}, ...}`.
+        `model`: a checkpoint instead of the current model; `generated`: a manifest of images to
+        compare instead of its samples. With `background=True`, a `Job` whose result that is."""
+        def ref(m):
+            return {"path": os.fspath(m)} if isinstance(m, (str, os.PathLike)) else m
+        params = params_of(manifest=ref(manifest), model=os.fspath(model) if model is not None else None,
+                           generated=ref(generated) if generated is not None else None, count=count, seed=seed,
+                           folds=folds, epochs=epochs, background=background)
+        if background:
+            return self._job("realism/evaluate", params, progress, timeout)
+        return self.call("realism/evaluate", params, progress=progress, timeout=timeout)
+
     # ---------------------------------------------------------------- profiles (8.7)
     def profiles_list(self):
         return self.call("profiles/list")["tables"]
