@@ -23,7 +23,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Report folder.") var out: String = "demo-report"
     @Option(help: "Training budget in minutes.") var minutes: Double = 4
     @Option(help: "Training steps (instead of --minutes).") var steps: Int?
-    @Option(help: "GAN preset to train: cpu-64, the recipe for features on a CPU budget (examples/cpu-recipe), or small-64 (per-crop maximum, faster to extract).") var preset: String = "cpu-64"
+    @Option(help: "GAN preset to train: cells-64, the recipe for realistic generated cells on a CPU budget; cpu-64, the recipe for features (examples/cpu-recipe); or small-64.") var preset: String = "cells-64"
     @Option(help: "Loss: lsgan, dcgan or wgangp.") var loss: String = "lsgan"
     @Option(help: "Cells per well of the synthetic screen.") var cellsPerWell: Int = 16
     @Option(help: "Threads (OpenBLAS and crop writing).") var threads: Int = 2
@@ -134,14 +134,28 @@ final class Demo {
             }
         }
 
-        // 5. Pictures: real crops, samples, interpolations, encoding real cells and algebra.
+        // 5. How real the generated cells look: measurements and a CNN, real crops against samples.
+        let realism = try timed("measure realism") { () throws -> RealismReport in
+            var options = RealismOptions(count: min(256, manifest.count / 3), seed: seed, folds: 4, epochs: 3)
+            let total = Double(options.units.reference + options.units.comparison)
+            let monitor = RealismMonitor(log: { [progress] in progress.log("realism: \($0)") },
+                                         progress: { [progress] done, _ in progress.update("realism", fraction: min(1, Double(done) / total)) })
+            let real = try RealismData.read(manifest, origin: "\(data)/crops.csv", preprocessing: config.preprocessing,
+                                            limit: 2 * options.count, seed: seed, purpose: "realism-real", monitor: monitor)
+            options.count = real.count / 2
+            let reference = try RealismReference(real: real, options: options, monitor: monitor)
+            return try reference.compare(try RealismData.samples(of: model, count: reference.count, seed: seed, monitor: monitor), monitor: monitor)
+        }
+
+        // 6. Pictures: real crops, samples, interpolations, encoding real cells and algebra.
         let pictures = try timed("draw cells") {
             try DemoPictures(model: model, loader: loader, screen: screen, manifest: manifest, specs: specs, out: out, seed: seed).draw()
         }
 
-        // 6. The report.
+        // 7. The report.
         let report = DemoReport(results: results, pictures: pictures, curve: curve, summary: summary, config: config,
-                                crops: cropCount, synth: synth, timings: timings, totalSeconds: Date().timeIntervalSince(started))
+                                crops: cropCount, synth: synth, timings: timings, totalSeconds: Date().timeIntervalSince(started),
+                                realism: realism)
         try report.write(to: out)
         progress.log(report.consoleSummary)
         progress.log("demo: report at \(out)/index.html")
