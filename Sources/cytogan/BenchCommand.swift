@@ -1,5 +1,6 @@
 import ArgumentParser
 import CytoCore
+import CytoGAN
 import CytoNN
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import CytoCore
+import CytoNN
 
 /// An exponential moving average of a network's weights, kept in a second network of the same
 /// layout (Polyak averaging; the "momentum encoder" of MoCo and BYOL). A GAN's discriminator
