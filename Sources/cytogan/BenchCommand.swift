@@ -79,9 +79,7 @@ nonisolated(unsafe) private var useCPUClock = false
 
 /// Seconds of the monotonic clock (or of this thread's CPU time).
 private func now() -> Double {
-    var t = timespec()
-    clock_gettime(useCPUClock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    useCPUClock ? MonotonicClock.threadCPUSeconds() : MonotonicClock.seconds()
 }
 
 /// Runs `body` once to warm up, then `reps` timed times; returns the seconds of each.

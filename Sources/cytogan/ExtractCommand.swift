@@ -179,13 +179,7 @@ final class FeatureSink {
 func shortest(_ v: Float) -> String { v == v.rounded() && abs(v) < 1e7 ? String(Int(v)) : v.description }
 
 func writeStdout(_ s: String) {
-    var bytes = Array(s.utf8)
-    var off = 0
-    while off < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress! + off, $0.count - off) }
-        if n < 0 { if errno == EINTR { continue }; return }
-        off += n
-    }
+    writeAll(fd: 1, Array(s.utf8))
 }
 
 /// Something that turns a list of crops into feature rows (count x names.count) and per-crop errors.

@@ -1,7 +1,6 @@
 import ArgumentParser
 import CellImage
 import CytoCore
-import CZlib
 import Foundation
 
 /// `cytogan image`: decode, inspect, render and benchmark cell images.
@@ -310,10 +309,9 @@ struct ImageBench: ParsableCommand {
             let loader = CropLoader(preprocessing: pre)
             var out = [Float](repeating: 0, count: pre.inputCount)
             var checksum = 0.0
-            func now() -> Double { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 }
+            let now = MonotonicClock.seconds, cpu = MonotonicClock.threadCPUSeconds
             // Warm-up: page cache and allocator.
             for p in paths.prefix(500) { try out.withUnsafeMutableBufferPointer { try loader.load(.file(p), into: $0) } }
-            func cpu() -> Double { var t = timespec(); clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 }
             var tRead = 0.0, tDecode = 0.0, tPrepare = 0.0
             let start = now(), cpuStart = cpu()
             for i in 0..<count {
@@ -471,7 +469,7 @@ struct ImageFuzz: ParsableCommand {
         while pos + 12 <= b.count {
             let len = Int(b[pos]) << 24 | Int(b[pos + 1]) << 16 | Int(b[pos + 2]) << 8 | Int(b[pos + 3])
             guard len <= b.count - pos - 12 else { return }
-            let crc = b.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress! + pos + 4, UInt32(len + 4))) }
+            let crc = b.withUnsafeBytes { crc32(UnsafeRawBufferPointer(rebasing: $0[(pos + 4)..<(pos + 8 + len)])) }
             for k in 0..<4 { b[pos + 8 + len + k] = UInt8(truncatingIfNeeded: crc >> (24 - 8 * k)) }
             pos += 12 + len
         }
