@@ -244,7 +244,7 @@ struct ImageMontage: ParsableCommand {
             }
             let cols = columns ?? Int(Double(tiles.count).squareRoot().rounded(.up))
             try ImageWriter.writePNG(try Montage.grid(tiles, columns: cols, gap: gap), to: out)
-            FileHandle.standardError.write(Data("cytogan: wrote \(tiles.count) tiles, \(cols) per row, to \(out)\n".utf8))
+            stderrLine("cytogan: wrote \(tiles.count) tiles, \(cols) per row, to \(out)")
         }
     }
 }
@@ -333,7 +333,7 @@ struct ImageBench: ParsableCommand {
                          Double(count) / total, total / Double(count) * 1e6, us(tRead), us(tDecode), us(tPrepare)))
             print(String(format: "  %.0f crops per CPU-second of this thread (%.1f us CPU/crop; wall and CPU differ when the machine is shared)",
                          Double(count) / cpuTotal, cpuTotal / Double(count) * 1e6))
-            FileHandle.standardError.write(Data("checksum \(checksum)\n".utf8))
+            stderrLine("checksum \(checksum)")
         }
     }
 }
@@ -419,7 +419,7 @@ struct ImageFuzz: ParsableCommand {
             }
             if Date().timeIntervalSince(lastReport) > 10 {
                 lastReport = Date()
-                FileHandle.standardError.write(Data("fuzz: \(iterations) inputs, \(decoded) decoded, \(Int(Double(iterations) / lastReport.timeIntervalSince(start)))/s\n".utf8))
+                stderrLine("fuzz: \(iterations) inputs, \(decoded) decoded, \(Int(Double(iterations) / lastReport.timeIntervalSince(start)))/s")
             }
         }
         let elapsed = Date().timeIntervalSince(start)

@@ -261,18 +261,6 @@ struct TrainCommand: ParsableCommand {
     }
 }
 
-/// Writes one line to stderr.
-func stderrLine(_ s: String) {
-    FileHandle.standardError.write(Data((s + "\n").utf8))
-}
-
-/// Splits "a,b,c" into trimmed non-empty parts.
-func parseList(_ text: String) throws -> [String] {
-    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-    guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty }) else { throw ValidationError("'\(text)' is not a comma-separated list") }
-    return parts
-}
-
 /// A normalization from its short form (per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C,
 /// percentile:LO,HI) or its JSON form.
 func parseNormalization(_ text: String) throws -> Normalization {
