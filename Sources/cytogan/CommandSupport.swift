@@ -1,7 +1,9 @@
 import ArgumentParser
 import CellImage
 import CytoCore
+import CytoGAN
 import Foundation
+import Profiling
 
 /// Writes one line to stderr: how every command talks to people (stdout carries results).
 func stderrLine(_ s: String) {
@@ -16,6 +18,18 @@ func reportingErrors(_ body: () throws -> Void) throws {
         throw ExitCode(1)
     }
 }
+
+// The library's enums taken as option values: `--help` lists their raw values, and a wrong value
+// is a usage error that names the option and the choices.
+extension GANLoss: ExpressibleByArgument {}
+extension InterpolationMode: ExpressibleByArgument {}
+extension ResizeMode: ExpressibleByArgument {}
+extension TIFFCompression: ExpressibleByArgument {}
+extension AggregationMethod: ExpressibleByArgument {}
+extension DistanceMetric: ExpressibleByArgument {}
+extension MOANormalization: ExpressibleByArgument {}
+extension NonFinitePolicy: ExpressibleByArgument {}
+extension SpherizeMethod: ExpressibleByArgument {}
 
 /// Splits "a,b,c" into trimmed non-empty parts.
 func parseList(_ text: String) throws -> [String] {

@@ -82,7 +82,7 @@ struct ImagePrepare: ParsableCommand {
     @Flag(help: "The inputs are one single-channel file per channel of one image.") var channelFiles = false
     @Option(help: "Normalization as JSON (kind: per_crop_max, bit_depth, fixed_scale, percentile, fixed_range).")
     var normalization = "{\"kind\":\"per_crop_max\"}"
-    @Option(help: "Resize mode: resample, area, bilinear, pad_crop.") var resize = "resample"
+    @Option(help: "How crops reach the model size.") var resize: ResizeMode = .resample
     @Option(help: "Object centre x,y in the field (pixels).") var centre: String?
     @Option(help: "Object bounding box x0,y0,x1,y1 (pixels, end exclusive).") var box: String?
     @Option(help: "Side of the window cut around the centre or box.") var cropSize: Int?
@@ -91,9 +91,6 @@ struct ImagePrepare: ParsableCommand {
 
     func run() throws {
         let pick = try parseChannelList(channels)
-        guard let mode = ResizeMode(rawValue: resize) else {
-            throw ValidationError("--resize is one of \(ResizeMode.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         guard size > 0, size <= 4096 else { throw ValidationError("--size must be in 1...4096") }
         if centre != nil && box != nil { throw ValidationError("give --centre or --box, not both") }
         var region = CropRegion.whole
@@ -109,7 +106,7 @@ struct ImagePrepare: ParsableCommand {
             let specs = sources.map { CropSpec(source: $0, region: region, mask: mask.map { MaskSpec(path: $0, label: label) }) }
             // The channel count comes from the first image.
             let probe = try ImageReader.read(sources[0])
-            let pre = Preprocessing(size: size, channels: probe.channels, cropSize: cropSize, normalization: norm, resize: mode)
+            let pre = Preprocessing(size: size, channels: probe.channels, cropSize: cropSize, normalization: norm, resize: resize)
             try norm.validate(channels: probe.channels)
             let loader = CropLoader(preprocessing: pre)
             var all = [Float](repeating: 0, count: specs.count * pre.inputCount)
@@ -135,16 +132,13 @@ struct ImageConvert: ParsableCommand {
     @Option(help: "Channels to keep, in order.") var channels: String?
     @Option(help: "For .npy input: the value range mapped onto the integer range, lo,hi.") var range = "-1,1"
     @Option(help: "For .npy input: 8 or 16-bit output.") var bits = 16
-    @Option(help: "TIFF compression: deflate, lzw, packbits, none.") var compression = "deflate"
+    @Option(help: "TIFF compression.") var compression: TIFFCompression = .deflate
 
     func run() throws {
         let pick = try parseChannelList(channels)
         let r = try parseNumbers(range, count: 2, option: "--range")
         guard r[1] > r[0] else { throw ValidationError("--range needs lo < hi") }
         guard bits == 8 || bits == 16 else { throw ValidationError("--bits is 8 or 16") }
-        guard let comp = TIFFCompression(rawValue: compression) else {
-            throw ValidationError("--compression is one of \(TIFFCompression.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         let lower = out.lowercased()
         guard lower.hasSuffix(".tif") || lower.hasSuffix(".tiff") || lower.hasSuffix(".png") else {
             throw ValidationError("--out must end in .tif, .tiff or .png")
@@ -167,7 +161,7 @@ struct ImageConvert: ParsableCommand {
                 image = try ImageReader.read(.file(input, channels: pick))
             }
             if lower.hasSuffix(".png") { try ImageWriter.writePNG(image, to: out) }
-            else { try ImageWriter.writeTIFF(image, to: out, compression: comp) }
+            else { try ImageWriter.writeTIFF(image, to: out, compression: compression) }
         }
     }
 }
@@ -212,22 +206,16 @@ struct ImageMontage: ParsableCommand {
     @Option(help: "Pixels between tiles.") var gap = 2
     @Option(help: "Channels to show, in colour order (e.g. 0,2,1); default all.") var channels: String?
     @Option(help: "Colour of each shown channel: names or #rrggbb.") var colours = "red,green,blue"
-    @Option(help: "Contrast stretch per tile and channel: 'percentile' (0.5-99.8) or 'minmax'.") var stretch = "percentile"
+    @Option(help: "Contrast stretch per tile and channel: percentile (0.5-99.8) or minmax.") var stretch: StretchOption = .percentile
 
     func run() throws {
         let pick = try parseChannelList(channels)
         guard tile > 0, tile <= 4096 else { throw ValidationError("--tile must be in 1...4096") }
         guard gap >= 0, gap <= 256 else { throw ValidationError("--gap must be in 0...256") }
         if let columns, columns < 1 { throw ValidationError("--columns must be at least 1") }
-        let s: ContrastStretch
-        switch stretch {
-        case "percentile": s = .percentile(low: 0.5, high: 99.8)
-        case "minmax": s = .minMax
-        default: throw ValidationError("--stretch is 'percentile' or 'minmax'")
-        }
         try reportingErrors {
             let (paths, _, _) = try inputs.resolve()
-            let mapping = DisplayMapping(colours: try DisplayMapping.parseColours(colours), stretch: s)
+            let mapping = DisplayMapping(colours: try DisplayMapping.parseColours(colours), stretch: stretch.contrastStretch)
             var tiles: [PixelImage] = []
             var resamplers: [String: Resampler] = [:]
             for (i, p) in paths.enumerated() {
@@ -245,6 +233,18 @@ struct ImageMontage: ParsableCommand {
             let cols = columns ?? Int(Double(tiles.count).squareRoot().rounded(.up))
             try ImageWriter.writePNG(try Montage.grid(tiles, columns: cols, gap: gap), to: out)
             stderrLine("cytogan: wrote \(tiles.count) tiles, \(cols) per row, to \(out)")
+        }
+    }
+}
+
+/// `image montage --stretch`.
+enum StretchOption: String, CaseIterable, ExpressibleByArgument {
+    case percentile, minmax
+
+    var contrastStretch: ContrastStretch {
+        switch self {
+        case .percentile: return .percentile(low: 0.5, high: 99.8)
+        case .minmax: return .minMax
         }
     }
 }
@@ -290,7 +290,7 @@ struct ImageBench: ParsableCommand {
     @Option(help: "Crops to time (cycling over the inputs).") var count = 20_000
     @Option(help: "Model input side.") var size = 96
     @Option(help: "Normalization as JSON, e.g. '{\"kind\":\"percentile\",\"low\":1,\"high\":99}'.") var normalization = "{\"kind\":\"per_crop_max\"}"
-    @Option(help: "Resize mode: resample, area, bilinear, pad_crop.") var resize = "resample"
+    @Option(help: "How crops reach the model size.") var resize: ResizeMode = .resample
 
     func run() throws {
         var inputs = self.inputs
@@ -302,10 +302,9 @@ struct ImageBench: ParsableCommand {
         guard count > 0 else { throw ValidationError("--count must be positive") }
         try reportingErrors {
             let (paths, _, _) = try inputs.resolve()
-            guard let mode = ResizeMode(rawValue: resize) else { throw ValidationError("unknown --resize '\(resize)'") }
             let first = try ImageReader.read(path: paths[0])
             let pre = Preprocessing(size: size, channels: first.channels,
-                                    normalization: try Normalization(json: try JSON.parse(normalization)), resize: mode)
+                                    normalization: try Normalization(json: try JSON.parse(normalization)), resize: resize)
             let loader = CropLoader(preprocessing: pre)
             var out = [Float](repeating: 0, count: pre.inputCount)
             var checksum = 0.0
@@ -328,7 +327,7 @@ struct ImageBench: ParsableCommand {
             }
             let total = now() - start, cpuTotal = cpu() - cpuStart
             let us = { (t: Double) in String(format: "%.1f", t / Double(count) * 1e6) }
-            print("image bench: \(count) crops (\(paths.count) files, \(first.width)x\(first.height)x\(first.channels) \(first.sampleType.rawValue)) -> \(size)x\(size) Float32, normalization \(pre.normalization.json.serialized), resize \(mode.rawValue), one thread")
+            print("image bench: \(count) crops (\(paths.count) files, \(first.width)x\(first.height)x\(first.channels) \(first.sampleType.rawValue)) -> \(size)x\(size) Float32, normalization \(pre.normalization.json.serialized), resize \(resize.rawValue), one thread")
             print(String(format: "  %.0f crops/s wall  (%.1f us/crop: read %@ us, decode %@ us, normalize+resize %@ us)",
                          Double(count) / total, total / Double(count) * 1e6, us(tRead), us(tDecode), us(tPrepare)))
             print(String(format: "  %.0f crops per CPU-second of this thread (%.1f us CPU/crop; wall and CPU differ when the machine is shared)",

@@ -7,6 +7,15 @@ def test_help_lists_every_subcommand(cytogan):
         assert sub in out, f"'{sub}' missing from cytogan --help"
 
 
+def test_fixed_choice_options_name_their_values(cytogan):
+    p = cytogan("train", "--manifest", "none.csv", "--steps", 1, "--progress", "fancy", check=False)
+    assert p.returncode != 0
+    assert "--progress" in p.stderr
+    for value in ["auto", "bar", "lines", "none"]:
+        assert f"'{value}'" in p.stderr
+    assert "(values: auto, bar, lines, none; default: auto)" in " ".join(cytogan("train", "--help").stdout.split())
+
+
 def test_unknown_subcommand_fails_with_message(cytogan):
     p = cytogan("no-such-command", check=False)
     assert p.returncode != 0
