@@ -7,10 +7,13 @@ import CytoNN
 import Glibc
 #endif
 
-/// `cytogan bench`: speed measurements of the engine, printed as JSON lines.
+/// `cytogan bench`: speed measurements of the engine, printed as JSON lines, and the safetensors
+/// round trip of the Python checks. Developer tools: hidden from `cytogan --help`, each still
+/// answers its own `--help`.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure the engine's speed (JSON lines on stdout).",
+        commandName: "bench", abstract: "(development) Measure the engine's speed (JSON lines on stdout).",
+        shouldDisplay: false,
         subcommands: [EngineBench.self, SafetensorsRoundTrip.self])
 }
 
@@ -19,7 +22,8 @@ struct BenchCommand: ParsableCommand {
 struct EngineBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
-        abstract: "Time the CytoGAN networks: per layer, features (batch 256), sampling (batch 64), one LSGAN step (batch 64).")
+        abstract: "(development) Time the CytoGAN networks: per layer, features (batch 256), sampling (batch 64), one LSGAN step (batch 64).",
+        shouldDisplay: false)
 
     @Option(help: "The networks: paper-96 (the paper's 96x96 networks) or small-64.")
     var preset: BenchPreset = .paper96

@@ -283,8 +283,9 @@ struct ImageFeatures: ParsableCommand {
 struct ImageBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Crops per second on one core: read + decode + normalize + resize to the model's input.",
-        discussion: "Default input: ../shared/data/bbbc021/crops.csv (BBBC021, 68x68x3 uint16 deflate TIFF) to 96x96 Float32.")
+        abstract: "(development) Crops per second on one core: read + decode + normalize + resize to the model's input.",
+        discussion: "Default input: ../shared/data/bbbc021/crops.csv (BBBC021, 68x68x3 uint16 deflate TIFF) to 96x96 Float32.",
+        shouldDisplay: false)
 
     @OptionGroup var inputs: PathInputs
     @Option(help: "Crops to time (cycling over the inputs).") var count = 20_000
