@@ -2,11 +2,13 @@
 // cytogan: GAN-based morphological profiling of cell images, as a Swift worker process.
 // Modules depend downward only:
 //   C shims (CBLAS, CTIFF, CPNG, CJSONC, CZlib)
-//   -> CytoCore (JSON, CSV, NPY, atomic files, errors)
-//   -> CytoNN (tensors, layers, losses, optimizers, safetensors)   CellImage (decode, crop, normalize, write)
-//   -> Profiling (aggregate, normalize, score, linear algebra, logistic regression)
-//   -> CytoGAN (architectures, trainer, features, sampling, synth, realism)
+//   -> CytoCore (JSON, CSV, NPY, atomic files, errors, clocks; the only user of json-c and zlib)
+//   -> CytoNN (the engine: tensors, layers, network, losses, optimizers, safetensors, threads)
+//      CellImage (decode, crop, normalize, write)
+//      Profiling (aggregate, normalize, score, linear algebra, logistic regression)
+//   -> CytoGAN (DCGAN architecture, training step, augmentation, trainer, features, sampling, synth, realism)
 //   -> Worker (JSON-RPC 2.0 over stdio) -> cytogan (command line)
+// Every target lists each module it imports.
 import PackageDescription
 
 let package = Package(
@@ -35,19 +37,22 @@ let package = Package(
         .target(name: "CytoNN", dependencies: ["CytoCore", "CBLAS"]),
         .target(name: "CPNGShim", dependencies: ["CPNG"]),
         .target(name: "CellImage", dependencies: ["CytoCore", "CTIFF", "CPNG", "CPNGShim"]),
-        .target(name: "CytoGAN", dependencies: ["CytoNN", "CellImage", "Profiling"]),
+        .target(name: "CytoGAN", dependencies: ["CytoCore", "CytoNN", "CellImage", "Profiling"]),
         .target(name: "Profiling", dependencies: ["CytoCore", "CBLAS"]),
-        .target(name: "Worker", dependencies: ["CytoGAN", "Profiling"]),
+        .target(name: "Worker", dependencies: ["CytoCore", "CytoNN", "CellImage", "CytoGAN", "Profiling"]),
         .executableTarget(name: "cytogan", dependencies: [
-            "Worker", "CytoGAN", "Profiling", "CellImage", "CytoNN",
+            "CytoCore", "CytoNN", "CellImage", "CytoGAN", "Profiling", "Worker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Seeded tensors and finite-difference checks, shared by the engine's and the GAN's tests.
+        .target(name: "CytoNNTestSupport", dependencies: ["CytoCore", "CytoNN"], path: "Tests/CytoNNTestSupport"),
+
         .testTarget(name: "CytoCoreTests", dependencies: ["CytoCore"]),
-        .testTarget(name: "CytoNNTests", dependencies: ["CytoNN"]),
-        .testTarget(name: "CellImageTests", dependencies: ["CellImage"]),
-        .testTarget(name: "CytoGANTests", dependencies: ["CytoGAN"]),
-        .testTarget(name: "ProfilingTests", dependencies: ["Profiling"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker"]),
+        .testTarget(name: "CytoNNTests", dependencies: ["CytoCore", "CytoNN", "CytoNNTestSupport"]),
+        .testTarget(name: "CellImageTests", dependencies: ["CytoCore", "CellImage"]),
+        .testTarget(name: "CytoGANTests", dependencies: ["CytoCore", "CytoNN", "CellImage", "CytoGAN", "CytoNNTestSupport"]),
+        .testTarget(name: "ProfilingTests", dependencies: ["CytoCore", "Profiling"]),
+        .testTarget(name: "WorkerTests", dependencies: ["CytoCore", "CellImage", "CytoGAN", "Profiling", "Worker"]),
     ]
 )

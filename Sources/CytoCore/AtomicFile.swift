@@ -42,14 +42,8 @@ public final class AtomicFile {
     }
 
     private func writeAll(_ raw: UnsafeRawBufferPointer) throws {
-        var off = 0
-        while off < raw.count {
-            let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CytoError(.io, "write failed: \(String(cString: strerror(errno)))", path: path)
-            }
-            off += n
+        if let failure = CytoCore.writeAll(fd: fd, raw) {
+            throw CytoError(.io, "write failed: \(String(cString: strerror(failure)))", path: path)
         }
     }
 
@@ -127,4 +121,26 @@ public func makeDirectories(_ path: String) throws {
             throw CytoError(.io, "cannot create directory: \(String(cString: strerror(errno)))", path: cur)
         }
     }
+}
+
+/// Writes every byte to a file descriptor, retrying short writes and EINTR. Returns nil, or the
+/// errno of the write that failed (the caller words the error for what it was writing).
+@discardableResult
+public func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32? {
+    var off = 0
+    while off < bytes.count {
+        let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return errno
+        }
+        off += n
+    }
+    return nil
+}
+
+/// `writeAll(fd:_:)` for an array of bytes.
+@discardableResult
+public func writeAll(fd: Int32, _ bytes: [UInt8]) -> Int32? {
+    bytes.withUnsafeBytes { writeAll(fd: fd, $0) }
 }

@@ -64,6 +64,9 @@ public enum JSON: Equatable, Sendable {
         return try parse(bytes: &bytes, maxDepth: maxDepth)
     }
 
+    /// The version of json-c, the library behind `parse` (the worker reports it in `initialize`).
+    public static var parserVersion: String { String(cString: json_c_version()) }
+
     public static func parse(bytes: inout [UInt8], maxDepth: Int = 64) throws -> JSON {
         guard let tok = json_tokener_new_ex(Int32(maxDepth)) else {
             throw CytoError(.internal, "json-c could not allocate a tokener")

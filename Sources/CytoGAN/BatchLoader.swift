@@ -155,9 +155,9 @@ public final class BatchLoader: @unchecked Sendable {
     public func next() throws -> Batch {
         lock.lock()
         defer { lock.unlock() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = MonotonicClock.nanoseconds()
         while filled.isEmpty && failure == nil && !finished { lock.wait() }
-        waited += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        waited += Double(MonotonicClock.nanoseconds() - t0) * 1e-9
         if filled.isEmpty {
             if let failure { throw failure }
             throw CytoError(.cancelled, "the batch loader was stopped")

@@ -81,11 +81,8 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         buffer.reserveCapacity(1 << 20)
         var written: UInt64 = 0
         func flush() throws {
-            var off = 0
-            while off < buffer.count {
-                let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
-                if n < 0 { if errno == EINTR { continue }; throw CytoError(.io, "cannot write the manifest index: \(String(cString: strerror(errno)))") }
-                off += n
+            if let failure = writeAll(fd: fd, buffer) {
+                throw CytoError(.io, "cannot write the manifest index: \(String(cString: strerror(failure)))")
             }
             buffer.removeAll(keepingCapacity: true)
         }

@@ -36,7 +36,7 @@ public struct Augmentation: Sendable, Equatable {
 /// Which discriminator activations make a cell's feature vector.
 ///
 /// Written as comma-separated parts: `representation` (the paper's Dense layer), `pooled` (global
-/// average pooling of every convolution block's output, "lrelu<i>", concatenated; issue 8),
+/// average pooling of every convolution block's output, "lrelu<i>", concatenated),
 /// `pooled-max` / `pooled-std` (the same blocks' spatial maximum / standard deviation, which see
 /// the brightest spot and the texture that an average washes out), `pool:<layer>`, `max:<layer>`,
 /// `std:<layer>` (one layer's NCHW output pooled so), or any discriminator layer name (its output
@@ -153,21 +153,22 @@ public struct GANConfig: Sendable, Equatable {
     public var initialization: WeightInit
     public var preprocessing: Preprocessing
     public var augmentation: Augmentation
-    /// Differentiable augmentation of real and generated batches inside the training step (issue 8).
+    /// Differentiable augmentation of real and generated batches inside the training step: the
+    /// discriminator sees more varied crops without the generator learning the augmentation.
     public var diffAugment: DiffAugmentPolicy
     /// When set, the per-channel scale is estimated from the training crops before the first
     /// step (this percentile of their raw intensities) and stored as a `fixed_scale`
-    /// normalization: absolute intensity survives, unlike with the per-crop maximum (issue 8).
+    /// normalization: absolute intensity survives, unlike with the per-crop maximum.
     public var datasetScalePercentile: Double?
     /// With `datasetScalePercentile`: the range starts at this percentile of the training crops
     /// (a `fixed_range` normalization) instead of at 0, so the background is the model's -1.
     public var datasetFloorPercentile: Double?
     /// When set, the R1 penalty on D's gradient at real crops (zero-centred; not with WGAN-GP,
-    /// which has its own penalty), applied every `interval` updates (issue 8).
+    /// which has its own penalty), applied every `interval` updates.
     public var r1Penalty: R1Penalty?
     /// When set, an exponential moving average of the discriminator's weights with this decay per
     /// update is kept beside it (checkpointed), and features are read from the average: steadier
-    /// than the discriminator of whichever step a run stopped at (issue 8).
+    /// than the discriminator of whichever step a run stopped at.
     public var discriminatorAverage: Float?
     /// When set, an exponential moving average of the generator's weights (and BatchNorm
     /// statistics) with this decay per update is kept (checkpointed), and every generated image
@@ -229,7 +230,7 @@ public struct GANConfig: Sendable, Equatable {
     ///   lambda 10 and one critic step per generator step.
     /// - `small-64`: the same design on 64x64 crops with half the widths, batch 32, flips and
     ///   rotations, and the paper's rates doubled (learning starts sooner on a CPU budget).
-    /// - `cpu-64`: the best recipe for features on a CPU budget (issue 8; measured in
+    /// - `cpu-64`: the best recipe for features on a CPU budget (measured in
     ///   examples/cpu-recipe): small-64 with a dataset-level intensity scale (each channel's
     ///   95th percentile) instead of the per-crop maximum, differentiable augmentation of both
     ///   real and generated batches (a colour jitter of each channel, brightness and contrast

@@ -215,16 +215,16 @@ public final class Trainer: @unchecked Sendable {
 
 /// Monotonic elapsed seconds that can be paused.
 struct Stopwatch {
-    private var start = DispatchTime.now().uptimeNanoseconds
+    private var start = MonotonicClock.nanoseconds()
     private var pausedAt: UInt64? = nil
     private var pausedTotal: UInt64 = 0
 
     var seconds: Double {
-        let now = pausedAt ?? DispatchTime.now().uptimeNanoseconds
+        let now = pausedAt ?? MonotonicClock.nanoseconds()
         return Double(now - start - pausedTotal) * 1e-9
     }
-    mutating func pause() { if pausedAt == nil { pausedAt = DispatchTime.now().uptimeNanoseconds } }
+    mutating func pause() { if pausedAt == nil { pausedAt = MonotonicClock.nanoseconds() } }
     mutating func resume() {
-        if let p = pausedAt { pausedTotal += DispatchTime.now().uptimeNanoseconds - p; pausedAt = nil }
+        if let p = pausedAt { pausedTotal += MonotonicClock.nanoseconds() - p; pausedAt = nil }
     }
 }

@@ -69,9 +69,7 @@ public final class GaussianNoise: Layer {
 public final class Flatten: Layer {
     public let name: String
     public var kind: String { "Flatten" }
-    private let out = Tensor(Shape(0))
-    private let dx = Tensor(Shape(0))
-    private var inputShape: Shape?
+    private var view = ViewOfInput()
 
     public init(name: String) { self.name = name }
 
@@ -81,17 +79,11 @@ public final class Flatten: Layer {
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        let os = try outputShape(for: x.shape)
-        inputShape = x.shape
-        out.alias(x, as: os)
-        return out
+        view.forward(x, as: try outputShape(for: x.shape))
     }
 
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
-        try checkGradient(gradOut, against: inputShape == nil ? nil : out, forwarded: inputShape != nil)
-        guard inputGradient, let s = inputShape else { return nil }
-        dx.alias(gradOut, as: s)
-        return dx
+        try view.backward(gradOut, of: self, inputGradient: inputGradient)
     }
 }
 
@@ -102,9 +94,7 @@ public final class Reshape: Layer {
     public var kind: String { "Reshape" }
     /// The new shape of one item (without the batch dimension), at most 3 dimensions.
     public let itemDims: [Int]
-    private let out = Tensor(Shape(0))
-    private let dx = Tensor(Shape(0))
-    private var inputShape: Shape?
+    private var view = ViewOfInput()
 
     public init(name: String, to itemDims: [Int]) {
         precondition(itemDims.count >= 1 && itemDims.count <= 3 && itemDims.allSatisfy { $0 > 0 })
@@ -125,14 +115,30 @@ public final class Reshape: Layer {
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
-        let os = try outputShape(for: x.shape)
-        inputShape = x.shape
-        out.alias(x, as: os)
-        return out
+        view.forward(x, as: try outputShape(for: x.shape))
     }
 
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
-        try checkGradient(gradOut, against: inputShape == nil ? nil : out, forwarded: inputShape != nil)
+        try view.backward(gradOut, of: self, inputGradient: inputGradient)
+    }
+}
+
+/// What a layer whose output is its input under another shape keeps (Flatten, Reshape): forward
+/// and backward alias the tensors and copy nothing.
+struct ViewOfInput {
+    private let out = Tensor(Shape(0))
+    private let dx = Tensor(Shape(0))
+    private var inputShape: Shape?
+
+    mutating func forward(_ x: Tensor, as shape: Shape) -> Tensor {
+        inputShape = x.shape
+        out.alias(x, as: shape)
+        return out
+    }
+
+    /// The gradient as the input's shape, after `layer` checked it against the last output.
+    func backward(_ gradOut: Tensor, of layer: some Layer, inputGradient: Bool) throws -> Tensor? {
+        try layer.checkGradient(gradOut, against: inputShape == nil ? nil : out, forwarded: inputShape != nil)
         guard inputGradient, let s = inputShape else { return nil }
         dx.alias(gradOut, as: s)
         return dx

@@ -60,8 +60,9 @@ public struct DoseSeries: Sendable {
     public var monotonic: Bool
 }
 
-/// The three crop-level measures of issue 8: (a) single-cell logistic regression, (b) well
-/// nearest neighbours, (c) dose response. See `evaluateCrops`.
+/// Three measures of how much biology single-cell features carry, for comparing training recipes
+/// (examples/cpu-recipe): (a) single-cell logistic regression, (b) well nearest neighbours,
+/// (c) dose response. See `evaluateCrops`.
 public struct CropEvaluation: Sendable {
     public var cells: Int
     public var featuresIn: Int

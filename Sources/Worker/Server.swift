@@ -339,8 +339,10 @@ public final class Server: @unchecked Sendable {
         }
     }
 
-    /// Validates one message's envelope and runs it. `respond` gets the response, or nil when
-    /// there is none (notifications, client responses); it is called exactly once.
+    /// One message: `decode` checks its envelope, a notification runs at once, a request is
+    /// checked by `admit` (lifecycle, parameters, id) and handed to `schedule`. `respond` gets the
+    /// response, or nil when there is none (notifications, client responses); it is called exactly
+    /// once.
     private func dispatch(_ json: JSON, line: Int, batchIndex: Int?, respond: @escaping @Sendable (JSON?) -> Void) {
         func reject(_ id: RequestID?, _ e: RPCError) {
             var e = e
@@ -351,49 +353,22 @@ public final class Server: @unchecked Sendable {
             log.debug("line \(line): \(e.message)")
             respond(Message.error(id, e))
         }
-        guard case .object(let o) = json else {
-            return reject(nil, .invalidRequest("a message must be a JSON object, not \(json.typeName == "array" ? "an array inside a batch" : "a " + json.typeName)"))
+        let message: Envelope
+        switch decode(json) {
+        case .invalid(let id, let e): return reject(id, e)
+        case .response:
+            log.debug("line \(line): ignored a response (this worker sends no requests)")
+            return respond(nil)
+        case .message(let m): message = m
         }
-        var id: RequestID?
-        if let v = o["id"] {
-            guard let i = RequestID(json: v) else {
-                let what = v.intValue != nil ? "an integer beyond ±(2^53 - 1)" : v.isNull ? "null" : "a " + v.typeName
-                return reject(nil, .invalidRequest("id must be a string or an integer, not \(what)", field: "id"))
-            }
-            id = i
-        }
-        guard o["jsonrpc"] == .string("2.0") else {
-            return reject(id, .invalidRequest(o["jsonrpc"] == nil ? "missing \"jsonrpc\": \"2.0\"" : "jsonrpc must be \"2.0\"", field: "jsonrpc"))
-        }
-        guard let methodValue = o["method"] else {
-            if id != nil && (o["result"] != nil || o["error"] != nil) {
-                log.debug("line \(line): ignored a response (this worker sends no requests)")
-                return respond(nil)
-            }
-            return reject(id, .invalidRequest("missing method", field: "method"))
-        }
-        guard case .string(let method) = methodValue, !method.isEmpty else {
-            return reject(id, .invalidRequest("method must be a non-empty string", field: "method"))
-        }
-        for key in o.keys.sorted() where !["jsonrpc", "id", "method", "params"].contains(key) {
-            return reject(id, .invalidRequest("unknown member \(quoted(key)) (a message has jsonrpc, id, method, params)", field: key))
-        }
-        var params: [String: JSON] = [:]
-        var paramsError: RPCError?
-        switch o["params"] {
-        case nil: break
-        case .object(let p)?: params = p
-        case .array?: paramsError = .invalidParams(field: "params", "params must be an object of named parameters, not an array")
-        case let other?:
-            return reject(id, .invalidRequest("params must be an object, not \(other.isNull ? "null" : "a " + other.typeName)", field: "params"))
-        }
+        let (id, method) = (message.id, message.method)
 
         let (entry, note) = registry.withLock { ($0.methods[method], $0.notifications[method]) }
         if let note {
             if let id {
                 return reject(id, .invalidRequest("\(method) is a notification: send it without an id", field: "id"))
             }
-            runNotification(note, params: params, paramsError: paramsError, line: line)
+            runNotification(note, params: message.params, paramsError: message.paramsError, line: line)
             return respond(nil)
         }
         guard let entry else {
@@ -404,48 +379,116 @@ public final class Server: @unchecked Sendable {
             return reject(id, .methodNotFound(method))
         }
 
-        // Lifecycle, parameters, id: decided here on the reader thread, in input order.
-        var progressToken: ProgressToken?
-        let admitted: RPCError? = locked {
+        switch admit(message, to: entry) {
+        case .failure(let refusal):
+            if id == nil { log.debug("line \(line): notification \(quoted(method)) rejected: \(refusal.message)"); return respond(nil) }
+            return reject(id, refusal)
+        case .success(let progressToken):
+            let req = Request(method: method, id: id, params: Params(message.params), progressToken: progressToken, server: self)
+            schedule(entry, req, respond: respond)
+        }
+    }
+
+    /// A message whose envelope is valid, not yet matched to a method.
+    private struct Envelope {
+        var id: RequestID?
+        var method: String
+        var params: [String: JSON] = [:]
+        /// Params sent as an array: refused once the method is known (only logged for a notification).
+        var paramsError: RPCError?
+    }
+
+    /// What `decode` makes of one message.
+    private enum Decoded {
+        case message(Envelope)
+        /// A response from the client, which this worker ignores (it sends no requests).
+        case response
+        /// A broken envelope: the error, and the id when one could be read.
+        case invalid(RequestID?, RPCError)
+    }
+
+    /// Checks the JSON-RPC envelope: an object with a usable id, "jsonrpc": "2.0", a method name,
+    /// no other members, and params that are an object.
+    private func decode(_ json: JSON) -> Decoded {
+        guard case .object(let o) = json else {
+            return .invalid(nil, .invalidRequest("a message must be a JSON object, not \(json.typeName == "array" ? "an array inside a batch" : "a " + json.typeName)"))
+        }
+        var id: RequestID?
+        if let v = o["id"] {
+            guard let i = RequestID(json: v) else {
+                let what = v.intValue != nil ? "an integer beyond ±(2^53 - 1)" : v.isNull ? "null" : "a " + v.typeName
+                return .invalid(nil, .invalidRequest("id must be a string or an integer, not \(what)", field: "id"))
+            }
+            id = i
+        }
+        guard o["jsonrpc"] == .string("2.0") else {
+            return .invalid(id, .invalidRequest(o["jsonrpc"] == nil ? "missing \"jsonrpc\": \"2.0\"" : "jsonrpc must be \"2.0\"", field: "jsonrpc"))
+        }
+        guard let methodValue = o["method"] else {
+            if id != nil && (o["result"] != nil || o["error"] != nil) { return .response }
+            return .invalid(id, .invalidRequest("missing method", field: "method"))
+        }
+        guard case .string(let method) = methodValue, !method.isEmpty else {
+            return .invalid(id, .invalidRequest("method must be a non-empty string", field: "method"))
+        }
+        for key in o.keys.sorted() where !["jsonrpc", "id", "method", "params"].contains(key) {
+            return .invalid(id, .invalidRequest("unknown member \(quoted(key)) (a message has jsonrpc, id, method, params)", field: key))
+        }
+        var message = Envelope(id: id, method: method)
+        switch o["params"] {
+        case nil: break
+        case .object(let p)?: message.params = p
+        case .array?: message.paramsError = .invalidParams(field: "params", "params must be an object of named parameters, not an array")
+        case let other?:
+            return .invalid(id, .invalidRequest("params must be an object, not \(other.isNull ? "null" : "a " + other.typeName)", field: "params"))
+        }
+        return .message(message)
+    }
+
+    /// Whether a request may run now: the lifecycle allows the method, its params are an object
+    /// of known names with a well-formed `_meta`, and its id is not in use. Decided on the reader
+    /// thread, in input order. Gives the progress token of `_meta`, if any.
+    private func admit(_ message: Envelope, to entry: MethodEntry) -> Result<ProgressToken?, RPCError> {
+        locked {
             switch lifecycle {
             case .uninitialized where !entry.availability.contains(.beforeInitialize):
-                return RPCError(code: ErrorCode.notInitialized, message: "not initialized: send initialize first",
-                                kind: "not_initialized")
+                return .failure(RPCError(code: ErrorCode.notInitialized, message: "not initialized: send initialize first",
+                                         kind: "not_initialized"))
             case .shuttingDown where !entry.availability.contains(.duringShutdown):
-                return RPCError(code: ErrorCode.shuttingDown, message: "the worker is shutting down", kind: "shutting_down")
+                return .failure(RPCError(code: ErrorCode.shuttingDown, message: "the worker is shutting down", kind: "shutting_down"))
             default: break
             }
-            if let paramsError { return paramsError }
-            if let meta = params["_meta"] {
+            if let paramsError = message.paramsError { return .failure(paramsError) }
+            var progressToken: ProgressToken?
+            if let meta = message.params["_meta"] {
                 guard let m = meta.objectValue else {
-                    return .invalidParams(field: "_meta", "_meta must be an object, not \(meta.isNull ? "null" : "a " + meta.typeName)")
+                    return .failure(.invalidParams(field: "_meta", "_meta must be an object, not \(meta.isNull ? "null" : "a " + meta.typeName)"))
                 }
                 if let t = m["progressToken"] {
                     guard let token = RequestID(json: t) else {
-                        return .invalidParams(field: "_meta.progressToken", "_meta.progressToken must be a string or an integer")
+                        return .failure(.invalidParams(field: "_meta.progressToken", "_meta.progressToken must be a string or an integer"))
                     }
                     progressToken = token
                 }
             }
-            do { try Params(params).rejectUnknown(allowed: entry.params) } catch { return RPCError(any: error) }
-            if let id, inflight[id] != nil {
-                return .invalidRequest("id \(id) is already used by a request in progress", field: "id")
+            do { try Params(message.params).rejectUnknown(allowed: entry.params) } catch { return .failure(RPCError(any: error)) }
+            if let id = message.id, inflight[id] != nil {
+                return .failure(.invalidRequest("id \(id) is already used by a request in progress", field: "id"))
             }
-            return nil
+            return .success(progressToken)
         }
-        if let admitted {
-            if id == nil { log.debug("line \(line): notification \(quoted(method)) rejected: \(admitted.message)"); return respond(nil) }
-            return reject(id, admitted)
-        }
+    }
 
-        let req = Request(method: method, id: id, params: Params(params), progressToken: progressToken, server: self)
+    /// Counts the request as in progress (by id, for cancellation) and runs it where its method
+    /// runs: inline on the reader thread, on the serial work thread, or concurrently.
+    private func schedule(_ entry: MethodEntry, _ req: Request, respond: @escaping @Sendable (JSON?) -> Void) {
+        let isShutdown = req.method == "shutdown"
+        let requestId = req.id
         locked {
-            if method == "shutdown" { lifecycle = .shuttingDown }
-            if let id { inflight[id] = req }
+            if isShutdown { lifecycle = .shuttingDown }
+            if let requestId { inflight[requestId] = req }
             inflightCount += 1
         }
-        let isShutdown = method == "shutdown"
-        let requestId = id
         let work: @Sendable () -> Void = { [self] in
             let response = run(entry, req)
             locked {

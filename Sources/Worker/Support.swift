@@ -1,3 +1,4 @@
+import CytoCore
 import Foundation
 
 #if canImport(Glibc)
@@ -53,23 +54,6 @@ public final class Logger: @unchecked Sendable {
         // Messages may quote user input: keep one log entry on one line.
         for i in 0..<(bytes.count - 1) where bytes[i] == 0x0A || bytes[i] == 0x0D { bytes[i] = 0x20 }
         writeAll(fd: fd, bytes)
-    }
-}
-
-/// Writes every byte to a file descriptor, retrying short writes and EINTR. False on failure.
-@discardableResult
-func writeAll(fd: Int32, _ bytes: [UInt8]) -> Bool {
-    bytes.withUnsafeBytes { buf -> Bool in
-        var off = 0
-        while off < buf.count {
-            let n = write(fd, buf.baseAddress! + off, buf.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            off += n
-        }
-        return true
     }
 }
 

@@ -1,15 +1,19 @@
 import ArgumentParser
 import CytoCore
+import CytoGAN
 import CytoNN
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `cytogan bench`: speed measurements of the engine, printed as JSON lines.
+/// `cytogan bench`: speed measurements of the engine, printed as JSON lines, and the safetensors
+/// round trip of the Python checks. Developer tools: hidden from `cytogan --help`, each still
+/// answers its own `--help`.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure the engine's speed (JSON lines on stdout).",
+        commandName: "bench", abstract: "(development) Measure the engine's speed (JSON lines on stdout).",
+        shouldDisplay: false,
         subcommands: [EngineBench.self, SafetensorsRoundTrip.self])
 }
 
@@ -18,59 +22,74 @@ struct BenchCommand: ParsableCommand {
 struct EngineBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
-        abstract: "Time the CytoGAN networks: per layer, features (batch 256), sampling (batch 64), one LSGAN step (batch 64).")
+        abstract: "(development) Time the CytoGAN networks: per layer, features (batch 256), sampling (batch 64), one LSGAN step (batch 64).",
+        shouldDisplay: false)
 
-    @Option(help: "paper-96 (the paper's 96x96 networks) or small-64.")
-    var preset: String = "paper-96"
+    @Option(help: "The networks: paper-96 (the paper's 96x96 networks) or small-64.")
+    var preset: BenchPreset = .paper96
     @Option(help: "Threads for OpenBLAS and the engine's loops.")
     var threads: Int = 2
     @Option(help: "Timed repetitions per measurement (after one warm-up).")
     var reps: Int = 5
-    @Option(help: "Only these measures (repeatable): train, features, sample, layers, feature-layers (the discriminator's layers at batch 256, inference).")
-    var only: [String] = []
+    @Option(help: "Only these measures (repeatable; feature-layers: the discriminator's layers at batch 256, inference).")
+    var only: [BenchMeasure] = []
     @Option(help: "Timed repetitions per layer in the per-layer table.")
     var layerReps: Int = 3
-    @Option(help: "wall (default) or cpu: the calling thread's CPU time, steadier on a busy machine (needs --threads 1).")
-    var clock: String = "wall"
+    @Option(help: "wall, or cpu: the calling thread's CPU time, steadier on a busy machine (needs --threads 1).")
+    var clock: BenchClock = .wall
 
     func validate() throws {
-        guard ["paper-96", "small-64"].contains(preset) else { throw ValidationError("--preset must be paper-96 or small-64, not '\(preset)'") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard reps >= 1, layerReps >= 1 else { throw ValidationError("--reps and --layer-reps must be at least 1") }
-        guard clock == "wall" || (clock == "cpu" && threads == 1) else {
+        guard clock == .wall || threads == 1 else {
             throw ValidationError("--clock takes wall, or cpu with --threads 1")
-        }
-        for o in only where !["train", "features", "sample", "layers", "feature-layers"].contains(o) {
-            throw ValidationError("--only takes train, features, sample, layers or feature-layers, not '\(o)'")
         }
     }
 
     func run() throws {
         Engine.setThreads(threads)
-        useCPUClock = clock == "cpu"
-        let arch: DCGANArchitecture = preset == "paper-96" ? .paper96 : .small64
-        let which = only.isEmpty ? ["layers", "train", "features", "sample"] : only
+        useCPUClock = clock == .cpu
+        let arch = preset.architecture
+        let which: [BenchMeasure] = only.isEmpty ? [.layers, .train, .features, .sample] : only
         let bench = try NetworkBench(arch: arch, threads: threads)
         let common: [String: JSON] = [
             "peer": "cytogan", "threads": JSON(threads), "size": JSON(arch.size), "channels": JSON(arch.channels),
             "latent": JSON(arch.latent), "rep": JSON(arch.representation),
             "g_widths": .array(arch.generatorWidths.map { JSON($0) }), "d_widths": .array(arch.discriminatorWidths.map { JSON($0) }),
-            "preset": JSON(preset), "clock": JSON(clock),
+            "preset": JSON(preset.rawValue), "clock": JSON(clock.rawValue),
         ]
         func emit(_ fields: [String: JSON]) {
             print(JSON.object(common.merging(fields) { $1 }).serialized)
             fflush(nil)
         }
-        if which.contains("layers") {
+        if which.contains(.layers) {
             for line in try bench.layerTable(reps: layerReps) { emit(line) }
         }
-        if which.contains("feature-layers") {
+        if which.contains(.featureLayers) {
             for line in try bench.layerTable(reps: layerReps, features: true) { emit(line) }
         }
-        if which.contains("train") { emit(try bench.trainStep(reps: reps)) }
-        if which.contains("features") { emit(try bench.features(reps: reps)) }
-        if which.contains("sample") { emit(try bench.sample(reps: reps)) }
+        if which.contains(.train) { emit(try bench.trainStep(reps: reps)) }
+        if which.contains(.features) { emit(try bench.features(reps: reps)) }
+        if which.contains(.sample) { emit(try bench.sample(reps: reps)) }
     }
+}
+
+/// `bench engine --preset`: the networks timed.
+enum BenchPreset: String, CaseIterable, ExpressibleByArgument {
+    case paper96 = "paper-96", small64 = "small-64"
+
+    var architecture: DCGANArchitecture { self == .paper96 ? .paper96 : .small64 }
+}
+
+/// `bench engine --only`: one measurement.
+enum BenchMeasure: String, CaseIterable, ExpressibleByArgument {
+    case train, features, sample, layers
+    case featureLayers = "feature-layers"
+}
+
+/// `bench engine --clock`: what a timing reads.
+enum BenchClock: String, CaseIterable, ExpressibleByArgument {
+    case wall, cpu
 }
 
 /// Time the thread's CPU use instead of the wall clock (single-threaded runs on a busy machine).
@@ -78,9 +97,7 @@ nonisolated(unsafe) private var useCPUClock = false
 
 /// Seconds of the monotonic clock (or of this thread's CPU time).
 private func now() -> Double {
-    var t = timespec()
-    clock_gettime(useCPUClock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    useCPUClock ? MonotonicClock.threadCPUSeconds() : MonotonicClock.seconds()
 }
 
 /// Runs `body` once to warm up, then `reps` timed times; returns the seconds of each.

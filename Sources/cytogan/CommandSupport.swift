@@ -1,15 +1,41 @@
 import ArgumentParser
 import CellImage
 import CytoCore
+import CytoGAN
 import Foundation
+import Profiling
+
+/// Writes one line to stderr: how every command talks to people (stdout carries results).
+func stderrLine(_ s: String) {
+    FileHandle.standardError.write(Data((s + "\n").utf8))
+}
 
 /// Runs `body`, turning a CytoError into a one-line message on stderr and exit status 1: every
 /// subcommand reports bad input the same way (the thing at fault, then the fault).
 func reportingErrors(_ body: () throws -> Void) throws {
     do { try body() } catch let e as CytoError {
-        FileHandle.standardError.write(Data("cytogan: error: \(e.description)\n".utf8))
+        stderrLine("cytogan: error: \(e.description)")
         throw ExitCode(1)
     }
+}
+
+// The library's enums taken as option values: `--help` lists their raw values, and a wrong value
+// is a usage error that names the option and the choices.
+extension GANLoss: ExpressibleByArgument {}
+extension InterpolationMode: ExpressibleByArgument {}
+extension ResizeMode: ExpressibleByArgument {}
+extension TIFFCompression: ExpressibleByArgument {}
+extension AggregationMethod: ExpressibleByArgument {}
+extension DistanceMetric: ExpressibleByArgument {}
+extension MOANormalization: ExpressibleByArgument {}
+extension NonFinitePolicy: ExpressibleByArgument {}
+extension SpherizeMethod: ExpressibleByArgument {}
+
+/// Splits "a,b,c" into trimmed non-empty parts.
+func parseList(_ text: String) throws -> [String] {
+    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty }) else { throw ValidationError("'\(text)' is not a comma-separated list") }
+    return parts
 }
 
 /// The manifest columns of `train` and `extract`: where a crop's path(s) are, and optionally the

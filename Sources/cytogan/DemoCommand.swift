@@ -24,19 +24,16 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Training budget in minutes.") var minutes: Double = 4
     @Option(help: "Training steps (instead of --minutes).") var steps: Int?
     @Option(help: "GAN preset to train: cells-64, the recipe for realistic generated cells on a CPU budget; cpu-64, the recipe for features (examples/cpu-recipe); or small-64.") var preset: String = "cells-64"
-    @Option(help: "Loss: lsgan, dcgan or wgangp.") var loss: String = "lsgan"
+    @Option(help: "The GAN objective.") var loss: GANLoss = .lsgan
     @Option(help: "Cells per well of the synthetic screen.") var cellsPerWell: Int = 16
     @Option(help: "Threads (OpenBLAS and crop writing).") var threads: Int = 2
     @Option(help: "Random seed of the screen and the model.") var seed: UInt64 = 1
 
     func run() throws {
-        guard let lossKind = GANLoss(rawValue: loss) else {
-            throw ValidationError("--loss must be lsgan, dcgan or wgangp (got '\(loss)')")
-        }
         guard minutes > 0 || steps != nil else { throw ValidationError("--minutes must be positive") }
         try reportingErrors {
             let demo = Demo(out: out, threads: max(1, threads), seed: seed, cellsPerWell: cellsPerWell)
-            try demo.run(preset: preset, loss: lossKind, minutes: steps == nil ? minutes : nil, steps: steps)
+            try demo.run(preset: preset, loss: loss, minutes: steps == nil ? minutes : nil, steps: steps)
         }
     }
 }

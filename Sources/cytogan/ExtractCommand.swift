@@ -34,7 +34,7 @@ struct ExtractCommand: ParsableCommand {
     @Flag(help: "Keep the discriminator's input noise on (CytoGAN's noisy encoding).") var noisy = false
     @Option(name: .customLong("noise-seed"), help: "Seed of the --noisy input noise.") var noiseSeed: UInt64 = 0
     @Option(help: "gan (the model's discriminator) or intensity (per-channel mean, std, max, p90 and nucleus shape; no model).")
-    var features: String = "gan"
+    var features: FeatureSource = .gan
     @Option(help: "Discriminator layer(s): representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list; suffix @dihedral averages over the crop's 8 mirrors and quarter turns (default: the model's).")
     var layer: String?
     @Flag(name: .customLong("current-discriminator"), help: "Read the discriminator as it was at the checkpoint's step, not the moving average of its weights the model keeps (for comparison).")
@@ -46,8 +46,7 @@ struct ExtractCommand: ParsableCommand {
         if (manifest == nil) == (paths == nil) { throw ValidationError("give --manifest FILE or --paths -") }
         if let paths, paths != "-" { throw ValidationError("--paths takes '-' (paths on stdin)") }
         if batch < 1 { throw ValidationError("--batch must be >= 1") }
-        guard features == "gan" || features == "intensity" else { throw ValidationError("--features must be gan or intensity") }
-        if features == "gan" && model == nil { throw ValidationError("--features gan needs --model") }
+        if features == .gan && model == nil { throw ValidationError("--features gan needs --model") }
         if paths != nil && out != nil { throw ValidationError("--paths - writes to stdout; drop --out") }
     }
 
@@ -66,7 +65,7 @@ struct ExtractCommand: ParsableCommand {
 
     /// The feature computer; an untrained model waiting for its dataset scale estimates it from `source`.
     func makeComputer(source: CropSource?) throws -> FeatureComputer {
-        if features == "intensity" {
+        if features == .intensity {
             let names = try parseList(channelNames)
             return IntensityFeatures(channelNames: names)
         }
@@ -179,13 +178,15 @@ final class FeatureSink {
 func shortest(_ v: Float) -> String { v == v.rounded() && abs(v) < 1e7 ? String(Int(v)) : v.description }
 
 func writeStdout(_ s: String) {
-    var bytes = Array(s.utf8)
-    var off = 0
-    while off < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress! + off, $0.count - off) }
-        if n < 0 { if errno == EINTR { continue }; return }
-        off += n
-    }
+    writeAll(fd: 1, Array(s.utf8))
+}
+
+/// `--features`: where extract's features come from.
+enum FeatureSource: String, CaseIterable, ExpressibleByArgument {
+    /// The model's discriminator.
+    case gan
+    /// Intensity and nucleus shape measurements (no model).
+    case intensity
 }
 
 /// Something that turns a list of crops into feature rows (count x names.count) and per-crop errors.

@@ -1,7 +1,6 @@
 import ArgumentParser
 import CellImage
 import CytoCore
-import CZlib
 import Foundation
 
 /// `cytogan image`: decode, inspect, render and benchmark cell images.
@@ -83,7 +82,7 @@ struct ImagePrepare: ParsableCommand {
     @Flag(help: "The inputs are one single-channel file per channel of one image.") var channelFiles = false
     @Option(help: "Normalization as JSON (kind: per_crop_max, bit_depth, fixed_scale, percentile, fixed_range).")
     var normalization = "{\"kind\":\"per_crop_max\"}"
-    @Option(help: "Resize mode: resample, area, bilinear, pad_crop.") var resize = "resample"
+    @Option(help: "How crops reach the model size.") var resize: ResizeMode = .resample
     @Option(help: "Object centre x,y in the field (pixels).") var centre: String?
     @Option(help: "Object bounding box x0,y0,x1,y1 (pixels, end exclusive).") var box: String?
     @Option(help: "Side of the window cut around the centre or box.") var cropSize: Int?
@@ -92,9 +91,6 @@ struct ImagePrepare: ParsableCommand {
 
     func run() throws {
         let pick = try parseChannelList(channels)
-        guard let mode = ResizeMode(rawValue: resize) else {
-            throw ValidationError("--resize is one of \(ResizeMode.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         guard size > 0, size <= 4096 else { throw ValidationError("--size must be in 1...4096") }
         if centre != nil && box != nil { throw ValidationError("give --centre or --box, not both") }
         var region = CropRegion.whole
@@ -110,7 +106,7 @@ struct ImagePrepare: ParsableCommand {
             let specs = sources.map { CropSpec(source: $0, region: region, mask: mask.map { MaskSpec(path: $0, label: label) }) }
             // The channel count comes from the first image.
             let probe = try ImageReader.read(sources[0])
-            let pre = Preprocessing(size: size, channels: probe.channels, cropSize: cropSize, normalization: norm, resize: mode)
+            let pre = Preprocessing(size: size, channels: probe.channels, cropSize: cropSize, normalization: norm, resize: resize)
             try norm.validate(channels: probe.channels)
             let loader = CropLoader(preprocessing: pre)
             var all = [Float](repeating: 0, count: specs.count * pre.inputCount)
@@ -136,16 +132,13 @@ struct ImageConvert: ParsableCommand {
     @Option(help: "Channels to keep, in order.") var channels: String?
     @Option(help: "For .npy input: the value range mapped onto the integer range, lo,hi.") var range = "-1,1"
     @Option(help: "For .npy input: 8 or 16-bit output.") var bits = 16
-    @Option(help: "TIFF compression: deflate, lzw, packbits, none.") var compression = "deflate"
+    @Option(help: "TIFF compression.") var compression: TIFFCompression = .deflate
 
     func run() throws {
         let pick = try parseChannelList(channels)
         let r = try parseNumbers(range, count: 2, option: "--range")
         guard r[1] > r[0] else { throw ValidationError("--range needs lo < hi") }
         guard bits == 8 || bits == 16 else { throw ValidationError("--bits is 8 or 16") }
-        guard let comp = TIFFCompression(rawValue: compression) else {
-            throw ValidationError("--compression is one of \(TIFFCompression.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         let lower = out.lowercased()
         guard lower.hasSuffix(".tif") || lower.hasSuffix(".tiff") || lower.hasSuffix(".png") else {
             throw ValidationError("--out must end in .tif, .tiff or .png")
@@ -168,7 +161,7 @@ struct ImageConvert: ParsableCommand {
                 image = try ImageReader.read(.file(input, channels: pick))
             }
             if lower.hasSuffix(".png") { try ImageWriter.writePNG(image, to: out) }
-            else { try ImageWriter.writeTIFF(image, to: out, compression: comp) }
+            else { try ImageWriter.writeTIFF(image, to: out, compression: compression) }
         }
     }
 }
@@ -213,22 +206,16 @@ struct ImageMontage: ParsableCommand {
     @Option(help: "Pixels between tiles.") var gap = 2
     @Option(help: "Channels to show, in colour order (e.g. 0,2,1); default all.") var channels: String?
     @Option(help: "Colour of each shown channel: names or #rrggbb.") var colours = "red,green,blue"
-    @Option(help: "Contrast stretch per tile and channel: 'percentile' (0.5-99.8) or 'minmax'.") var stretch = "percentile"
+    @Option(help: "Contrast stretch per tile and channel: percentile (0.5-99.8) or minmax.") var stretch: StretchOption = .percentile
 
     func run() throws {
         let pick = try parseChannelList(channels)
         guard tile > 0, tile <= 4096 else { throw ValidationError("--tile must be in 1...4096") }
         guard gap >= 0, gap <= 256 else { throw ValidationError("--gap must be in 0...256") }
         if let columns, columns < 1 { throw ValidationError("--columns must be at least 1") }
-        let s: ContrastStretch
-        switch stretch {
-        case "percentile": s = .percentile(low: 0.5, high: 99.8)
-        case "minmax": s = .minMax
-        default: throw ValidationError("--stretch is 'percentile' or 'minmax'")
-        }
         try reportingErrors {
             let (paths, _, _) = try inputs.resolve()
-            let mapping = DisplayMapping(colours: try DisplayMapping.parseColours(colours), stretch: s)
+            let mapping = DisplayMapping(colours: try DisplayMapping.parseColours(colours), stretch: stretch.contrastStretch)
             var tiles: [PixelImage] = []
             var resamplers: [String: Resampler] = [:]
             for (i, p) in paths.enumerated() {
@@ -245,7 +232,19 @@ struct ImageMontage: ParsableCommand {
             }
             let cols = columns ?? Int(Double(tiles.count).squareRoot().rounded(.up))
             try ImageWriter.writePNG(try Montage.grid(tiles, columns: cols, gap: gap), to: out)
-            FileHandle.standardError.write(Data("cytogan: wrote \(tiles.count) tiles, \(cols) per row, to \(out)\n".utf8))
+            stderrLine("cytogan: wrote \(tiles.count) tiles, \(cols) per row, to \(out)")
+        }
+    }
+}
+
+/// `image montage --stretch`.
+enum StretchOption: String, CaseIterable, ExpressibleByArgument {
+    case percentile, minmax
+
+    var contrastStretch: ContrastStretch {
+        switch self {
+        case .percentile: return .percentile(low: 0.5, high: 99.8)
+        case .minmax: return .minMax
         }
     }
 }
@@ -284,14 +283,15 @@ struct ImageFeatures: ParsableCommand {
 struct ImageBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Crops per second on one core: read + decode + normalize + resize to the model's input.",
-        discussion: "Default input: ../shared/data/bbbc021/crops.csv (BBBC021, 68x68x3 uint16 deflate TIFF) to 96x96 Float32.")
+        abstract: "(development) Crops per second on one core: read + decode + normalize + resize to the model's input.",
+        discussion: "Default input: ../shared/data/bbbc021/crops.csv (BBBC021, 68x68x3 uint16 deflate TIFF) to 96x96 Float32.",
+        shouldDisplay: false)
 
     @OptionGroup var inputs: PathInputs
     @Option(help: "Crops to time (cycling over the inputs).") var count = 20_000
     @Option(help: "Model input side.") var size = 96
     @Option(help: "Normalization as JSON, e.g. '{\"kind\":\"percentile\",\"low\":1,\"high\":99}'.") var normalization = "{\"kind\":\"per_crop_max\"}"
-    @Option(help: "Resize mode: resample, area, bilinear, pad_crop.") var resize = "resample"
+    @Option(help: "How crops reach the model size.") var resize: ResizeMode = .resample
 
     func run() throws {
         var inputs = self.inputs
@@ -303,17 +303,15 @@ struct ImageBench: ParsableCommand {
         guard count > 0 else { throw ValidationError("--count must be positive") }
         try reportingErrors {
             let (paths, _, _) = try inputs.resolve()
-            guard let mode = ResizeMode(rawValue: resize) else { throw ValidationError("unknown --resize '\(resize)'") }
             let first = try ImageReader.read(path: paths[0])
             let pre = Preprocessing(size: size, channels: first.channels,
-                                    normalization: try Normalization(json: try JSON.parse(normalization)), resize: mode)
+                                    normalization: try Normalization(json: try JSON.parse(normalization)), resize: resize)
             let loader = CropLoader(preprocessing: pre)
             var out = [Float](repeating: 0, count: pre.inputCount)
             var checksum = 0.0
-            func now() -> Double { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t); return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 }
+            let now = MonotonicClock.seconds, cpu = MonotonicClock.threadCPUSeconds
             // Warm-up: page cache and allocator.
             for p in paths.prefix(500) { try out.withUnsafeMutableBufferPointer { try loader.load(.file(p), into: $0) } }
-            func cpu() -> Double { var t = timespec(); clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 }
             var tRead = 0.0, tDecode = 0.0, tPrepare = 0.0
             let start = now(), cpuStart = cpu()
             for i in 0..<count {
@@ -330,12 +328,12 @@ struct ImageBench: ParsableCommand {
             }
             let total = now() - start, cpuTotal = cpu() - cpuStart
             let us = { (t: Double) in String(format: "%.1f", t / Double(count) * 1e6) }
-            print("image bench: \(count) crops (\(paths.count) files, \(first.width)x\(first.height)x\(first.channels) \(first.sampleType.rawValue)) -> \(size)x\(size) Float32, normalization \(pre.normalization.json.serialized), resize \(mode.rawValue), one thread")
+            print("image bench: \(count) crops (\(paths.count) files, \(first.width)x\(first.height)x\(first.channels) \(first.sampleType.rawValue)) -> \(size)x\(size) Float32, normalization \(pre.normalization.json.serialized), resize \(resize.rawValue), one thread")
             print(String(format: "  %.0f crops/s wall  (%.1f us/crop: read %@ us, decode %@ us, normalize+resize %@ us)",
                          Double(count) / total, total / Double(count) * 1e6, us(tRead), us(tDecode), us(tPrepare)))
             print(String(format: "  %.0f crops per CPU-second of this thread (%.1f us CPU/crop; wall and CPU differ when the machine is shared)",
                          Double(count) / cpuTotal, cpuTotal / Double(count) * 1e6))
-            FileHandle.standardError.write(Data("checksum \(checksum)\n".utf8))
+            stderrLine("checksum \(checksum)")
         }
     }
 }
@@ -421,7 +419,7 @@ struct ImageFuzz: ParsableCommand {
             }
             if Date().timeIntervalSince(lastReport) > 10 {
                 lastReport = Date()
-                FileHandle.standardError.write(Data("fuzz: \(iterations) inputs, \(decoded) decoded, \(Int(Double(iterations) / lastReport.timeIntervalSince(start)))/s\n".utf8))
+                stderrLine("fuzz: \(iterations) inputs, \(decoded) decoded, \(Int(Double(iterations) / lastReport.timeIntervalSince(start)))/s")
             }
         }
         let elapsed = Date().timeIntervalSince(start)
@@ -471,7 +469,7 @@ struct ImageFuzz: ParsableCommand {
         while pos + 12 <= b.count {
             let len = Int(b[pos]) << 24 | Int(b[pos + 1]) << 16 | Int(b[pos + 2]) << 8 | Int(b[pos + 3])
             guard len <= b.count - pos - 12 else { return }
-            let crc = b.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress! + pos + 4, UInt32(len + 4))) }
+            let crc = b.withUnsafeBytes { crc32(UnsafeRawBufferPointer(rebasing: $0[(pos + 4)..<(pos + 8 + len)])) }
             for k in 0..<4 { b[pos + 8 + len + k] = UInt8(truncatingIfNeeded: crc >> (24 - 8 * k)) }
             pos += 12 + len
         }

@@ -23,14 +23,11 @@ struct TableInputOptions: ParsableArguments {
     var meta: String?
     @Option(name: .customLong("metadata-column"), help: "Treat this column as metadata although it is not named Metadata_* (repeatable).")
     var metadataColumns: [String] = []
-    @Option(name: .customLong("on-nonfinite"), help: "Empty, NaN or infinite feature values: error (default) or drop-row (dropped rows are reported).")
-    var onNonFinite: String = "error"
+    @Option(name: .customLong("on-nonfinite"), help: "Empty, NaN or infinite feature values: an error, or drop the row (dropped rows are reported).")
+    var onNonFinite: NonFinitePolicy = .error
 
     func readOptions() throws -> FeatureReadOptions {
-        guard let p = NonFinitePolicy(rawValue: onNonFinite) else {
-            throw ValidationError("--on-nonfinite must be error or drop-row, not '\(onNonFinite)'")
-        }
-        return FeatureReadOptions(extraMetadataColumns: Set(metadataColumns), metadataPath: meta, nonFinite: p)
+        FeatureReadOptions(extraMetadataColumns: Set(metadataColumns), metadataPath: meta, nonFinite: onNonFinite)
     }
 }
 
@@ -40,11 +37,6 @@ func parseControl(_ text: String) throws -> RowCondition? {
 
 func parseColumnOrNone(_ text: String) -> String? {
     text.lowercased() == "none" ? nil : text
-}
-
-func choice<T: RawRepresentable>(_ text: String, _ option: String) throws -> T where T.RawValue == String, T: CaseIterable {
-    if let v = T(rawValue: text) { return v }
-    throw ValidationError("\(option) must be one of \(T.allCases.map(\.rawValue).joined(separator: ", ")), not '\(text)'")
 }
 
 func emit(_ json: JSON, summary: String) {
@@ -69,13 +61,12 @@ struct ProfileAggregate: ParsableCommand {
     @Option(help: "Where to write the aggregated table (.csv or .npy).") var output: String
     @Option(name: .customLong("by"), parsing: .upToNextOption, help: "Strata columns (for example Metadata_Plate Metadata_Well).")
     var by: [String]
-    @Option(help: "mean or median.") var method: String = "mean"
+    @Option(help: "How a group's rows are combined.") var method: AggregationMethod = .mean
     @Option(name: .customLong("join"), help: "A metadata column whose distinct values in a group are kept, joined with ';' (repeatable).")
     var join: [String] = []
     @OptionGroup var table: TableInputOptions
 
     func run() throws {
-        let method: AggregationMethod = try choice(self.method, "--method")
         let strata = by.flatMap { $0.split(separator: ",").map(String.init) }
         let reader = try FeatureRowReader(path: input, options: try table.readOptions())
         let acc = try GroupAccumulator(strata: strata, metadataColumns: reader.metadataColumns, featureNames: reader.featureNames,
@@ -112,10 +103,10 @@ struct ProfileNormalize: ParsableCommand {
 
     @Option(help: "Feature table to read (.csv, .csv.gz or .npy).") var input: String
     @Option(help: "Where to write the normalized table (.csv or .npy).") var output: String
-    @Option(help: "standardize, robustize, spherize, tvn or coral.") var method: String = "standardize"
+    @Option(help: "The normalization (robustize is also accepted as mad_robustize).") var method: NormalizeMethodOption = .standardize
     @Option(help: "Control rows COLUMN=VALUE, or 'all' for every row.") var control: String = "Metadata_Compound=DMSO"
     @Option(help: "Normalize each value of this column against its own controls, or 'none' for globally.") var per: String = "Metadata_Plate"
-    @Option(name: .customLong("spherize-method"), help: "ZCA, PCA, ZCA-cor or PCA-cor.") var spherizeMethod: String = "ZCA"
+    @Option(name: .customLong("spherize-method"), help: "The whitening of spherize.") var spherizeMethod: SpherizeMethod = .zca
     @Option(help: "Regularizer of spherize (default 1e-6) and tvn (default 1).") var epsilon: Double?
     @Flag(name: .customLong("no-center"), help: "spherize without centring (ZCA and PCA only).") var noCenter = false
     @Option(help: "CORAL regularizer added to the covariances.") var lambda: Double = 1
@@ -124,16 +115,13 @@ struct ProfileNormalize: ParsableCommand {
     func normalizationOptions() throws -> NormalizationOptions {
         let m: NormalizationMethod
         switch method {
-        case "standardize": m = .standardize
-        case "robustize", "mad_robustize": m = .robustize
-        case "spherize":
-            let sm: SpherizeMethod = try choice(spherizeMethod, "--spherize-method")
-            m = .spherize(sm, epsilon: epsilon ?? 1e-6, center: !noCenter)
-        case "tvn": m = .tvn(epsilon: epsilon ?? 1)
-        case "coral":
+        case .standardize: m = .standardize
+        case .robustize: m = .robustize
+        case .spherize: m = .spherize(spherizeMethod, epsilon: epsilon ?? 1e-6, center: !noCenter)
+        case .tvn: m = .tvn(epsilon: epsilon ?? 1)
+        case .coral:
             guard lambda > 0 else { throw ValidationError("--lambda must be positive") }
             m = .coral(lambda: lambda)
-        default: throw ValidationError("--method must be standardize, robustize, spherize, tvn or coral, not '\(method)'")
         }
         if let e = epsilon, !(e >= 0) { throw ValidationError("--epsilon must be non-negative") }
         return NormalizationOptions(method: m, control: try parseControl(control), groupColumn: parseColumnOrNone(per))
@@ -207,11 +195,18 @@ struct ProfileNormalize: ParsableCommand {
     }
 }
 
+/// `profile normalize --method`; `mad_robustize` (pycytominer's name) is read as robustize.
+enum NormalizeMethodOption: String, CaseIterable, ExpressibleByArgument {
+    case standardize, robustize, spherize, tvn, coral
+
+    init?(argument: String) { self.init(rawValue: argument == "mad_robustize" ? "robustize" : argument) }
+}
+
 /// Options shared by `score` and `moa`.
 struct ScoringOptions: ParsableArguments {
     @Option(help: "Control rows COLUMN=VALUE (excluded from treatments).") var control: String = "Metadata_Compound=DMSO"
-    @Option(help: "How rows of one treatment are combined: mean or median.") var aggregate: String = "mean"
-    @Option(help: "cosine, correlation or euclidean.") var distance: String = "cosine"
+    @Option(help: "How rows of one treatment are combined.") var aggregate: AggregationMethod = .mean
+    @Option(help: "The distance between treatment profiles.") var distance: DistanceMetric = .cosine
     @Option(name: .customLong("batch-column"), help: "Batch column for NSCB (';' separates several batches), or 'none'.")
     var batchColumn: String = "Metadata_Batch"
     @Option(name: .customLong("compound-column")) var compoundColumn: String = "Metadata_Compound"
@@ -238,11 +233,11 @@ struct ProfileScore: ParsableCommand {
         let t = try FeatureRowReader.readTable(path: profiles, options: try table.readOptions())
         let tp = try withPath(profiles) {
             try treatmentProfiles(from: t.table, columns: scoring.columns, control: try parseControl(scoring.control),
-                                  aggregation: try choice(scoring.aggregate, "--aggregate"))
+                                  aggregation: scoring.aggregate)
         }
         let score = try withPath(profiles) {
             try scoreMOA(treatments: tp.treatments, profiles: tp.profiles, featureCount: tp.featureNames.count,
-                         distance: try choice(scoring.distance, "--distance"), useBatches: scoring.columns.batch != nil,
+                         distance: scoring.distance, useBatches: scoring.columns.batch != nil,
                          neighborCount: scoring.neighbors)
         }
         guard case .object(var o) = score.json else { return }
@@ -265,7 +260,7 @@ struct ProfileMOA: ParsableCommand {
         """)
 
     @Option(help: "The wells table (.csv, .csv.gz, or .npy with --meta).") var wells: String
-    @Option(help: "standardize, robustize, tvn or none.") var normalize: String = "standardize"
+    @Option(help: "The normalization to each plate's controls (or none).") var normalize: MOANormalization = .standardize
     @Option(help: "Normalize each value of this column against its controls, or 'none' for globally.") var per: String = "Metadata_Plate"
     @Option(name: .customLong("tvn-epsilon"), help: "TVN regularizer added to the control covariance's eigenvalues.") var tvnEpsilon: Double = 1
     @Option(help: "Also align batches with CORAL after normalization, with this regularizer (off by default).") var coral: Double?
@@ -276,10 +271,10 @@ struct ProfileMOA: ParsableCommand {
         var o = MOAOptions()
         guard let c = try parseControl(scoring.control) else { throw ValidationError("moa needs a control condition COLUMN=VALUE") }
         o.control = c
-        o.normalization = try choice(normalize, "--normalize")
+        o.normalization = normalize
         o.per = parseColumnOrNone(per)
-        o.aggregation = try choice(scoring.aggregate, "--aggregate")
-        o.distance = try choice(scoring.distance, "--distance")
+        o.aggregation = scoring.aggregate
+        o.distance = scoring.distance
         o.columns = scoring.columns
         guard tvnEpsilon >= 0 else { throw ValidationError("--tvn-epsilon must be non-negative") }
         o.tvnEpsilon = tvnEpsilon
@@ -312,7 +307,7 @@ struct ProfileEvaluateCrops: ParsableCommand {
     @Option(help: "Crop features (.csv or .npy).") var features: String
     @Option(help: "Control rows COLUMN=VALUE.") var control: String = "Metadata_Compound=DMSO"
     @Option(name: .customLong("C"), help: "Inverse L2 regularization strength (scikit-learn's C).") var C: Double = 1
-    @Option(name: .customLong("class-weight"), help: "balanced or none.") var classWeight: String = "balanced"
+    @Option(name: .customLong("class-weight"), help: "Class weights of the logistic regression.") var classWeight: ClassWeightOption = .balanced
     @Option(name: .customLong("plate-column")) var plateColumn: String = "Metadata_Plate"
     @Option(name: .customLong("well-column")) var wellColumn: String = "Metadata_Well"
     @OptionGroup var table: TableInputOptions
@@ -323,11 +318,7 @@ struct ProfileEvaluateCrops: ParsableCommand {
         o.control = c
         guard C > 0 else { throw ValidationError("--C must be positive") }
         o.C = C
-        switch classWeight {
-        case "balanced": o.balancedClassWeights = true
-        case "none": o.balancedClassWeights = false
-        default: throw ValidationError("--class-weight must be balanced or none")
-        }
+        o.balancedClassWeights = classWeight == .balanced
         o.plateColumn = plateColumn
         o.wellColumn = wellColumn
         let t = try FeatureRowReader.readTable(path: features, options: try table.readOptions())
@@ -336,6 +327,11 @@ struct ProfileEvaluateCrops: ParsableCommand {
         j["rows_dropped"] = droppedRowsJSON(t.reader)
         emit(.object(j), summary: e.summaryText)
     }
+}
+
+/// `profile evaluate-crops --class-weight`.
+enum ClassWeightOption: String, CaseIterable, ExpressibleByArgument {
+    case balanced, none
 }
 
 /// Runs `body`, naming `path` in a CytoError that names no file (the in-memory library does not

@@ -38,7 +38,7 @@ final class ProgressBar: @unchecked Sendable {
             var text = stage
             if let f { text += String(format: " %3.0f%%", f * 100) }
             if !detail.isEmpty { text += " " + detail }
-            FileHandle.standardError.write(Data((text + "\n").utf8))
+            stderrLine(text)
             lastLine = Date()
         }
     }
@@ -47,7 +47,7 @@ final class ProgressBar: @unchecked Sendable {
     func log(_ message: String) {
         lock.lock(); defer { lock.unlock() }
         if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)); drawn = false }
-        FileHandle.standardError.write(Data((message + "\n").utf8))
+        stderrLine(message)
         lastLine = .distantPast
     }
 

@@ -26,7 +26,7 @@ struct SampleCommand: ParsableCommand {
     @Option(help: "Noise vectors (.npy, n x latent) instead of drawing them.") var vectors: String?
     @Option(help: "A,B: interpolate from vector A to vector B (row numbers; repeatable).") var interpolate: [String] = []
     @Option(help: "Images per interpolation, ends included.") var steps: Int = 8
-    @Option(help: "linear or slerp.") var mode: String = "slerp"
+    @Option(help: "Interpolation path: a straight line, or a great circle (slerp).") var mode: InterpolationMode = .slerp
     @Option(help: "A,B,C: the vector A - B + C (row numbers; repeatable).") var algebra: [String] = []
     @Option(help: "Montage columns for samples.") var columns: Int = 8
     @Option(help: "Output folder.") var out: String
@@ -57,7 +57,6 @@ struct SampleCommand: ParsableCommand {
                 }
                 return parts.map { $0! }
             }
-            let interpolation: InterpolationMode = try choice(mode, "--mode")
             let pairs = try interpolate.map { try indexes($0, 2, "--interpolate") }
             let triples = try algebra.map { try indexes($0, 3, "--algebra") }
             let sampler = Sampler(model: m, averaged: !currentGenerator)
@@ -76,7 +75,7 @@ struct SampleCommand: ParsableCommand {
             }
             if !pairs.isEmpty {
                 var path: [Float] = []
-                for p in pairs { for v in try NoiseSpace.interpolate(row(p[0]), row(p[1]), steps: steps, mode: interpolation) { path += v } }
+                for p in pairs { for v in try NoiseSpace.interpolate(row(p[0]), row(p[1]), steps: steps, mode: mode) { path += v } }
                 let images = try sampler.generate(path)
                 for k in pairs.indices {
                     let slice = Array(images[(k * steps * sampler.imageCount)..<((k + 1) * steps * sampler.imageCount)])

@@ -26,16 +26,13 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Background jobs that may run at once; the rest wait queued.")
     var jobs: Int = 1
 
-    @Option(help: "How much to log on stderr: quiet, error, warning, info, debug.")
-    var logLevel: String = "info"
+    @Option(help: "How much to log on stderr.")
+    var logLevel: LogLevelOption = .info
 
     func validate() throws {
         guard maxLineBytes >= 1024 else { throw ValidationError("--max-line-bytes must be at least 1024") }
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
-        guard Logger.Level(name: logLevel) != nil else {
-            throw ValidationError("--log-level must be one of quiet, error, warning, info, debug")
-        }
     }
 
     func run() throws {
@@ -47,10 +44,17 @@ struct ServeCommand: ParsableCommand {
         options.maxBatch = maxBatch
         options.maxRunningJobs = jobs
         options.handleSignals = true
-        let log = Logger(level: Logger.Level(name: logLevel)!)
+        let log = Logger(level: logLevel.level)
         let server = Server.standard(options: options, log: log)
         log.info("cytogan \(options.version) worker ready (protocol \(protocolVersion)); send initialize")
         let status = server.serve(input: FileDescriptorSource.stdin)
         if status != 0 { throw ExitCode(status) }
     }
+}
+
+/// `serve --log-level`: the worker's log levels by name.
+enum LogLevelOption: String, CaseIterable, ExpressibleByArgument {
+    case quiet, error, warning, info, debug
+
+    var level: Logger.Level { Logger.Level(name: rawValue)! }
 }

@@ -49,8 +49,7 @@ struct SynthCommand: ParsableCommand {
             let t0 = Date()
             let n = try SynthWriter.write(config: cfg, to: out, threads: max(1, threads))
             let secs = Date().timeIntervalSince(t0)
-            FileHandle.standardError.write(Data(String(format: "synth: %d crops in %.1f s (%.0f crops/s) -> %@/crops.csv\n",
-                                                       n, secs, Double(n) / secs, out).utf8))
+            stderrLine(String(format: "synth: %d crops in %.1f s (%.0f crops/s) -> %@/crops.csv", n, secs, Double(n) / secs, out))
         }
     }
 }

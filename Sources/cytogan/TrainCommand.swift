@@ -31,13 +31,13 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var manifestColumns: ManifestColumnOptions
     @Option(help: "Configuration preset: \(GANConfig.presetNames.joined(separator: ", ")).") var preset: String?
     @Option(help: "A GANConfig JSON file (instead of a preset).") var config: String?
-    @Option(help: "lsgan, dcgan or wgangp (sets the paper's learning rates for it).") var loss: String?
+    @Option(help: "The GAN objective (sets the paper's learning rates for it).") var loss: GANLoss?
     @Option(help: "Random seed of the run (weights, noise, order, augmentation).") var seed: UInt64?
     @Option(name: .customLong("batch-size"), help: "Crops per batch.") var batchSize: Int?
     @Option(name: .customLong("critic-steps"), help: "WGAN-GP: discriminator updates per generator update.") var criticSteps: Int?
     @Option(help: "Normalization: per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI, dataset[:P] (a per-channel scale estimated from the crops: their P-th percentile, default 99.9), or JSON.") var normalization: String?
-    @Option(help: "How crops reach the model size: resample, area, bilinear or pad_crop.") var resize: String?
-    @Option(help: "Augmentation: none, flips, rotations or dihedral (flips and rotations).") var augment: String?
+    @Option(help: "How crops reach the model size.") var resize: ResizeMode?
+    @Option(help: "Augmentation: flips, quarter-turn rotations, or dihedral (both).") var augment: AugmentOption?
     @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list; suffix @dihedral averages over the crop's 8 mirrors and quarter turns.")
     var featureLayer: String?
     @Option(name: .customLong("discriminator-average"), help: "Keep a moving average of the discriminator's weights with this decay (e.g. 0.999) and read features from it; 'none' to keep none.")
@@ -56,7 +56,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: all cores).") var threads: Int?
     @Option(name: .customLong("log-csv"), help: "Append step, losses and speed to this CSV every --log-every steps.") var logCSV: String?
     @Option(name: .customLong("log-every"), help: "Steps between --log-csv rows.") var logEvery: Int = 10
-    @Option(help: "Progress display: auto, bar, lines or none.") var progress: String = "auto"
+    @Option(help: "Progress display (auto: a bar on a terminal, lines otherwise).") var progress: ProgressOption = .auto
     @Flag(name: .customLong("fixed-batch"), help: "Train on the first batch over and over without loading data: the engine's own speed, to compare with a normal run.")
     var fixedBatch = false
 
@@ -77,23 +77,21 @@ struct TrainCommand: ParsableCommand {
         if resume != nil, preset != nil || config != nil || loss != nil || seed != nil || featureLayer != nil || overridesPreset {
             throw ValidationError("--resume continues a checkpoint with its own configuration: drop --preset, --config, --loss, --seed and the other model options")
         }
-        guard ["auto", "bar", "lines", "none"].contains(progress) else { throw ValidationError("--progress must be auto, bar, lines or none") }
     }
 
     /// The configuration from the preset or file, with the command-line overrides applied.
     func makeConfig() throws -> GANConfig {
-        let lossValue: GANLoss? = try loss.map { try choice($0, "--loss") }
         var c: GANConfig
         if let config {
             let text = String(decoding: try readFileBytes(config), as: UTF8.self)
             do { c = try GANConfig(json: try JSON.parse(text)) } catch var e as CytoError { e.path = config; throw e }
-            if let l = lossValue, l != c.loss {
+            if let l = loss, l != c.loss {
                 let (d, g) = GANConfig.paperRates(l)
                 c.loss = l
                 c.discriminatorRate.base = d; c.generatorRate.base = g
             }
         } else {
-            c = try GANConfig.preset(preset ?? "small-64", loss: lossValue ?? .lsgan)
+            c = try GANConfig.preset(preset ?? "small-64", loss: loss ?? .lsgan)
         }
         if let seed { c.seed = seed }
         if let batchSize { c.batchSize = batchSize }
@@ -109,21 +107,8 @@ struct TrainCommand: ParsableCommand {
                 c.datasetScalePercentile = nil
             }
         }
-        if let resize {
-            guard let m = ResizeMode(rawValue: resize) else {
-                throw ValidationError("--resize must be one of \(ResizeMode.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            c.preprocessing.resize = m
-        }
-        if let augment {
-            switch augment {
-            case "none": c.augmentation = .none
-            case "flips": c.augmentation = Augmentation(flips: true)
-            case "rotations": c.augmentation = Augmentation(rotations: true)
-            case "dihedral": c.augmentation = .dihedral
-            default: throw ValidationError("--augment must be none, flips, rotations or dihedral")
-            }
-        }
+        if let resize { c.preprocessing.resize = resize }
+        if let augment { c.augmentation = augment.augmentation }
         if let featureLayer { c.featureLayer = try FeatureLayer(parsing: featureLayer) }
         if let discriminatorAverage {
             if discriminatorAverage == "none" { c.discriminatorAverage = nil }
@@ -253,24 +238,31 @@ struct TrainCommand: ParsableCommand {
 
     var progressMode: ProgressDisplay.Mode {
         switch progress {
-        case "bar": return .bar
-        case "lines": return .lines
-        case "none": return .none
-        default: return isatty(2) != 0 ? .bar : .lines
+        case .bar: return .bar
+        case .lines: return .lines
+        case .none: return .none
+        case .auto: return isatty(2) != 0 ? .bar : .lines
         }
     }
 }
 
-/// Writes one line to stderr.
-func stderrLine(_ s: String) {
-    FileHandle.standardError.write(Data((s + "\n").utf8))
+/// `--progress`: how training progress is shown on stderr.
+enum ProgressOption: String, CaseIterable, ExpressibleByArgument {
+    case auto, bar, lines, none
 }
 
-/// Splits "a,b,c" into trimmed non-empty parts.
-func parseList(_ text: String) throws -> [String] {
-    let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-    guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty }) else { throw ValidationError("'\(text)' is not a comma-separated list") }
-    return parts
+/// `--augment`: the flips and quarter turns applied to real crops.
+enum AugmentOption: String, CaseIterable, ExpressibleByArgument {
+    case none, flips, rotations, dihedral
+
+    var augmentation: Augmentation {
+        switch self {
+        case .none: return .none
+        case .flips: return Augmentation(flips: true)
+        case .rotations: return Augmentation(rotations: true)
+        case .dihedral: return .dihedral
+        }
+    }
 }
 
 /// A normalization from its short form (per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C,

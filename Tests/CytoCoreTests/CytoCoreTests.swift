@@ -114,3 +114,40 @@ import Testing
         #expect(abs(variance - 1) < 0.02)
     }
 }
+
+@Suite struct SystemHelperTests {
+    @Test func crc32MatchesZlibsKnownValues() {
+        // The CRC of a PNG IEND chunk (type, no data), and the standard check value of "123456789".
+        #expect(Array("IEND".utf8).withUnsafeBytes { crc32($0) } == 0xAE42_6082)
+        #expect(Array("123456789".utf8).withUnsafeBytes { crc32($0) } == 0xCBF4_3926)
+        #expect([UInt8]().withUnsafeBytes { crc32($0) } == 0)
+    }
+
+    @Test func writeAllDeliversEveryByteOrTheErrno() throws {
+        var fds: [Int32] = [-1, -1]
+        try #require(pipe(&fds) == 0)
+        defer { close(fds[0]) }
+        let bytes = (0..<5000).map { UInt8(truncatingIfNeeded: $0) }
+        #expect(writeAll(fd: fds[1], bytes) == nil)
+        close(fds[1])
+        var got: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            got += chunk[0..<n]
+        }
+        #expect(got == bytes)
+        #expect(writeAll(fd: -1, [1]) == EBADF)
+    }
+
+    @Test func monotonicClockAdvances() {
+        let n0 = MonotonicClock.nanoseconds(), s0 = MonotonicClock.seconds()
+        var x = 0.0
+        for i in 0..<100_000 { x += Double(i).squareRoot() }
+        #expect(x > 0)
+        #expect(MonotonicClock.nanoseconds() >= n0 && MonotonicClock.seconds() >= s0)
+        #expect(abs(Double(n0) * 1e-9 - s0) < 1)
+        #expect(MonotonicClock.threadCPUSeconds() > 0)
+    }
+}

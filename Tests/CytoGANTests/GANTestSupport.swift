@@ -2,6 +2,7 @@ import CellImage
 import CytoCore
 import CytoNN
 import Foundation
+import Testing
 @testable import CytoGAN
 
 #if canImport(Glibc)
@@ -63,6 +64,37 @@ enum Fixture {
         let path = dir + "/crops.csv"
         try AtomicFile.write(Array(text.utf8), to: path)
         return path
+    }
+
+    /// Six training steps of `config` on seeded batches (one thread), checking the moving average
+    /// that `average` reads against one kept here in Double from `network`'s weights after every
+    /// update (decay min(`decay`, 1 - 1/t)). Returns the model, the average's tensors by name, and
+    /// the batch tensor with its stream for further draws.
+    static func trainCheckingAverage(_ config: GANConfig, decay: Double, network: (GANModel) -> Network,
+                                     average: (GANModel) -> WeightAverage?) throws
+        -> (model: GANModel, tensors: [String: Tensor], real: Tensor, rng: RandomStream) {
+        Engine.setThreads(1)
+        let model = try GANModel(config: config)
+        var rng = RandomStream(seed: 4, purpose: "test-batch")
+        let a = config.architecture
+        let real = Tensor(Shape(4, a.channels, a.size, a.size))
+        var expected: [String: [Double]] = [:]
+        for t in 1...6 {
+            rng.fillNormal(real.buffer, std: 0.5)
+            _ = try model.trainingStep.step(real: real)
+            let d = min(decay, 1 - 1 / Double(t))
+            for (name, tensor) in network(model).namedTensors {
+                let now = tensor.values.map(Double.init)
+                expected[name] = zip(expected[name] ?? now, now).map { d * $0 + (1 - d) * $1 }
+            }
+        }
+        var tensors: [String: Tensor] = [:]
+        for (name, tensor) in try #require(average(model)).average.namedTensors {
+            let e = expected[name]!
+            #expect(zip(tensor.values, e).allSatisfy { abs(Double($0) - $1) <= 1e-6 * max(1, abs($1)) }, "\(name)")
+            tensors[name] = tensor
+        }
+        return (model, tensors, real, rng)
     }
 
     /// Bit patterns of every tensor of a model's checkpoint, by name.

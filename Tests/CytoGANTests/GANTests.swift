@@ -138,7 +138,7 @@ import Glibc
     }
 }
 
-/// The cpu-64 preset is small-64 plus the issue 8 recipe; its dataset scale is the percentile of
+/// The cpu-64 preset is small-64 plus the CPU feature recipe; its dataset scale is the percentile of
 /// the training crops' raw values, checked against a plain sort with NumPy's linear rule.
 @Test func datasetScaleIsTheCropsPercentile() throws {
     let cpu = try GANConfig.preset("cpu-64"), small = try GANConfig.preset("small-64")
@@ -374,7 +374,7 @@ func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
     try checkResume(Fixture.tinyConfig(loss: loss, criticSteps: critic))
 }
 
-/// The CPU recipe's parts (issue 8) resume exactly too: the differentiable augmentation's stream
+/// The CPU recipe's parts resume exactly too: the differentiable augmentation's stream
 /// is in the checkpoint, and so are the dataset scale estimated before the first step, the
 /// discriminator's moving average.
 @Test func resumeIsBitIdenticalWithTheCPURecipe() throws {
@@ -408,29 +408,11 @@ func resumeIsBitIdentical(loss: GANLoss, critic: Int) throws {
 /// discriminator's weights (checked against snapshots taken after every update and averaged here
 /// in Double), and features are read from it unless asked for the current discriminator.
 @Test func featuresComeFromTheDiscriminatorsAverage() throws {
-    Engine.setThreads(1)
     var c = Fixture.tinyConfig(loss: .lsgan)
     c.discriminatorAverage = 0.6
-    let model = try GANModel(config: c)
-    var rng = RandomStream(seed: 4, purpose: "test-batch")
-    let a = c.architecture
-    let real = Tensor(Shape(4, a.channels, a.size, a.size))
-    var expected: [String: [Double]] = [:]
-    for t in 1...6 {
-        rng.fillNormal(real.buffer, std: 0.5)
-        _ = try model.trainingStep.step(real: real)
-        let d = min(0.6, 1 - 1 / Double(t))
-        for (name, tensor) in model.discriminator.namedTensors {
-            let now = tensor.values.map(Double.init)
-            expected[name] = zip(expected[name] ?? now, now).map { d * $0 + (1 - d) * $1 }
-        }
-    }
-    var tensors: [String: Tensor] = [:]
-    for (name, tensor) in model.discriminatorAverage!.average.namedTensors {
-        let e = expected[name]!
-        #expect(zip(tensor.values, e).allSatisfy { abs(Double($0) - $1) <= 1e-6 * max(1, abs($1)) }, "\(name)")
-        tensors[name] = tensor
-    }
+    let (model, tensors, real, stream) = try Fixture.trainCheckingAverage(c, decay: 0.6, network: \.discriminator,
+                                                                          average: \.discriminatorAverage)
+    var rng = stream
     rng.fillNormal(real.buffer, std: 0.5)
     let averaged = try FeatureExtractor(model: model).extract(real)
     let current = try FeatureExtractor(model: model, averaged: false).extract(real)

@@ -36,19 +36,3 @@ import Testing
     #expect(rim == 0)
     #expect(throws: CytoError.self) { try layer.outputShape(for: Shape(1, 1, 4, 9)) }
 }
-
-/// A generator with an output margin draws (size + 2 margin) pixels and hands back `size`.
-@Test func generatorWithMarginOutputsTheModelSize() throws {
-    let arch = DCGANArchitecture(size: 16, channels: 3, latent: 8, generatorWidths: [16, 8, 4], discriminatorWidths: [4, 8],
-                                 discriminatorStrides: [1, 2], representation: 6, outputMargin: 2)
-    #expect(arch.startSize == 5)
-    let g = try arch.makeGenerator()
-    var rng = RandomStream(seed: 1, purpose: "init")
-    g.initialize(.normal(std: 0.02), rng: &rng)
-    let z = Tensor(Shape(2, 8))
-    rng.fillNormal(z.buffer)
-    #expect(try g.forward(z).shape == Shape(2, 3, 16, 16))
-    var bad = arch
-    bad.outputMargin = 1
-    #expect(throws: CytoError.self) { try bad.makeGenerator() }
-}

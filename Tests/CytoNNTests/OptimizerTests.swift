@@ -1,4 +1,5 @@
 import CytoCore
+import CytoNNTestSupport
 import Testing
 @testable import CytoNN
 

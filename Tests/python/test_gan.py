@@ -1,8 +1,8 @@
 """cytogan train / extract / sample / encode, checked from outside: checkpoints read by the
 `safetensors` package with the expected names, shapes and metadata; the discriminator's features
 and the generator's samples recomputed in NumPy from the checkpoint's weights (written here from
-DESIGN.md's definitions: TensorFlow 'same' padding, LeakyReLU 0.2, BatchNorm eps 1e-3); CLI resume
-equal to one run; bad input reported.
+the definitions of CytoGAN's TensorFlow code: 'same' padding, LeakyReLU 0.2, BatchNorm eps 1e-3);
+CLI resume equal to one run; bad input reported.
 """
 import json
 

@@ -1,7 +1,8 @@
 """cytogan profile: MOA scoring on real BBBC021 CellProfiler profiles, checked neighbour by neighbour
 against independent NumPy/pandas computations, normalizations against pycytominer, and bad input.
 
-The reference computations here are written from the definitions (issue 5), not from the Swift code.
+The reference computations here are written from the definitions (Ljosa et al. 2013 for NSC and
+NSCB), not from the Swift code.
 """
 import json
 
@@ -9,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-CONTROL = "DMSO"
-META = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration",
-        "Metadata_MOA", "Metadata_Batch"]
+from profile_tables import CONTROL, META, ljosa_wells
 
 
 def run_json(cytogan, *args):
@@ -25,25 +24,7 @@ def run_json(cytogan, *args):
 @pytest.fixture(scope="module")
 def ljosa(shared_data, tmp_path_factory):
     """(WELLS.csv path, DataFrame): Ljosa 2013 per-well means joined with the BBBC021 metadata."""
-    d = shared_data / "bbbc021"
-    prof = pd.read_csv(d / "profiles" / "ljosa2013_per_well_mean.csv.gz")
-    image = pd.read_csv(d / "metadata" / "BBBC021_v1_image.csv")
-    moa = pd.read_csv(d / "metadata" / "BBBC021_v1_moa.csv")
-    wells = image[["Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Image_Metadata_Compound",
-                   "Image_Metadata_Concentration"]].drop_duplicates()
-    wells.columns = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration"]
-    assert not wells.duplicated(["Metadata_Plate", "Metadata_Well"]).any()
-    prof = prof.rename(columns={"Image_Metadata_Plate": "Metadata_Plate", "Image_Metadata_Well": "Metadata_Well"})
-    df = prof.merge(wells, on=["Metadata_Plate", "Metadata_Well"], how="left", validate="one_to_one")
-    assert df.Metadata_Compound.notna().all()
-    moa = moa.rename(columns={"compound": "Metadata_Compound", "concentration": "Metadata_Concentration",
-                              "moa": "Metadata_MOA"})
-    df = df.merge(moa, on=["Metadata_Compound", "Metadata_Concentration"], how="left")
-    df.loc[df.Metadata_Compound == CONTROL, "Metadata_MOA"] = np.nan
-    df["Metadata_Batch"] = df.Metadata_Plate.str.split("_").str[0]
-    feats = [c for c in prof.columns if not c.startswith("Metadata_")]
-    df = pd.concat([df[META], df[feats]], axis=1)
-    assert len(df) == 632 and len(feats) == 516
+    df = ljosa_wells(shared_data)
     path = tmp_path_factory.mktemp("ljosa") / "wells.csv"
     df.to_csv(path, index=False)
     return path, df
@@ -90,7 +71,7 @@ def ref_normalize(df, method, per="Metadata_Plate", eps=1.0):
 
 
 def ref_score(df, Y, agg="mean", dist="cosine"):
-    """NSC / NSCB neighbours, accuracies and mAP from the definitions in issue 5."""
+    """NSC / NSCB neighbours, accuracies and mAP from their definitions."""
     from sklearn.metrics import average_precision_score
 
     treated = (df.Metadata_Compound != CONTROL) & df.Metadata_MOA.notna()
@@ -450,7 +431,7 @@ def test_conflicting_moa_and_bad_concentration_are_errors(cytogan, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Crop-level evaluation (issue 8 item 3) against scikit-learn and NumPy.
+# Crop-level evaluation (cytogan profile evaluate-crops) against scikit-learn and NumPy.
 
 def synthetic_crops(rng):
     """Four plates, each with a DMSO well and drug wells at three doses (the BBBC021 crop layout)."""

@@ -1,7 +1,7 @@
-"""The worker's GAN-backed methods driven as a subprocess, standard library only (issue 6's
-checks): create a tiny model, extract real BBBC021 crops, train in the background while ping and
-jobs/status keep answering, pause, resume, cancel, save, reload in a fresh worker and get the
-same features bit for bit; SIGKILL during training, start again, resume from the last checkpoint
+"""The worker's GAN-backed methods driven as a subprocess, standard library only: create a tiny
+model, extract real BBBC021 crops, train in the background while ping and jobs/status keep
+answering, pause, resume, cancel, save, reload in a fresh worker and get the same features bit
+for bit; SIGKILL during training, start again, resume from the last checkpoint
 and end bit-identical to an uninterrupted run. Also samples, interpolation and noise algebra
 against their definitions, and extraction errors, streaming, keeping and cancellation.
 
@@ -18,21 +18,11 @@ import time
 import pytest
 
 from conftest import BIN
-from test_worker_support import Worker
+from test_worker_support import Worker, err, ok
 
 # A tiny network (32x32 input, a few thousand parameters) so that training takes milliseconds a step.
 TINY = {"architecture": {"size": 32, "generator_widths": [32, 16, 8], "discriminator_widths": [8, 16, 32],
                          "discriminator_strides": [1, 2, 2], "representation": 16, "latent": 20}, "batch_size": 8}
-
-
-def ok(r):
-    assert "result" in r, r
-    return r["result"]
-
-
-def err(r, code):
-    assert "error" in r and r["error"]["code"] == code, r
-    return r["error"]["data"]
 
 
 def create_tiny(w, seed=1):

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_worker_support import Worker
+from profile_tables import META, ljosa_wells
+from test_worker_support import Worker, err, ok
 
-META = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration",
-        "Metadata_MOA", "Metadata_Batch"]
 DMSO = {"column": "Metadata_Compound", "values": ["DMSO"]}
 
 
@@ -51,16 +50,6 @@ def worker():
     w.initialize()
     yield w
     w.kill()
-
-
-def ok(r):
-    assert "result" in r, r
-    return r["result"]
-
-
-def err(r, code):
-    assert "error" in r and r["error"]["code"] == code, r
-    return r["error"]["data"]
 
 
 def moa_cli(cytogan, path, *args):
@@ -112,24 +101,8 @@ def test_score_of_an_unnormalized_file_equals_moa_without_normalization(cytogan,
 
 def test_ljosa_bbbc021_scores_equal_profile_moa(cytogan, worker, shared_data, tmp_path):
     """The real Ljosa 2013 per-well CellProfiler profiles of BBBC021, joined with their MOAs."""
-    d = shared_data / "bbbc021"
-    prof = pd.read_csv(d / "profiles" / "ljosa2013_per_well_mean.csv.gz")
-    image = pd.read_csv(d / "metadata" / "BBBC021_v1_image.csv")
-    moa = pd.read_csv(d / "metadata" / "BBBC021_v1_moa.csv")
-    wells = image[["Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Image_Metadata_Compound",
-                   "Image_Metadata_Concentration"]].drop_duplicates()
-    wells.columns = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration"]
-    prof = prof.rename(columns={"Image_Metadata_Plate": "Metadata_Plate", "Image_Metadata_Well": "Metadata_Well"})
-    df = prof.merge(wells, on=["Metadata_Plate", "Metadata_Well"], how="left", validate="one_to_one")
-    df = df.merge(moa.rename(columns={"compound": "Metadata_Compound", "concentration": "Metadata_Concentration",
-                                      "moa": "Metadata_MOA"}), on=["Metadata_Compound", "Metadata_Concentration"], how="left")
-    df = df.copy()
-    df.loc[df.Metadata_Compound == "DMSO", "Metadata_MOA"] = np.nan
-    df["Metadata_Batch"] = df.Metadata_Plate.str.split("_").str[0]
-    feats = [c for c in prof.columns if not c.startswith("Metadata_")]
-    df = pd.concat([df[META], df[feats]], axis=1)
     path = tmp_path / "ljosa.csv"
-    df.to_csv(path, index=False)
+    ljosa_wells(shared_data).to_csv(path, index=False)
     ref = moa_cli(cytogan, path)
     norm = ok(worker.call("profiles/normalize", {"source": {"path": str(path)}, "controls": DMSO, "by": ["Metadata_Plate"]}))
     assert [f["feature"] for f in norm["featuresDropped"]] == ref["features_dropped"]

@@ -15,6 +15,18 @@ SCHEMAS = PROTOCOL / "schemas"
 TRANSCRIPTS = PROTOCOL / "transcripts"
 
 
+def ok(r):
+    """The result of a response, which must be one."""
+    assert "result" in r, r
+    return r["result"]
+
+
+def err(r, code):
+    """The error data of a response, which must be an error with `code`."""
+    assert "error" in r and r["error"]["code"] == code, r
+    return r["error"]["data"]
+
+
 def canonical(msg):
     """A message as the worker writes it: compact JSON, keys sorted, UTF-8 as is."""
     return json.dumps(msg, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

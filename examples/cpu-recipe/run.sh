@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One row of the CPU-recipe table (issue 8): train a GAN recipe for a wall-clock budget on a crop
-# manifest, then measure what its discriminator features know against the same network untrained
-# and plain intensity measurements, with `cytogan profile evaluate-crops` (a), (b), (c).
+# One row of the CPU-recipe table (which training recipe gives useful features on a CPU budget):
+# train a GAN recipe for a wall-clock budget on a crop manifest, then measure what its
+# discriminator features know against the same network untrained and plain intensity
+# measurements, with `cytogan profile evaluate-crops` (a), (b), (c).
 #
 #   examples/cpu-recipe/run.sh NAME MINUTES MANIFEST -- [cytogan train options...]
 #   e.g. examples/cpu-recipe/run.sh cpu64 20 ../shared/data/bbbc021/crops.csv -- --preset cpu-64

@@ -1,8 +1,9 @@
-"""Prints the CPU-recipe table (issue 8) from the runs that examples/cpu-recipe/run.sh wrote:
-one row per recipe and feature layer with steps reached and (a), (b), (c) for the trained
-discriminator, the same network untrained, and the intensity measurements; for a recipe that
-reads features from a moving average of the discriminator, a second row ("current") gives the same
-run's discriminator as it stood at the last step.
+"""Prints the CPU-recipe table (which training recipe gives useful features on a CPU budget) from
+the runs that examples/cpu-recipe/run.sh wrote: one row per recipe and feature layer with steps
+reached and (a), (b), (c) for the trained discriminator, the same network untrained, and the
+intensity measurements; for a recipe that reads features from a moving average of the
+discriminator, a second row ("current") gives the same run's discriminator as it stood at the last
+step.
 
     python3 examples/cpu-recipe/table.py runs/paper64 runs/cpu64 ...
 """

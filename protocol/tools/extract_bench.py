@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Feature extraction through the worker against the same extraction in process, and the worker's
-resident memory while many crop requests stream through (issue 6's speed goals). Standard library
+resident memory while many crop requests stream through (PROTOCOL.md §11, limits and performance). Standard library
 only; a benchmark, not a test.
 
   python3 protocol/tools/extract_bench.py --crops 2048 --batch 64                # throughput

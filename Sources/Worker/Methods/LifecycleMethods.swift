@@ -1,4 +1,3 @@
-import CJSONC
 import CytoCore
 
 /// The lifecycle of MCP's stdio transport: initialize, notifications/initialized, ping, shutdown,
@@ -86,7 +85,7 @@ extension Server {
             ]),
             "versions": .object([
                 "cytogan": .string(options.version), "protocol": .string(protocolVersion),
-                "json-c": .string(String(cString: json_c_version())),
+                "json-c": .string(JSON.parserVersion),
             ]),
         ])
     }

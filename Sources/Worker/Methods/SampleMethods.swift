@@ -9,149 +9,164 @@ import Foundation
 extension Server {
     func registerSampleMethods() {
         register("samples/generate", params: ["count", "latents", "seed", "output", "returnLatents", "returnImages"],
-                 summary: "Generate cells from noise: count draws from a seed, or given latents.") { req in
-            let p = req.params
-            var count: Int? = nil, seed: UInt64 = 0, latents: [LatentSpec] = []
-            if try p.exactlyOne(of: ["count", "latents"]) == "count" {
-                count = try p.int("count", in: 1...10_000)
-                seed = UInt64(try p.int("seed", default: 0, in: 0...Int.max))
-            } else {
-                latents = try p.objects("latents", count: 1...10_000).map(LatentSpec.init)
-                if p.has("seed") { throw p.error("seed", "draws the latents of `count`; given latents carry their own seeds") }
-            }
-            let output = try ImageOutput(p, "output")
-            let returnLatents = try p.bool("returnLatents", default: true)
-            let returnImages = try p.bool("returnImages", default: false)
-            let config = try req.server.models.config()
-            let dim = config.architecture.latent
-            let z = try count.map { NoiseSpace.draw(count: $0, latent: dim, seed: seed) } ?? latents.flatMap { try $0.resolve(dim: dim) }
-            let n = z.count / dim
-            let images = try generate(req, z, count: n)
-            var result: [String: JSON] = ["count": JSON(n)]
-            if returnLatents { result["latents"] = .array(vectorsJSON(z, width: dim)) }
-            if returnImages { result["images"] = .array(imagesJSON(images, count: n, config: config)) }
-            if let output {
-                let written = try output.write(images, names: output.numbered(n), montage: stride(from: 0, to: n, by: 10).map { Array($0..<min($0 + 10, n)) },
-                                               config: config)
-                result["files"] = written.files
-                if let m = written.montage { result["montage"] = .string(m) }
-            }
-            return .object(result)
-        }
+                 summary: "Generate cells from noise: count draws from a seed, or given latents.",
+                 handler: generateSamples)
 
         register("samples/interpolate", params: ["from", "to", "steps", "mode", "output", "returnLatents", "returnImages"],
-                 summary: "Cells along a line (linear) or a great circle (slerp) between two latents, both ends included.") { req in
-            let p = req.params
-            let from = try LatentSpec(try p.object("from"))
-            let to = try LatentSpec(try p.object("to"))
-            let steps = try p.int("steps", default: 8, in: 2...1000)
-            let mode = InterpolationMode(rawValue: try p.choice("mode", InterpolationMode.allCases.map(\.rawValue), default: "linear"))!
-            let output = try ImageOutput(p, "output")
-            let returnLatents = try p.bool("returnLatents", default: true)
-            let returnImages = try p.bool("returnImages", default: false)
-            let config = try req.server.models.config()
-            let dim = config.architecture.latent
-            let a = try from.resolve(dim: dim), b = try to.resolve(dim: dim)
-            let z = try NoiseSpace.interpolate(a, b, steps: steps, mode: mode).flatMap { $0 }
-            let images = try generate(req, z, count: steps)
-            var result: [String: JSON] = ["count": JSON(steps)]
-            if returnLatents { result["latents"] = .array(vectorsJSON(z, width: dim)) }
-            if returnImages { result["images"] = .array(imagesJSON(images, count: steps, config: config)) }
-            if let output {
-                let written = try output.write(images, names: output.numbered(steps), montage: [Array(0..<steps)], config: config)
-                result["files"] = written.files
-                if let m = written.montage { result["montage"] = .string(m) }
-            }
-            return .object(result)
-        }
+                 summary: "Cells along a line (linear) or a great circle (slerp) between two latents, both ends included.",
+                 handler: interpolateSamples)
 
         register("samples/algebra", params: ["a", "b", "c", "output", "returnImages"],
-                 summary: "Noise vector algebra: the cell of a - b + c, with the cells of a, b and c.") { req in
-            let p = req.params
-            let terms = try ["a", "b", "c"].map { try LatentSpec(try p.object($0)) }
-            let output = try ImageOutput(p, "output")
-            let returnImages = try p.bool("returnImages", default: false)
-            let config = try req.server.models.config()
-            let dim = config.architecture.latent
-            let (a, b, c) = (try terms[0].resolve(dim: dim), try terms[1].resolve(dim: dim), try terms[2].resolve(dim: dim))
-            let r = try NoiseSpace.algebra(a, minus: b, plus: c)
-            let images = try generate(req, a + b + c + r, count: 4)
-            var result: [String: JSON] = ["latent": vectorsJSON(r, width: dim)[0],
-                                          "terms": ["a": vectorsJSON(a, width: dim)[0], "b": vectorsJSON(b, width: dim)[0],
-                                                    "c": vectorsJSON(c, width: dim)[0]]]
-            if returnImages {
-                let all = imagesJSON(images, count: 4, config: config)
-                result["images"] = ["a": all[0], "b": all[1], "c": all[2], "result": all[3]]
-            }
-            if let output {
-                let written = try output.write(images, names: ["a", "b", "c", "result"].map { output.prefix + $0 }, montage: [[0, 1, 2, 3]],
-                                               config: config)
-                result["files"] = written.files
-                if let m = written.montage { result["montage"] = .string(m) }
-            }
-            return .object(result)
-        }
+                 summary: "Noise vector algebra: the cell of a - b + c, with the cells of a, b and c.",
+                 handler: sampleAlgebra)
 
         register("cells/encode",
                  params: ["crops", "channels", "steps", "learningRate", "restarts", "featureWeight", "priorWeight", "seed",
                           "returnImages", "output"],
-                 summary: "Find, for each real crop, the noise vector whose generated cell is closest to it (Adam on z, the networks frozen).") { req in
-            let p = req.params
-            let crops = try decodeCrops(p, "crops", count: 1...10_000, channels: try decodeChannels(p))
-            var options = NoiseEncoder.Options()
-            options.iterations = try p.int("steps", default: 300, in: 0...100_000)
-            options.learningRate = Float(try p.number("learningRate", default: 0.05, in: 1e-9...1e3))
-            options.restarts = try p.int("restarts", default: 2, in: 1...64)
-            options.featureWeight = Float(try p.number("featureWeight", default: 1, in: 0...1e6))
-            options.priorWeight = Float(try p.number("priorWeight", default: 0.1, in: 0...1e6))
-            options.seed = UInt64(try p.int("seed", default: 1, in: 0...Int.max))
-            let returnImages = try p.bool("returnImages", default: false)
-            let output = try ImageOutput(p, "output")
-            let config = try req.server.models.config()
+                 summary: "Find, for each real crop, the noise vector whose generated cell is closest to it (Adam on z, the networks frozen).",
+                 handler: encodeCells)
+    }
+}
 
-            // Every crop is read before any optimization: a bad one is named at once.
-            let loader = CropLoader(preprocessing: config.preprocessing)
-            let per = config.preprocessing.inputCount
-            var inputs = [Float](repeating: 0, count: crops.count * per)
-            for (i, spec) in crops.specs.enumerated() {
-                try req.checkCancelled()
-                do {
-                    try inputs.withUnsafeMutableBufferPointer { try loader.load(spec, into: UnsafeMutableBufferPointer(rebasing: $0[(i * per)..<((i + 1) * per)])) }
-                } catch let e as CytoError {
-                    var err = RPCError(e.at(index: i))
-                    if crops.ids[i] != .null { err.data["id"] = crops.ids[i] }
-                    throw err
-                }
-            }
-            // In the encoder's batches, so progress and cancellation come between them.
-            let dim = config.architecture.latent
-            var z: [Float] = [], recon: [Float] = [], pixel: [Float] = [], feature: [Float] = []
-            var start = 0
-            while start < crops.count {
-                try req.checkCancelled()
-                let n = min(options.batchSize, crops.count - start)
-                var o = options
-                o.seed = options.seed &+ UInt64(start / options.batchSize)
-                let r = try req.server.models.use { m in
-                    try NoiseEncoder(model: m, options: o).encode(Array(inputs[(start * per)..<((start + n) * per)]), count: n)
-                }
-                z += r.z; recon += r.reconstructions; pixel += r.pixelError; feature += r.featureError
-                start += n
-                req.progress(Double(start), total: Double(crops.count), message: "cell \(start)/\(crops.count)")
-            }
-            var result: [String: JSON] = ["latents": .array(vectorsJSON(z, width: dim)), "pixelError": .array(pixel.map { .float($0) }),
-                                          "featureError": .array(feature.map { .float($0) })]
-            if returnImages { result["images"] = .array(imagesJSON(recon, count: crops.count, config: config)) }
-            if let output {
-                let written = try output.write(recon, names: output.numbered(crops.count),
-                                               montage: stride(from: 0, to: crops.count, by: 10).map { Array($0..<min($0 + 10, crops.count)) },
-                                               config: config)
-                result["files"] = written.files
-                if let m = written.montage { result["montage"] = .string(m) }
-            }
-            return .object(result)
+/// The `samples/generate` handler (PROTOCOL.md §8.5).
+private func generateSamples(_ req: Request) throws -> JSON {
+    let p = req.params
+    var count: Int? = nil, seed: UInt64 = 0, latents: [LatentSpec] = []
+    if try p.exactlyOne(of: ["count", "latents"]) == "count" {
+        count = try p.int("count", in: 1...10_000)
+        seed = UInt64(try p.int("seed", default: 0, in: 0...Int.max))
+    } else {
+        latents = try p.objects("latents", count: 1...10_000).map(LatentSpec.init)
+        if p.has("seed") { throw p.error("seed", "draws the latents of `count`; given latents carry their own seeds") }
+    }
+    let output = try ImageOutput(p, "output")
+    let returnLatents = try p.bool("returnLatents", default: true)
+    let returnImages = try p.bool("returnImages", default: false)
+    let config = try req.server.models.config()
+    let dim = config.architecture.latent
+    let z = try count.map { NoiseSpace.draw(count: $0, latent: dim, seed: seed) } ?? latents.flatMap { try $0.resolve(dim: dim) }
+    let n = z.count / dim
+    let images = try generate(req, z, count: n)
+    var result: [String: JSON] = ["count": JSON(n)]
+    if returnLatents { result["latents"] = .array(vectorsJSON(z, width: dim)) }
+    if returnImages { result["images"] = .array(imagesJSON(images, count: n, config: config)) }
+    if let output {
+        try output.write(images, names: output.numbered(n), montage: ImageOutput.rowsOfTen(n), config: config, into: &result)
+    }
+    return .object(result)
+}
+
+/// The `samples/interpolate` handler (PROTOCOL.md §8.5).
+private func interpolateSamples(_ req: Request) throws -> JSON {
+    let p = req.params
+    let from = try LatentSpec(try p.object("from"))
+    let to = try LatentSpec(try p.object("to"))
+    let steps = try p.int("steps", default: 8, in: 2...1000)
+    let mode = InterpolationMode(rawValue: try p.choice("mode", InterpolationMode.allCases.map(\.rawValue), default: "linear"))!
+    let output = try ImageOutput(p, "output")
+    let returnLatents = try p.bool("returnLatents", default: true)
+    let returnImages = try p.bool("returnImages", default: false)
+    let config = try req.server.models.config()
+    let dim = config.architecture.latent
+    let a = try from.resolve(dim: dim), b = try to.resolve(dim: dim)
+    let z = try NoiseSpace.interpolate(a, b, steps: steps, mode: mode).flatMap { $0 }
+    let images = try generate(req, z, count: steps)
+    var result: [String: JSON] = ["count": JSON(steps)]
+    if returnLatents { result["latents"] = .array(vectorsJSON(z, width: dim)) }
+    if returnImages { result["images"] = .array(imagesJSON(images, count: steps, config: config)) }
+    if let output {
+        try output.write(images, names: output.numbered(steps), montage: [Array(0..<steps)], config: config, into: &result)
+    }
+    return .object(result)
+}
+
+/// The `samples/algebra` handler (PROTOCOL.md §8.5).
+private func sampleAlgebra(_ req: Request) throws -> JSON {
+    let p = req.params
+    let terms = try ["a", "b", "c"].map { try LatentSpec(try p.object($0)) }
+    let output = try ImageOutput(p, "output")
+    let returnImages = try p.bool("returnImages", default: false)
+    let config = try req.server.models.config()
+    let dim = config.architecture.latent
+    let (a, b, c) = (try terms[0].resolve(dim: dim), try terms[1].resolve(dim: dim), try terms[2].resolve(dim: dim))
+    let r = try NoiseSpace.algebra(a, minus: b, plus: c)
+    let images = try generate(req, a + b + c + r, count: 4)
+    var result: [String: JSON] = ["latent": vectorsJSON(r, width: dim)[0],
+                                  "terms": ["a": vectorsJSON(a, width: dim)[0], "b": vectorsJSON(b, width: dim)[0],
+                                            "c": vectorsJSON(c, width: dim)[0]]]
+    if returnImages {
+        let all = imagesJSON(images, count: 4, config: config)
+        result["images"] = ["a": all[0], "b": all[1], "c": all[2], "result": all[3]]
+    }
+    if let output {
+        try output.write(images, names: ["a", "b", "c", "result"].map { output.prefix + $0 }, montage: [[0, 1, 2, 3]],
+                         config: config, into: &result)
+    }
+    return .object(result)
+}
+
+/// The `cells/encode` handler (PROTOCOL.md §8.4).
+private func encodeCells(_ req: Request) throws -> JSON {
+    let p = req.params
+    let crops = try decodeCrops(p, "crops", count: 1...10_000, channels: try decodeChannels(p))
+    var options = NoiseEncoder.Options()
+    options.iterations = try p.int("steps", default: 300, in: 0...100_000)
+    options.learningRate = Float(try p.number("learningRate", default: 0.05, in: 1e-9...1e3))
+    options.restarts = try p.int("restarts", default: 2, in: 1...64)
+    options.featureWeight = Float(try p.number("featureWeight", default: 1, in: 0...1e6))
+    options.priorWeight = Float(try p.number("priorWeight", default: 0.1, in: 0...1e6))
+    options.seed = UInt64(try p.int("seed", default: 1, in: 0...Int.max))
+    let returnImages = try p.bool("returnImages", default: false)
+    let output = try ImageOutput(p, "output")
+    let config = try req.server.models.config()
+
+    // Every crop is read before any optimization: a bad one is named at once.
+    let inputs = try readCrops(crops, config.preprocessing, req)
+    let per = config.preprocessing.inputCount
+    // In the encoder's batches, so progress and cancellation come between them.
+    let dim = config.architecture.latent
+    var z: [Float] = [], recon: [Float] = [], pixel: [Float] = [], feature: [Float] = []
+    var start = 0
+    while start < crops.count {
+        try req.checkCancelled()
+        let n = min(options.batchSize, crops.count - start)
+        var o = options
+        o.seed = options.seed &+ UInt64(start / options.batchSize)
+        let r = try req.server.models.use { m in
+            try NoiseEncoder(model: m, options: o).encode(Array(inputs[(start * per)..<((start + n) * per)]), count: n)
+        }
+        z += r.z; recon += r.reconstructions; pixel += r.pixelError; feature += r.featureError
+        start += n
+        req.progress(Double(start), total: Double(crops.count), message: "cell \(start)/\(crops.count)")
+    }
+    var result: [String: JSON] = ["latents": .array(vectorsJSON(z, width: dim)), "pixelError": .array(pixel.map { .float($0) }),
+                                  "featureError": .array(feature.map { .float($0) })]
+    if returnImages { result["images"] = .array(imagesJSON(recon, count: crops.count, config: config)) }
+    if let output {
+        try output.write(recon, names: output.numbered(crops.count), montage: ImageOutput.rowsOfTen(crops.count), config: config,
+                         into: &result)
+    }
+    return .object(result)
+}
+
+
+/// Every crop of `crops` as model input, one after another (cancellation between two); a crop
+/// that cannot be read is an error naming its index (and its id, when it has one).
+private func readCrops(_ crops: RequestedCrops, _ preprocessing: Preprocessing, _ req: Request) throws -> [Float] {
+    let loader = CropLoader(preprocessing: preprocessing)
+    let per = preprocessing.inputCount
+    var inputs = [Float](repeating: 0, count: crops.count * per)
+    for (i, spec) in crops.specs.enumerated() {
+        try req.checkCancelled()
+        do {
+            try inputs.withUnsafeMutableBufferPointer { try loader.load(spec, into: UnsafeMutableBufferPointer(rebasing: $0[(i * per)..<((i + 1) * per)])) }
+        } catch let e as CytoError {
+            var err = RPCError(e.at(index: i))
+            if crops.ids[i] != .null { err.data["id"] = crops.ids[i] }
+            throw err
         }
     }
+    return inputs
 }
 
 /// Runs the generator on `count` noise vectors in batches of 64, with progress and cancellation
@@ -280,9 +295,16 @@ struct ImageOutput {
         }
     }
 
+    /// Montage rows of ten images each for `count` images.
+    static func rowsOfTen(_ count: Int) -> [[Int]] {
+        stride(from: 0, to: count, by: 10).map { Array($0..<min($0 + 10, count)) }
+    }
+
     /// Writes image i as `<dir>/<names[i]>.png|.tif`, then the montage `<dir>/<prefix>montage.png`
-    /// whose rows list image indexes. Returns the paths (per image: PNG, then TIFF).
-    func write(_ images: [Float], names: [String], montage rows: [[Int]], config: GANConfig) throws -> (files: JSON, montage: String?) {
+    /// whose rows list image indexes, and records the paths in a method's result: "files" (per
+    /// image: PNG, then TIFF) and "montage" when one was drawn.
+    func write(_ images: [Float], names: [String], montage rows: [[Int]], config: GANConfig,
+               into result: inout [String: JSON]) throws {
         let c = config.architecture.channels, s = config.architecture.size
         let units = cropUnits ? config.preprocessing.normalization : nil
         try units?.checkInvertible(channels: c)
@@ -299,12 +321,11 @@ struct ImageOutput {
                 files.append(.string(base + ".tif"))
             }
         }
-        var montagePath: String? = nil
+        result["files"] = .array(files)
         if montage {
             let path = directory + "/" + prefix + "montage.png"
             try SampleImages.writeMontage(images, rows: rows, channels: c, size: s, to: path)
-            montagePath = path
+            result["montage"] = .string(path)
         }
-        return (.array(files), montagePath)
     }
 }

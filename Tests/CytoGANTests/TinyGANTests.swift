@@ -1,6 +1,8 @@
 import CytoCore
-import Testing
 @testable import CytoNN
+import CytoNNTestSupport
+import Testing
+@testable import CytoGAN
 
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import CytoCore
+import CytoNN
 
 /// What differentiable augmentation does to each image the discriminator sees (Zhao et al. 2020,
 /// "Differentiable Augmentation for Data-Efficient GAN Training"): a colour jitter per channel

@@ -1,4 +1,5 @@
 import CytoCore
+import CytoNN
 
 /// The three GAN objectives of CytoGAN.
 public enum GANLoss: String, Sendable, CaseIterable {

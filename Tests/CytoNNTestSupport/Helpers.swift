@@ -1,10 +1,13 @@
 import CytoCore
+import CytoNN
 import Testing
-@testable import CytoNN
+
+// Helpers shared by the engine's tests and the GAN's: seeded tensors, reference computations and
+// finite-difference gradient checks.
 
 /// A tensor of uniform values in [-scale, scale), or with |v| in [gap, scale) when `gap` > 0
 /// (keeps LeakyReLU/ReLU inputs away from their kink for finite differences).
-func randomTensor(_ shape: Shape, seed: UInt64, scale: Float = 1, gap: Float = 0) -> Tensor {
+public func randomTensor(_ shape: Shape, seed: UInt64, scale: Float = 1, gap: Float = 0) -> Tensor {
     var rng = RandomStream(seed: seed, purpose: "test")
     let t = Tensor(shape)
     for i in 0..<t.count {
@@ -15,7 +18,7 @@ func randomTensor(_ shape: Shape, seed: UInt64, scale: Float = 1, gap: Float = 0
     return t
 }
 
-func randomize(_ layer: any Layer, seed: UInt64, scale: Float = 0.5) {
+public func randomize(_ layer: any Layer, seed: UInt64, scale: Float = 0.5) {
     for (k, p) in layer.parameters.enumerated() {
         let r = randomTensor(p.value.shape, seed: seed &+ UInt64(k), scale: scale)
         p.value.copy(from: r)
@@ -24,7 +27,7 @@ func randomize(_ layer: any Layer, seed: UInt64, scale: Float = 0.5) {
 
 /// Reference 2-D cross-correlation by the definition, in double precision: explicit padding
 /// (top, left; the rest beyond the input is zero), stride, NCHW / OIHW.
-func referenceConv(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), pad: (Int, Int), out: (Int, Int)) -> [Float] {
+public func referenceConv(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), pad: (Int, Int), out: (Int, Int)) -> [Float] {
     let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
     let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
     var y = [Float](repeating: 0, count: n * o * out.0 * out.1)
@@ -50,7 +53,7 @@ func referenceConv(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int
     return y
 }
 
-func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
+public func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count)
     var m: Float = 0
     for i in 0..<a.count { m = max(m, abs(a[i] - b[i])) }
@@ -58,14 +61,14 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
 }
 
 /// L = sum(out * R) in double precision, for a fixed random R.
-func weightedSum(_ out: Tensor, _ r: Tensor) -> Double {
+public func weightedSum(_ out: Tensor, _ r: Tensor) -> Double {
     var s = 0.0
     for i in 0..<out.count { s += Double(out.data[i]) * Double(r.data[i]) }
     return s
 }
 
 /// Indices to probe: all of them when few, else `count` spread with a seeded stream.
-func probeIndices(_ n: Int, count: Int, seed: UInt64) -> [Int] {
+public func probeIndices(_ n: Int, count: Int, seed: UInt64) -> [Int] {
     if n <= count { return Array(0..<n) }
     var rng = RandomStream(seed: seed, purpose: "probe")
     return (0..<count).map { _ in rng.below(n) }
@@ -78,7 +81,7 @@ func probeIndices(_ n: Int, count: Int, seed: UInt64) -> [Int] {
 /// function are skipped: there a difference quotient does not measure the derivative. At most a
 /// half of the probes (or two) may be skipped. Returns the worst relative error for reporting.
 @discardableResult
-func checkGradient(_ what: String, value: Tensor, analytic: [Float], h: Float, rtol: Double, atol: Double,
+public func checkGradient(_ what: String, value: Tensor, analytic: [Float], h: Float, rtol: Double, atol: Double,
                    probes: Int = 40, seed: UInt64 = 1, pattern: (() -> Int)? = nil, _ f: () throws -> Double) rethrows -> Double {
     var worst = 0.0
     let indices = probeIndices(value.count, count: probes, seed: seed)
@@ -106,7 +109,7 @@ func checkGradient(_ what: String, value: Tensor, analytic: [Float], h: Float, r
 
 /// A fingerprint of the signs of every input to the network's LeakyReLU and ReLU layers in its
 /// last forward pass (see `checkGradient`).
-func activationPattern(_ net: Network, input: Tensor) -> Int {
+public func activationPattern(_ net: Network, input: Tensor) -> Int {
     var hasher = Hasher()
     for (i, l) in net.layers.enumerated() where (l as? LeakyReLU).map({ $0.alpha != 1 }) ?? (l is ReLU) {
         let x = i == 0 ? input : net.output(of: net.layers[i - 1].name)!
@@ -122,7 +125,7 @@ func activationPattern(_ net: Network, input: Tensor) -> Int {
 
 /// Checks a layer's input and parameter gradients against central differences of
 /// L = sum(forward(x) * R).
-func checkLayer(_ layer: any Layer, input x: Tensor, h: Float = 1e-2, rtol: Double = 1e-2, atol: Double = 1e-3,
+public func checkLayer(_ layer: any Layer, input x: Tensor, h: Float = 1e-2, rtol: Double = 1e-2, atol: Double = 1e-3,
                 probes: Int = 40, parameterProbes: Int = 40) throws {
     let out = try layer.forward(x)
     let r = randomTensor(out.shape, seed: 99)

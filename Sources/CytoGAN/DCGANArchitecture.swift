@@ -1,6 +1,7 @@
 import CytoCore
+import CytoNN
 
-/// The CytoGAN generator and discriminator (DESIGN.md), built from the engine's layers.
+/// The CytoGAN generator and discriminator (Goldsborough et al. 2017), built from the engine's layers.
 ///
 /// Generator: z [N, latent] -> Dense(s0*s0*g0) -> Reshape [g0, s0, s0] -> BatchNorm -> LeakyReLU
 /// -> for each further width: [nearest upsample x2 -> Conv k x k 'same' -> BatchNorm -> LeakyReLU]

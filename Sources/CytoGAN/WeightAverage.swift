@@ -1,10 +1,11 @@
 import CytoCore
+import CytoNN
 
 /// An exponential moving average of a network's weights, kept in a second network of the same
 /// layout (Polyak averaging; the "momentum encoder" of MoCo and BYOL). A GAN's discriminator
 /// wanders from update to update as the generator moves; its average changes slowly, so the
 /// features read from it do not depend on where the last few hundred updates happened to leave
-/// the discriminator (issue 8).
+/// the discriminator.
 ///
 /// After update t (counted from 1) every parameter and state tensor (BatchNorm statistics) becomes
 /// `average = d * average + (1 - d) * current` with `d = min(decay, 1 - 1/t)`: a plain mean of

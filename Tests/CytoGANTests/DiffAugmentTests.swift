@@ -1,6 +1,8 @@
 import CytoCore
+import CytoNN
+import CytoNNTestSupport
 import Testing
-@testable import CytoNN
+@testable import CytoGAN
 
 /// Translation + cutout on a 4x4 image, against values worked out by hand.
 @Test func diffAugmentMovesAndCutsByHand() throws {

@@ -1,6 +1,8 @@
 import CytoCore
+import CytoNN
+import CytoNNTestSupport
 import Testing
-@testable import CytoNN
+@testable import CytoGAN
 
 @Suite("Weight average")
 struct WeightAverageTests {
