@@ -242,7 +242,8 @@ public struct GANConfig: Sendable, Equatable {
     ///   (examples/cpu-recipe): small-64 with the crops' dataset range (1st to 99.9th percentile
     ///   of each channel, so the background is -1 and bright nuclei keep their texture), no input
     ///   noise and no differentiable augmentation in the discriminator (both hid the background
-    ///   level and blurred what it could see), and every generated image drawn from a moving
+    ///   level and blurred what it could see), a generator that draws 4 pixels beyond each side
+    ///   and crops them (no zero-padding rim), and every generated image drawn from a moving
     ///   average of the generator's weights (decay 0.995); features as in cpu-64.
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
@@ -269,6 +270,7 @@ public struct GANConfig: Sendable, Equatable {
             var c = try preset("small-64", loss: loss, seed: seed)
             c.name = name
             c.architecture.noiseStd = 0
+            c.architecture.outputMargin = 4
             c.datasetScalePercentile = 99.9
             c.datasetFloorPercentile = 1
             c.generatorAverage = 0.995
