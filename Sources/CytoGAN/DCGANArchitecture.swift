@@ -68,7 +68,8 @@ public struct DCGANArchitecture: Sendable, Equatable {
         let blocks = generatorWidths.count - 1
         guard outputMargin >= 0 else { throw bad("output margin must be at least 0") }
         guard size > 0, (size + 2 * outputMargin) % (1 << blocks) == 0 else {
-            throw bad("size \(size) plus twice the output margin \(outputMargin) must be a multiple of \(1 << blocks) for \(blocks) upsampling blocks")
+            let drawn = outputMargin == 0 ? "size \(size)" : "size \(size) plus twice the output margin \(outputMargin)"
+            throw bad("\(drawn) must be a multiple of \(1 << blocks) for \(blocks) upsampling blocks")
         }
     }
 
