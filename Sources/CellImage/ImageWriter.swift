@@ -120,7 +120,8 @@ public enum ImageWriter {
                 var extra = [UInt16](repeating: UInt16(EXTRASAMPLE_UNSPECIFIED), count: image.channels - 1)
                 try extra.withUnsafeMutableBufferPointer { try set(TIFFTAG_EXTRASAMPLES, [Int32(image.channels - 1), $0.baseAddress!]) }
             }
-            try set(TIFFTAG_SOFTWARE, ["cytogan"])
+            // A C string: a Swift String passed as CVarArg is a Foundation object, not its bytes.
+            try "cytogan".withCString { try set(TIFFTAG_SOFTWARE, [$0]) }
             var interleaved = image.interleavedBytes
             let strips = (image.height + rowsPerStrip - 1) / rowsPerStrip
             try interleaved.withUnsafeMutableBytes { raw in

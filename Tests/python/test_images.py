@@ -138,6 +138,8 @@ def test_tiff_writer_round_trips_through_tifffile(cytogan, tmp_path):
             cytogan("image", "convert", src, "--out", out, "--compression", comp)
             back = tifffile.imread(out)
             assert back.dtype == a.dtype and np.array_equal(back, a), (dt, comp)
+            with tifffile.TiffFile(out) as t:  # the Software tag is text, not a pointer's bytes
+                assert t.pages[0].tags["Software"].value == "cytogan", (dt, comp)
 
 
 def test_generated_cells_write_16bit_tiff_and_png(cytogan, tmp_path):
