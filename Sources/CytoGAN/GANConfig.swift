@@ -163,9 +163,6 @@ public struct GANConfig: Sendable, Equatable {
     /// With `datasetScalePercentile`: the range starts at this percentile of the training crops
     /// (a `fixed_range` normalization) instead of at 0, so the background is the model's -1.
     public var datasetFloorPercentile: Double?
-    /// When set, the R1 penalty on D's gradient at real crops (zero-centred; not with WGAN-GP,
-    /// which has its own penalty), applied every `interval` updates.
-    public var r1Penalty: R1Penalty?
     /// When set, an exponential moving average of the discriminator's weights with this decay per
     /// update is kept beside it (checkpointed), and features are read from the average: steadier
     /// than the discriminator of whichever step a run stopped at.
@@ -184,7 +181,6 @@ public struct GANConfig: Sendable, Equatable {
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, datasetFloorPercentile: Double? = nil,
-                r1Penalty: R1Penalty? = nil,
                 discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation,
                 seed: UInt64 = 1) {
         self.name = name
@@ -203,7 +199,6 @@ public struct GANConfig: Sendable, Equatable {
         self.diffAugment = diffAugment
         self.datasetScalePercentile = datasetScalePercentile
         self.datasetFloorPercentile = datasetFloorPercentile
-        self.r1Penalty = r1Penalty
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
         self.featureLayer = featureLayer
@@ -322,12 +317,6 @@ public struct GANConfig: Sendable, Equatable {
             }
             guard f >= 0, f < p else { throw bad("dataset_floor_percentile", "dataset_floor_percentile must be in [0, dataset_scale_percentile)") }
         }
-        if let r = r1Penalty {
-            guard r.gamma > 0, r.gamma.isFinite, r.interval >= 1 else {
-                throw bad("r1_penalty", "r1_penalty needs gamma > 0 and interval >= 1")
-            }
-            guard loss != .wgangp else { throw bad("r1_penalty", "r1_penalty is for DCGAN and LSGAN; WGAN-GP has gradient_penalty") }
-        }
         if let d = discriminatorAverage, !(d > 0 && d < 1) {
             throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
         }
@@ -355,7 +344,6 @@ public struct GANConfig: Sendable, Equatable {
             "diff_augment": diffAugment.json,
             "dataset_scale_percentile": datasetScalePercentile.map { JSON.double($0) } ?? JSON.null,
             "dataset_floor_percentile": datasetFloorPercentile.map { JSON.double($0) } ?? JSON.null,
-            "r1_penalty": r1Penalty.map { ["gamma": .float($0.gamma), "interval": JSON($0.interval)] } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
@@ -426,7 +414,6 @@ public struct GANConfig: Sendable, Equatable {
                       return x
                   },
                   datasetFloorPercentile: floorPercentile,
-                  r1Penalty: try value("r1_penalty").map { try GANConfig.r1($0) },
                   discriminatorAverage: try value("discriminator_average").map { v in
                       guard let x = v.doubleValue else { throw bad("discriminator_average", "'discriminator_average' must be a number") }
                       return Float(x)
@@ -439,26 +426,10 @@ public struct GANConfig: Sendable, Equatable {
         try validate()
     }
 
-    /// Members of configs before the feature-matching and contrastive experiments were retired
-    /// (measured, no gain): checkpoints of that time store them as null, which still parses.
-    static let retiredKeys = ["contrastive", "feature_matching"]
-
-    /// A member written as a number (its main value) or as {main, option} (option may be
-    /// missing or null): the main value, and the option when given and `read` accepts it.
-    static func numberOrPair<T>(_ j: JSON, field: String, main: String, option: String, read: (JSON) -> T?) throws -> (Double, T?) {
-        let bad = CytoError(.invalidInput, "config: '\(field)' must be a number (\(main)) or {\(main), \(option)}", field: field)
-        if let x = j.doubleValue { return (x, nil) }
-        guard case .object(let o) = j, let x = o[main]?.doubleValue else { throw bad }
-        guard let v = o[option], !v.isNull else { return (x, nil) }
-        guard let t = read(v) else { throw bad }
-        return (x, t)
-    }
-
-    /// `r1_penalty`: a gamma (the default interval) or {gamma, interval}.
-    static func r1(_ j: JSON) throws -> R1Penalty {
-        let (g, interval) = try numberOrPair(j, field: "r1_penalty", main: "gamma", option: "interval") { $0.intValue }
-        return R1Penalty(gamma: Float(g), interval: interval ?? R1Penalty.defaultInterval)
-    }
+    /// Members of configs before the feature-matching, contrastive and R1 experiments were
+    /// retired (measured: no gain, or R1's loss of feature quality): checkpoints of that time
+    /// store them as null, which still parses.
+    static let retiredKeys = ["contrastive", "feature_matching", "r1_penalty"]
 
     static func rateJSON(_ r: LearningRate) -> JSON {
         ["base": .float(r.base), "decay_rate": .double(r.decayRate), "decay_steps": JSON(r.decaySteps), "staircase": .bool(r.staircase)]

@@ -82,7 +82,7 @@ public final class GANModel {
         trainingStep = GANTrainingStep(generator: generator, discriminator: discriminator,
                                        generatorOptimizer: generatorOptimizer, discriminatorOptimizer: discriminatorOptimizer,
                                        loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
-                                       diffAugment: config.diffAugment, r1: config.r1Penalty, discriminatorAverage: discriminatorAverage,
+                                       diffAugment: config.diffAugment, discriminatorAverage: discriminatorAverage,
                                        generatorAverage: generatorAverage)
         step = 0
         cursor = DataCursor(seed: config.seed)

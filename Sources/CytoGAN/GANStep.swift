@@ -11,25 +11,11 @@ public enum GANLoss: String, Sendable, CaseIterable {
     case wgangp
 }
 
-/// The R1 penalty (Mescheder et al. 2018): gamma / 2 * mean ||grad_x D(x)||^2 over the real
-/// items D sees, pulling its gradient on real data to zero. Applied lazily (StyleGAN2): on every
-/// `interval`-th discriminator update only, with gamma multiplied by `interval`.
-public struct R1Penalty: Sendable, Equatable {
-    public var gamma: Float
-    public var interval: Int
-    /// The interval when none is given (StyleGAN2's).
-    public static let defaultInterval = 16
-    public init(gamma: Float, interval: Int = defaultInterval) {
-        self.gamma = gamma
-        self.interval = interval
-    }
-}
-
 /// One CytoGAN training step, allocation-free once its buffers are sized:
 /// 1. z ~ N(0, I); fake = G(z).
 /// 2. D on the batch [fake; real] with targets [0; U(0.8, 1)] (one-sided label smoothing;
 ///    WGAN-GP: labels fake 0 / real 1, plus the gradient penalty at x = e real + (1 - e) fake with
-///    e ~ U(0, 1) per item; with an R1 penalty, on its steps, that penalty at the real half);
+///    e ~ U(0, 1) per item);
 ///    D's optimizer steps, and the weight average (`discriminatorAverage`) takes D's new weights.
 /// 3. D on fake again; G's loss (towards 1, or -mean D for WGAN-GP) back-propagated through D
 ///    (input gradient only) into G; G's optimizer steps.
@@ -45,9 +31,6 @@ public final class GANTrainingStep {
     public let loss: GANLoss
     public let latent: Int
     public var penalty: GradientPenalty
-    /// The R1 penalty and its evaluator (nil: none, the paper).
-    public let r1: R1Penalty?
-    private let r1Evaluator: GradientPenalty?
     public var latentRNG: RandomStream
     public var labelRNG: RandomStream
     public var mixRNG: RandomStream
@@ -68,14 +51,13 @@ public final class GANTrainingStep {
     public struct Result: Sendable {
         public var discriminatorLoss: Float
         public var generatorLoss: Float
-        /// The gradient penalty (WGAN-GP's, or R1's on its steps, gamma scaled by the interval; 0
-        /// otherwise), included in `discriminatorLoss`.
+        /// The gradient penalty (WGAN-GP's; 0 otherwise), included in `discriminatorLoss`.
         public var gradientPenalty: Float
     }
 
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
-                diffAugment policy: DiffAugmentPolicy = .none, r1: R1Penalty? = nil, discriminatorAverage: WeightAverage? = nil,
+                diffAugment policy: DiffAugmentPolicy = .none, discriminatorAverage: WeightAverage? = nil,
                 generatorAverage: WeightAverage? = nil) {
         self.generator = generator
         self.discriminator = discriminator
@@ -84,8 +66,6 @@ public final class GANTrainingStep {
         self.loss = loss
         self.latent = latent
         penalty = GradientPenalty(weight: penaltyWeight)
-        self.r1 = r1
-        r1Evaluator = r1.map { GradientPenalty(weight: $0.gamma / 2 * Float($0.interval), centre: 0) }
         latentRNG = RandomStream(seed: seed, purpose: "latent")
         labelRNG = RandomStream(seed: seed, purpose: "label-smoothing")
         mixRNG = RandomStream(seed: seed, purpose: "interpolation")
@@ -128,12 +108,6 @@ public final class GANTrainingStep {
         var lossD = try objective(scores)
         _ = try discriminator.backward(gradient, inputGradient: false, parameterGradients: true)
         var gp: Float = 0
-        if let r1, let r1Evaluator, (discriminatorOptimizer.step + 1) % r1.interval == 0 {
-            mixed.resize(real.shape)
-            mixed.data.update(from: input.data + b * per, count: b * per)
-            gp = try r1Evaluator.accumulate(critic: discriminator, at: mixed).penalty
-            lossD += gp
-        }
         if loss == .wgangp {
             mixed.resize(real.shape)
             let f = fake.data, r = real.data, m = mixed.data

@@ -44,8 +44,6 @@ struct TrainCommand: ParsableCommand {
     var discriminatorAverage: String?
     @Option(name: .customLong("generator-average"), help: "Keep a moving average of the generator's weights with this decay (e.g. 0.999) and generate every image from it; 'none' to keep none.")
     var generatorAverage: String?
-    @Option(help: "R1 penalty on the discriminator's gradient at real crops: GAMMA, GAMMA/INTERVAL (applied every INTERVAL updates, default 16), or 'none'.")
-    var r1: String?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -63,7 +61,7 @@ struct TrainCommand: ParsableCommand {
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
-            || discriminatorAverage != nil || generatorAverage != nil || r1 != nil
+            || discriminatorAverage != nil || generatorAverage != nil
     }
 
     func validate() throws {
@@ -124,27 +122,11 @@ struct TrainCommand: ParsableCommand {
                 c.generatorAverage = d
             }
         }
-        // Ranges are checked with the rest of the config below (GANConfig.validate).
-        if let r1 {
-            c.r1Penalty = try TrainCommand.valueOrPair(r1, option: "--r1", usage: "GAMMA, GAMMA/INTERVAL") { Int($0) }.map {
-                R1Penalty(gamma: $0.0, interval: $0.1 ?? R1Penalty.defaultInterval)
-            }
-        }
         if c.name != "custom" && overridesPreset {
             c.name += "+custom"
         }
         try c.validate()
         return c
-    }
-
-    /// Parses an option written A, A/B or 'none' (nil).
-    static func valueOrPair<T>(_ text: String, option: String, usage: String, read: (Substring) -> T?) throws -> (Float, T?)? {
-        if text == "none" { return nil }
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard (1...2).contains(parts.count), let a = Float(parts[0]) else { throw ValidationError("\(option) takes \(usage) or 'none'") }
-        guard parts.count == 2 else { return (a, nil) }
-        guard let b = read(parts[1]) else { throw ValidationError("\(option) takes \(usage) or 'none'") }
-        return (a, b)
     }
 
     func run() throws {

@@ -71,7 +71,7 @@ extension Server {
 /// `name` have parameters of their own.
 private let configKeys: Set<String> = ["architecture", "discriminator_rate", "generator_rate", "beta1", "beta2", "epsilon", "batch_size",
                                        "critic_steps", "gradient_penalty", "initialization", "preprocessing", "augmentation", "diff_augment",
-                                       "dataset_scale_percentile", "dataset_floor_percentile", "r1_penalty", "discriminator_average", "generator_average",
+                                       "dataset_scale_percentile", "dataset_floor_percentile", "discriminator_average", "generator_average",
                                        "feature_layer"]
 private let architectureKeys: Set<String> = ["size", "channels", "latent", "generator_widths", "discriminator_widths",
                                              "discriminator_strides", "representation", "kernel", "leak", "noise_std", "fused_upsample", "output_margin"]
