@@ -41,6 +41,8 @@ struct ExtractCommand: ParsableCommand {
     var currentDiscriminator = false
     @Option(name: .customLong("channel-names"), help: "Channel names for intensity feature columns.") var channelNames: String = "DNA,Tubulin,Actin"
     @Option(help: "Threads for the engine (default: all cores).") var threads: Int?
+    @Flag(help: "Fail (exit non-zero) when any crop is skipped; without it only a run that extracts no crop at all fails.")
+    var strict = false
 
     func validate() throws {
         if (manifest == nil) == (paths == nil) { throw ValidationError("give --manifest FILE or --paths -") }
@@ -99,6 +101,7 @@ struct ExtractCommand: ParsableCommand {
             }
             start += n
         }
+        try checkOutcome(done: done, skipped: skipped)
         try sink.finish()
         let secs = Date().timeIntervalSince(t0)
         stderrLine(String(format: "%d crop(s) -> %@ (%d features), %d skipped, %.1f crops/s", done, out ?? "stdout", computer.names.count,
@@ -139,6 +142,19 @@ struct ExtractCommand: ParsableCommand {
         }
         try flush()
         stderrLine("\(done) crop(s), \(skipped) skipped")
+        try checkOutcome(done: done, skipped: skipped)
+    }
+
+    /// A run that extracted nothing fails, and with --strict so does one that skipped any crop,
+    /// so a batch job whose crops all failed does not look successful.
+    func checkOutcome(done: Int, skipped: Int) throws {
+        if done == 0 {
+            throw CytoError(.invalidInput, skipped > 0 ? "no features: all \(skipped) crop(s) were skipped (see the lines above)"
+                                                     : "no features: no crops were given")
+        }
+        if strict && skipped > 0 {
+            throw CytoError(.invalidInput, "\(skipped) crop(s) skipped and --strict is set (see the lines above)")
+        }
     }
 }
 

@@ -29,3 +29,26 @@ def test_unknown_subcommand_fails_with_message(cytogan):
     p = cytogan("no-such-command", check=False)
     assert p.returncode != 0
     assert "no-such-command" in p.stderr
+
+
+def test_extract_that_produces_nothing_fails(cytogan, tmp_path):
+    """Every crop missing: non-zero exit naming why; one of two missing: exit 0 with the count on
+    stderr, unless --strict; a manifest whose crops all fail leaves no output file."""
+    import numpy as np
+    import tifffile
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, (np.arange(32 * 32 * 3, dtype=np.uint16).reshape(32, 32, 3) * 7), photometric="minisblack", planarconfig="contig")
+    missing = tmp_path / "nope.tif"
+    p = cytogan("extract", "--features", "intensity", "--paths", "-", input=f"{missing}\n", check=False)
+    assert p.returncode != 0 and "all 1 crop(s) were skipped" in p.stderr
+    p = cytogan("extract", "--features", "intensity", "--paths", "-", input=f"{good}\n{missing}\n")
+    assert "1 crop(s), 1 skipped" in p.stderr and p.stdout.count("\n") == 2
+    p = cytogan("extract", "--features", "intensity", "--paths", "-", "--strict", input=f"{good}\n{missing}\n", check=False)
+    assert p.returncode != 0 and "--strict" in p.stderr
+    p = cytogan("extract", "--features", "intensity", "--paths", "-", input="", check=False)
+    assert p.returncode != 0 and "no crops were given" in p.stderr
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,Metadata_Well\n{missing},A01\n")
+    out = tmp_path / "f.csv"
+    p = cytogan("extract", "--features", "intensity", "--manifest", manifest, "--out", out, check=False)
+    assert p.returncode != 0 and not out.exists()
