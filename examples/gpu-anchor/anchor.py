@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Issue 8's large-budget anchor: the cpu-64 recipe's networks trained in PyTorch on a GPU.
+"""The large-budget anchor: the cpu-64 recipe's networks trained in PyTorch on a GPU.
 
 A measurement for comparison, not part of the product: what the same small-64 LSGAN, trained the
 cpu-64 way, reaches with tens of thousands of steps instead of the ~3,000 a 2-core CPU gets in
-20 minutes. It mirrors cytogan's networks and step (CytoNN/DCGANArchitecture.swift, GANStep.swift,
+20 minutes. It mirrors cytogan's networks and step (CytoGAN/DCGANArchitecture.swift, GANStep.swift,
 DiffAugment.swift; GANConfig preset cpu-64) in plain PyTorch:
 
   G  z(100) -> Dense(8*8*128) -> BN -> LeakyReLU(0.2) -> 3 x [nearest x2 -> Conv5 'same' -> BN ->
@@ -25,8 +25,8 @@ Input: an .npy.xz from prepare.sh (uint8 crops [N, 3, 64, 64] differenced along 
 range [-1, 1] in 255 steps).
 Output in --out: features-untrained.npy and features-step<K>.npy (float32 [N, 480], input row
 order, 15 MB each) at the --at steps reached and at the end, samples.npy (64 generated cells,
-float32 NCHW), log.txt (losses, steps/s). Training stops after --minutes of wall clock. Four
-feature files and the samples fit the device machine's 64 MiB return (hence two --at steps).
+float32 NCHW), log.txt (losses, steps/s). Training stops after --minutes of wall clock. With two
+--at steps the results stay under 64 MiB, small enough to copy back from a remote GPU machine.
 
   python3 anchor.py --data crops64-p95.npy.xz --out OUT --minutes 7 --at 5000,20000 \
       [--init-from untrained.safetensors]
