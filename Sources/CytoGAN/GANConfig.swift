@@ -317,11 +317,8 @@ public struct GANConfig: Sendable, Equatable {
             }
             guard f >= 0, f < p else { throw bad("dataset_floor_percentile", "dataset_floor_percentile must be in [0, dataset_scale_percentile)") }
         }
-        if let d = discriminatorAverage, !(d > 0 && d < 1) {
-            throw bad("discriminator_average", "discriminator_average (the moving average's decay) must be in (0, 1)")
-        }
-        if let d = generatorAverage, !(d > 0 && d < 1) {
-            throw bad("generator_average", "generator_average (the moving average's decay) must be in (0, 1)")
+        for (key, decay) in [("discriminator_average", discriminatorAverage), ("generator_average", generatorAverage)] {
+            if let d = decay, !(d > 0 && d < 1) { throw bad(key, "\(key) (the moving average's decay) must be in (0, 1)") }
         }
     }
 
@@ -367,6 +364,12 @@ public struct GANConfig: Sendable, Equatable {
             guard let x = v.intValue else { throw bad(k, "'\(k)' must be an integer") }
             return x
         }
+        /// An optional member: nil when absent or null.
+        func number(_ k: String) throws -> Double? {
+            guard let v = value(k) else { return nil }
+            guard let x = v.doubleValue else { throw bad(k, "'\(k)' must be a number") }
+            return x
+        }
         for k in GANConfig.retiredKeys where value(k) != nil {
             throw bad(k, "'\(k)' was retired after measurement (see examples/cpu-recipe/README.md); leave it out or null")
         }
@@ -395,10 +398,6 @@ public struct GANConfig: Sendable, Equatable {
             guard let s = n.stringValue else { throw bad("name", "'name' must be a string") }
             name = s
         }
-        let floorPercentile = try value("dataset_floor_percentile").map { v -> Double in
-            guard let x = v.doubleValue else { throw bad("dataset_floor_percentile", "'dataset_floor_percentile' must be a number") }
-            return x
-        }
         self.init(name: name, architecture: arch, loss: loss,
                   discriminatorRate: try value("discriminator_rate").map { try GANConfig.rate($0, "discriminator_rate") } ?? .paper(d),
                   generatorRate: try value("generator_rate").map { try GANConfig.rate($0, "generator_rate") } ?? .paper(g),
@@ -409,19 +408,10 @@ public struct GANConfig: Sendable, Equatable {
                   preprocessing: try value("preprocessing").map { try Preprocessing(json: $0) },
                   augmentation: try value("augmentation").map { try Augmentation(json: $0) } ?? .none,
                   diffAugment: try value("diff_augment").map { try DiffAugmentPolicy(json: $0) } ?? .none,
-                  datasetScalePercentile: try value("dataset_scale_percentile").map { v in
-                      guard let x = v.doubleValue else { throw bad("dataset_scale_percentile", "'dataset_scale_percentile' must be a number") }
-                      return x
-                  },
-                  datasetFloorPercentile: floorPercentile,
-                  discriminatorAverage: try value("discriminator_average").map { v in
-                      guard let x = v.doubleValue else { throw bad("discriminator_average", "'discriminator_average' must be a number") }
-                      return Float(x)
-                  },
-                  generatorAverage: try value("generator_average").map { v in
-                      guard let x = v.doubleValue else { throw bad("generator_average", "'generator_average' must be a number") }
-                      return Float(x)
-                  },
+                  datasetScalePercentile: try number("dataset_scale_percentile"),
+                  datasetFloorPercentile: try number("dataset_floor_percentile"),
+                  discriminatorAverage: try number("discriminator_average").map(Float.init),
+                  generatorAverage: try number("generator_average").map(Float.init),
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }

@@ -42,15 +42,18 @@ public enum SampleImages {
     public static func writeTIFF(_ images: [Float], index i: Int, channels: Int, size: Int, to path: String,
                                  cropUnits: Normalization? = nil) throws {
         let per = channels * size * size
-        var plane = Array(images[(i * per)..<((i + 1) * per)])
-        try plane.withUnsafeMutableBufferPointer { buf in
-            if let cropUnits {
-                try cropUnits.invert(buf.baseAddress!, channels: channels, planeCount: size * size)
-                try ImageWriter.writeTIFF(PixelImage(quantizing: UnsafeBufferPointer(buf), channels: channels, width: size, height: size,
-                                                     from: (0, 65535), to: .uint16), to: path)
-            } else {
-                try ImageWriter.writeGeneratedTIFF(UnsafeBufferPointer(buf), channels: channels, width: size, height: size, to: path)
+        guard let cropUnits else {
+            try images.withUnsafeBufferPointer {
+                try ImageWriter.writeGeneratedTIFF(UnsafeBufferPointer(rebasing: $0[(i * per)..<((i + 1) * per)]), channels: channels,
+                                                   width: size, height: size, to: path)
             }
+            return
+        }
+        var planes = Array(images[(i * per)..<((i + 1) * per)])
+        try planes.withUnsafeMutableBufferPointer { buf in
+            try cropUnits.invert(buf.baseAddress!, channels: channels, planeCount: size * size)
+            try ImageWriter.writeTIFF(PixelImage(quantizing: UnsafeBufferPointer(buf), channels: channels, width: size, height: size,
+                                                 from: (0, 65535), to: .uint16), to: path)
         }
     }
 

@@ -58,6 +58,13 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .customLong("fixed-batch"), help: "Train on the first batch over and over without loading data: the engine's own speed, to compare with a normal run.")
     var fixedBatch = false
 
+    /// A moving average's decay as given on the command line: a number, or 'none' for no average.
+    static func decay(_ text: String, option: String) throws -> Float? {
+        if text == "none" { return nil }
+        guard let d = Float(text) else { throw ValidationError("\(option) takes a decay or 'none'") }
+        return d
+    }
+
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
@@ -103,25 +110,15 @@ struct TrainCommand: ParsableCommand {
             } else {
                 c.preprocessing.normalization = try parseNormalization(normalization)
                 c.datasetScalePercentile = nil
+                c.datasetFloorPercentile = nil
             }
         }
         if let resize { c.preprocessing.resize = resize }
         if let augment { c.augmentation = augment.augmentation }
         if let featureLayer { c.featureLayer = try FeatureLayer(parsing: featureLayer) }
-        if let discriminatorAverage {
-            if discriminatorAverage == "none" { c.discriminatorAverage = nil }
-            else {
-                guard let d = Float(discriminatorAverage) else { throw ValidationError("--discriminator-average takes a decay or 'none'") }
-                c.discriminatorAverage = d  // its range is checked with the rest of the config below
-            }
-        }
-        if let generatorAverage {
-            if generatorAverage == "none" { c.generatorAverage = nil }
-            else {
-                guard let d = Float(generatorAverage) else { throw ValidationError("--generator-average takes a decay or 'none'") }
-                c.generatorAverage = d
-            }
-        }
+        // Decay ranges are checked with the rest of the config below.
+        if let discriminatorAverage { c.discriminatorAverage = try TrainCommand.decay(discriminatorAverage, option: "--discriminator-average") }
+        if let generatorAverage { c.generatorAverage = try TrainCommand.decay(generatorAverage, option: "--generator-average") }
         if c.name != "custom" && overridesPreset {
             c.name += "+custom"
         }
