@@ -288,8 +288,9 @@ class MeasureObjectCytoGAN(Module):
             doc="Side of the square window cut around each object's centre (the worker resizes it to the "
                 "model's input). When the worker cuts, it is the model's crop size.")
         self.use_mask = Binary(
-            "Mask each crop to its object?", True,
-            doc="Set pixels that do not belong to the object (background, neighbours) to 0.")
+            "Mask each crop to its object?", False,
+            doc="Set pixels that do not belong to the object (background, neighbours) to 0. Off by default: "
+                "models trained by `cytogan train` on centred crops saw them unmasked.")
         self.batch_size = Integer("Crops per batch", 64, minval=1, maxval=1024)
         self.threads = Integer(
             "Threads of the cytogan worker (0 for automatic)", 0, minval=0,
