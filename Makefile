@@ -29,4 +29,4 @@ test-python: build
 	./scripts/python-tests.sh
 
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build $(VENV) .venv-cp

@@ -99,11 +99,17 @@ public struct CropManifest {
         public var box: [String]? = nil
         /// Label mask path column, and optionally the label column.
         public var mask: String? = nil, label: String? = nil
+        /// Columns carried through to the feature table besides `Metadata_*` (always carried): exact
+        /// names, or `Prefix*` patterns. Nil: the key columns of a CellProfiler object table
+        /// (`TableColumns.defaultKeys`: ImageNumber, ObjectNumber, Location_*), so rows join back
+        /// to the table the manifest came from.
+        public var carried: [String]? = nil
         public init() {}
     }
 
     public var specs: [CropSpec] = []
-    /// Names of the `Metadata_*` columns, and each row's values for them.
+    /// Names of the carried columns (`Metadata_*` and the key columns, see `Columns.carried`), in
+    /// file order, and each row's values for them.
     public var metadataNames: [String] = []
     public var metadata: [[String]] = []
 
@@ -111,7 +117,7 @@ public struct CropManifest {
     public init(path manifest: String, columns: Columns = Columns(), root: String? = nil, limit: Int? = nil) throws {
         let csv = try CSVReader(path: manifest)
         let specIdx = try columns.indices(in: csv.columns, manifest: manifest)
-        let meta = csv.columns.enumerated().filter { $0.element.hasPrefix("Metadata_") }
+        let meta = try columns.carriedIndices(in: csv.columns, manifest: manifest).map { (offset: $0, element: csv.columns[$0]) }
         metadataNames = meta.map(\.element)
         let base = root ?? (manifest as NSString).deletingLastPathComponent
         while let row = try csv.next() {
@@ -143,6 +149,22 @@ extension CropManifest.Columns {
         if let mask { c.append(mask) }
         if let label { c.append(label) }
         return c
+    }
+
+    /// Where the carried columns are among a header's `names`, in file order: `Metadata_*`, then
+    /// whatever `carried` (default: the key columns) matches. An exact name in an explicit
+    /// `carried` list that the header lacks is an error naming it.
+    public func carriedIndices(in names: [String], manifest: String) throws -> [Int] {
+        let patterns = carried ?? TableColumns.defaultKeys
+        if carried != nil {
+            for p in patterns where !p.hasSuffix("*") && !names.contains(p) {
+                throw CytoError(.invalidInput, "manifest has no '\(p)' column to keep (columns: \(names.joined(separator: ", ")))",
+                                path: manifest, field: p)
+            }
+        }
+        return names.indices.filter { i in
+            names[i].hasPrefix("Metadata_") || patterns.contains { TableColumns.matches(names[i], $0) }
+        }
     }
 
     /// Where `specColumns` are among a header's `names`; an error names the missing column.

@@ -41,7 +41,7 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
     private let specFieldCount: Int
     /// The path column, or the per-channel path columns in model order.
     public let pathColumns: [String]
-    /// Names of the `Metadata_*` columns, in file order.
+    /// Names of the carried columns (`Metadata_*` and the key columns), in file order.
     public let metadataNames: [String]
     /// Rows indexed.
     public var count: Int { offsets.count - 1 }
@@ -67,9 +67,8 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         let csv = try CSVReader(path: manifest)
         let specIdx = try cols.indices(in: csv.columns, manifest: manifest)
         pathColumns = cols.channelPaths ?? [cols.path]
-        let meta = csv.columns.enumerated().filter { $0.element.hasPrefix("Metadata_") }
-        metadataNames = meta.map(\.element)
-        let metaIdx = meta.map(\.offset)
+        let metaIdx = try cols.carriedIndices(in: csv.columns, manifest: manifest)
+        metadataNames = metaIdx.map { csv.columns[$0] }
 
         var template = Array("\(NSTemporaryDirectory())/cytogan-manifest-XXXXXX".utf8CString)
         let f = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -161,7 +160,7 @@ public final class StreamingManifest: CropSource, @unchecked Sendable {
         return f.prefix(pathColumns.count).joined(separator: ",")
     }
 
-    /// The `Metadata_*` values of row `index`, in `metadataNames` order.
+    /// The carried values of row `index`, in `metadataNames` order.
     public func metadata(at index: Int) throws -> [String] {
         Array(try fields(at: index).dropFirst(specFieldCount))
     }

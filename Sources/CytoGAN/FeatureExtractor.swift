@@ -14,8 +14,13 @@ public final class FeatureExtractor {
     public let noisy: Bool
     /// The network read: the model's discriminator or the moving average of its weights.
     public let network: Network
-    /// Column names of the features, in order ("representation_0", "pool_lrelu2_17", ...).
+    /// Column names of the features, in order ("Cytogan_representation_0",
+    /// "Cytogan_pool_lrelu2_17", ...): the same in `extract`'s tables, the worker's replies, the
+    /// Python client's DataFrames and the CellProfiler plugin's measurements.
     public let names: [String]
+    /// What every feature name starts with: a CellProfiler-style category, so that pycytominer's
+    /// `infer_cp_features(df, compartments=["Cytogan"])` finds the features.
+    public static let namePrefix = "Cytogan_"
     /// Features per crop.
     public var count: Int { names.count }
 
@@ -45,8 +50,18 @@ public final class FeatureExtractor {
         let (pieces, deepest) = try FeatureExtractor.resolve(layer, in: network, architecture: model.config.architecture)
         self.pieces = pieces
         self.deepest = deepest
-        names = pieces.flatMap { p in
-            (0..<p.width).map { k in p.pooling.map { "\($0.rawValue)_\(p.layer)_\(k)" } ?? "\(p.layer)_\(k)" }
+        names = FeatureExtractor.names(of: pieces)
+    }
+
+    /// The feature names of `model`'s configured layer (or `layer`), as an extractor gives them;
+    /// available before the model's dataset scale is known.
+    public static func featureNames(of model: GANModel, layer: FeatureLayer? = nil) throws -> [String] {
+        names(of: try resolve(layer ?? model.config.featureLayer, in: model.discriminator, architecture: model.config.architecture).0)
+    }
+
+    private static func names(of pieces: [Piece]) -> [String] {
+        pieces.flatMap { p in
+            (0..<p.width).map { k in namePrefix + (p.pooling.map { "\($0.rawValue)_\(p.layer)_\(k)" } ?? "\(p.layer)_\(k)") }
         }
     }
 

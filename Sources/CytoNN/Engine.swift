@@ -23,6 +23,13 @@ public enum Engine {
         threadCount = max(1, n)
         openblas_set_num_threads(1)
     }
+
+    /// Sets OpenBLAS's own thread count, for code that calls it directly outside the engine's
+    /// pool (the profile commands' linear algebra); the next `setThreads` sets it back to one.
+    public static func setBLASThreads(_ n: Int) {
+        _ = blasConfigured
+        openblas_set_num_threads(Int32(max(1, n)))
+    }
 }
 
 /// Splits 0..<n into at most `Engine.threads` contiguous ranges and runs `body` on each, in

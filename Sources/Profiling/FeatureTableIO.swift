@@ -10,7 +10,8 @@ public enum NonFinitePolicy: String, Sendable, CaseIterable {
 
 /// How a feature table file is read.
 public struct FeatureReadOptions: Sendable {
-    /// Columns treated as metadata besides those named `Metadata_*` (for example `path`).
+    /// Columns treated as metadata besides `Metadata_*` and the key columns ImageNumber,
+    /// ObjectNumber, Location_* (`TableColumns`), for example `path`.
     public var extraMetadataColumns: Set<String> = []
     /// For a .npy matrix: the CSV of its rows' metadata (default: `X.metadata.csv` beside `X.npy`).
     public var metadataPath: String? = nil
@@ -76,7 +77,7 @@ public final class FeatureRowReader {
                 guard seen.insert(name).inserted else {
                     throw CytoError(.invalidInput, "column '\(name)' appears twice in the header", path: path, line: 1, field: name)
                 }
-                if name.hasPrefix("Metadata_") || options.extraMetadataColumns.contains(name) { mc.append(i) } else { fc.append(i) }
+                if TableColumns.isMetadataByDefault(name) || options.extraMetadataColumns.contains(name) { mc.append(i) } else { fc.append(i) }
             }
             metadataColumns = mc.map { csv.columns[$0] }
             featureNames = fc.map { csv.columns[$0] }
@@ -106,7 +107,7 @@ public final class FeatureRowReader {
                     let missing = t.isEmpty || ["nan", "-nan", "na", "n/a", "null", "none", "inf", "+inf", "-inf",
                                                 "infinity", "+infinity", "-infinity"].contains(t)
                     if !missing {
-                        throw CytoError(.invalidInput, "non-numeric feature value '\(text)' (columns not named Metadata_* are features; declare others with --metadata-column)", path: path, line: csv.line, field: featureNames[j])
+                        throw CytoError(.invalidInput, "non-numeric feature value '\(text)' (columns other than Metadata_*, ImageNumber, ObjectNumber and Location_* are features; declare others with --metadata-column)", path: path, line: csv.line, field: featureNames[j])
                     }
                     if policy == .error {
                         throw CytoError(.invalidInput,

@@ -20,6 +20,9 @@ public struct ServerOptions: Sendable {
     public var maxRunningJobs = 1
     /// Whether `serve` turns SIGTERM and SIGINT into an orderly stop (off in tests).
     public var handleSignals = false
+    /// Threads of the engine's pool (model methods, jobs); nil: every core. OpenBLAS itself runs
+    /// one thread inside the pool.
+    public var threads: Int? = nil
 
     public init() {}
 }

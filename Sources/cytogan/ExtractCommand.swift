@@ -17,9 +17,11 @@ struct ExtractCommand: ParsableCommand {
         commandName: "extract",
         abstract: "Per-crop features: the discriminator's representation (or --features intensity), in input order.",
         discussion: """
-        --manifest: a feature table with the manifest's Metadata_* columns then the features \
+        --manifest: a feature table with the manifest's Metadata_* columns and its key columns \
+        (ImageNumber, ObjectNumber, Location_* where present, or --keep-columns), then the features \
         (CSV, or .npy with X.metadata.csv beside it), ready for `cytogan profile evaluate-crops` \
-        and `cytogan profile moa`. --paths -: crop paths one per line on stdin, one CSV row \
+        and `cytogan profile moa` and to join back to a CellProfiler object table. Features are \
+        named Cytogan_<layer>_<i> (pycytominer: infer_cp_features(df, compartments=["Cytogan"])). --paths -: crop paths one per line on stdin, one CSV row \
         (Metadata_Path, features) per crop on stdout as they come. Crops that cannot be read are \
         skipped and named on stderr. Input noise is off unless --noisy (CytoGAN's noisy encoding).
         """)
@@ -29,6 +31,8 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "'-': read crop paths from stdin, one per line; write CSV rows to stdout.") var paths: String?
     @Option(help: "Folder that relative paths start from (default: the manifest's folder; the current folder for --paths).") var root: String?
     @OptionGroup var manifestColumns: ManifestColumnOptions
+    @Option(name: .customLong("keep-columns"), help: "Manifest columns carried to the table besides Metadata_*: names or Prefix*, comma-separated ('' for none; default: ImageNumber,ObjectNumber,Location_* where present).")
+    var keepColumns: String?
     @Option(help: "Output table: .csv or .npy (default: CSV on stdout).") var out: String?
     @Option(help: "Crops per batch.") var batch: Int = 256
     @Flag(help: "Keep the discriminator's input noise on (CytoGAN's noisy encoding).") var noisy = false
@@ -50,13 +54,19 @@ struct ExtractCommand: ParsableCommand {
         if batch < 1 { throw ValidationError("--batch must be >= 1") }
         if features == .gan && model == nil { throw ValidationError("--features gan needs --model") }
         if paths != nil && out != nil { throw ValidationError("--paths - writes to stdout; drop --out") }
+        if paths != nil && keepColumns != nil { throw ValidationError("--keep-columns applies to --manifest") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
     func run() throws {
         try reportingErrors {
             Engine.setThreads(threads ?? ProcessInfo.processInfo.activeProcessorCount)
             if let manifest {
-                let source = try StreamingManifest(path: manifest, root: root, columns: try manifestColumns.columns(),
+                var columns = try manifestColumns.columns()
+                if let keepColumns {
+                    columns.carried = keepColumns.isEmpty ? [] : try parseList(keepColumns)
+                }
+                let source = try StreamingManifest(path: manifest, root: root, columns: columns,
                                                    log: { stderrLine($0) })
                 try runManifest(try makeComputer(source: source), source: source)
             } else {

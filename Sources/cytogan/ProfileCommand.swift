@@ -1,5 +1,6 @@
 import ArgumentParser
 import CytoCore
+import CytoNN
 import Foundation
 import Profiling
 
@@ -10,7 +11,8 @@ struct ProfileCommand: ParsableCommand {
         commandName: "profile",
         abstract: "Aggregate, normalize and score feature tables (MOA accuracy: NSC, NSCB, per-compound, mAP).",
         discussion: """
-        Feature tables are CSV files (Metadata_* columns, then numeric features; .gz is read \
+        Feature tables are CSV files (Metadata_* columns and the key columns ImageNumber, \
+        ObjectNumber and Location_*, then numeric features; .gz is read \
         transparently) or .npy matrices with a metadata CSV beside them (X.npy + X.metadata.csv, \
         or --meta). JSON results go to stdout, a readable summary to stderr.
         """,
@@ -21,10 +23,17 @@ struct ProfileCommand: ParsableCommand {
 struct TableInputOptions: ParsableArguments {
     @Option(name: .customLong("meta"), help: "Metadata CSV of a .npy matrix (default: X.metadata.csv beside X.npy).")
     var meta: String?
-    @Option(name: .customLong("metadata-column"), help: "Treat this column as metadata although it is not named Metadata_* (repeatable).")
+    @Option(name: .customLong("metadata-column"), help: "Treat this column as metadata although it is not Metadata_*, ImageNumber, ObjectNumber or Location_* (repeatable).")
     var metadataColumns: [String] = []
     @Option(name: .customLong("on-nonfinite"), help: "Empty, NaN or infinite feature values: an error, or drop the row (dropped rows are reported).")
     var onNonFinite: NonFinitePolicy = .error
+    @Option(help: "Threads for the linear algebra (OpenBLAS; default: all cores).") var threads: Int?
+
+    /// Sets OpenBLAS's thread count: these commands call it directly, outside the engine's pool.
+    func applyThreads() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        Engine.setBLASThreads(threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    }
 
     func readOptions() throws -> FeatureReadOptions {
         FeatureReadOptions(extraMetadataColumns: Set(metadataColumns), metadataPath: meta, nonFinite: onNonFinite)
@@ -67,6 +76,7 @@ struct ProfileAggregate: ParsableCommand {
     @OptionGroup var table: TableInputOptions
 
     func run() throws {
+        try table.applyThreads()
         let strata = by.flatMap { $0.split(separator: ",").map(String.init) }
         let reader = try FeatureRowReader(path: input, options: try table.readOptions())
         let acc = try GroupAccumulator(strata: strata, metadataColumns: reader.metadataColumns, featureNames: reader.featureNames,
@@ -128,6 +138,7 @@ struct ProfileNormalize: ParsableCommand {
     }
 
     func run() throws {
+        try table.applyThreads()
         let opts = try normalizationOptions()
         let readOpts = try table.readOptions()
         // Pass 1: keep the control rows, note every row's group.
@@ -230,6 +241,7 @@ struct ProfileScore: ParsableCommand {
     @OptionGroup var table: TableInputOptions
 
     func run() throws {
+        try table.applyThreads()
         let t = try FeatureRowReader.readTable(path: profiles, options: try table.readOptions())
         let tp = try withPath(profiles) {
             try treatmentProfiles(from: t.table, columns: scoring.columns, control: try parseControl(scoring.control),
@@ -268,6 +280,7 @@ struct ProfileMOA: ParsableCommand {
     @OptionGroup var table: TableInputOptions
 
     func run() throws {
+        try table.applyThreads()
         var o = MOAOptions()
         guard let c = try parseControl(scoring.control) else { throw ValidationError("moa needs a control condition COLUMN=VALUE") }
         o.control = c
@@ -313,6 +326,7 @@ struct ProfileEvaluateCrops: ParsableCommand {
     @OptionGroup var table: TableInputOptions
 
     func run() throws {
+        try table.applyThreads()
         var o = CropEvaluationOptions()
         guard let c = try parseControl(control) else { throw ValidationError("evaluate-crops needs a control condition COLUMN=VALUE") }
         o.control = c

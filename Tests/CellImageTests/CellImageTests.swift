@@ -363,6 +363,20 @@ private func resize(_ v: [Float], w: Int, h: Int, to ow: Int, _ oh: Int, _ mode:
     #expect(m.metadataNames == ["Metadata_Well"] && m.metadata == [["B02"], ["B,03"]])
     #expect(m.specs == [CropSpec(source: .file(dir + "/a.tif"), region: .centre(x: 1, y: 2)),
                         CropSpec(source: .file(dir + "/a.tif"), region: .centre(x: 3.5, y: 0))])
+    // The key columns of a CellProfiler object table are carried by default, in file order;
+    // an explicit list replaces them, and a name it gives that the file lacks is an error naming it.
+    let keyed = "ImageNumber,path,ObjectNumber,Location_Center_X,Location_Center_Y,AreaShape_Area,Metadata_Well\n1,a.tif,7,1,2,40,B02\n"
+    try AtomicFile.write(Array(keyed.utf8), to: dir + "/k.csv")
+    var kc = CropManifest.Columns()
+    kc.centreX = "Location_Center_X"; kc.centreY = "Location_Center_Y"
+    let k = try CropManifest(path: dir + "/k.csv", columns: kc)
+    #expect(k.metadataNames == ["ImageNumber", "ObjectNumber", "Location_Center_X", "Location_Center_Y", "Metadata_Well"])
+    #expect(k.metadata == [["1", "7", "1", "2", "B02"]])
+    kc.carried = ["AreaShape_*", "ObjectNumber"]
+    #expect(try CropManifest(path: dir + "/k.csv", columns: kc).metadataNames == ["ObjectNumber", "AreaShape_Area", "Metadata_Well"])
+    kc.carried = ["TableNumber"]
+    do { _ = try CropManifest(path: dir + "/k.csv", columns: kc); Issue.record("kept a column the file lacks") }
+    catch let e as CytoError { #expect(e.field == "TableNumber" && e.message.contains("TableNumber")) }
     cols.centreX = "nope"
     do { _ = try CropManifest(path: dir + "/m.csv", columns: cols); Issue.record("missing column") }
     catch let e as CytoError { #expect(e.field == "nope" && e.path == dir + "/m.csv") }

@@ -439,7 +439,8 @@ func checkResume(_ config: GANConfig) throws {
     let batch = Tensor(Shape(5, 3, 16, 16))
     rng.fillNormal(batch.buffer, mean: 0, std: 0.5)
     let fx = try FeatureExtractor(model: model)
-    #expect(fx.count == 6 && fx.names.first == "representation_0")
+    let namesBefore = try FeatureExtractor.featureNames(of: model)
+    #expect(fx.count == 6 && fx.names.first == "Cytogan_representation_0" && fx.names == namesBefore)
     let all = try fx.extract(batch)
     #expect(try fx.extract(batch) == all)
     for i in 0..<5 {
@@ -476,7 +477,7 @@ func checkResume(_ config: GANConfig) throws {
     for i in 0..<5 { for k in 0..<6 { #expect(p[i * pooled.count + 20 + k] == all[i * 6 + k]) } }
     // Max and standard-deviation pooling of one block, against a plain walk over its output.
     let spread = try FeatureExtractor(model: model, layer: try FeatureLayer(parsing: "max:lrelu1,std:lrelu1"))
-    #expect(spread.count == 16 && spread.names.first == "max_lrelu1_0" && spread.names[8] == "std_lrelu1_0")
+    #expect(spread.count == 16 && spread.names.first == "Cytogan_max_lrelu1_0" && spread.names[8] == "Cytogan_std_lrelu1_0")
     let ms = try spread.extract(batch)
     let t1 = model.discriminator.output(of: "lrelu1")!
     let hw1 = t1.shape[2] * t1.shape[3]

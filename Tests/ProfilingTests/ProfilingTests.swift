@@ -224,6 +224,15 @@ func close(_ a: Double, _ b: Double, _ tol: Double = 1e-12) -> Bool { abs(a - b)
         #expect(r.reader.droppedRowCount == 2 && r.reader.droppedRows.map(\.line) == [3, 4])
     }
 
+    @Test func keyColumnsOfAnObjectTableAreMetadata() throws {
+        // What `cytogan extract` carries from a CellProfiler object table is metadata, not features.
+        let path = temp("keys.csv")
+        try "ImageNumber,ObjectNumber,Location_Center_X,Metadata_Well,Cytogan_pool_lrelu0_0\n1,2,3.5,A,0.25\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let r = try FeatureRowReader.readTable(path: path)
+        #expect(r.table.metadataColumns == ["ImageNumber", "ObjectNumber", "Location_Center_X", "Metadata_Well"])
+        #expect(r.table.featureNames == ["Cytogan_pool_lrelu0_0"] && r.table.features == [0.25])
+    }
+
     @Test func npyRoundTripAndFortranOrder() throws {
         let t = try makeTable(["Metadata_Well"], ["f", "g", "h"], [(["A"], [1, 2, 3]), (["B"], [4, 5, 6])])
         let path = temp("t.npy")

@@ -165,7 +165,7 @@ def test_gan_features_match_numpy_forward(cytogan, trained):
     lines = p.stdout.strip().split("\n")
     header = lines[0].split(",")
     assert header[:4] == ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration"]
-    assert header[4:] == [f"representation_{k}" for k in range(REP)]
+    assert header[4:] == [f"Cytogan_representation_{k}" for k in range(REP)]
     rows = [l.split(",") for l in lines[1:]]
     assert [r[1] for r in rows] == [f"W{i % 3}" for i in range(10)]           # input order
     got = np.array([[float(v) for v in r[4:]] for r in rows])

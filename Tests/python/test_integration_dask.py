@@ -81,7 +81,7 @@ def test_command_line_against_a_running_scheduler(client, small_model, synth_scr
     assert p.returncode == 0, p.stderr[-3000:]
     got = pd.read_csv(out)
     ref = one_process(small_model, synth_screen / "crops.csv")
-    feat = [c for c in ref.columns if c.startswith("representation_")]
+    feat = [c for c in ref.columns if c.startswith("Cytogan_")]
     assert list(got.columns) == list(ref.columns)
     # %.9g round-trips float32 exactly.
     np.testing.assert_array_equal(got[feat].to_numpy(np.float32), ref[feat].to_numpy())

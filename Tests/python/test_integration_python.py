@@ -248,13 +248,17 @@ def test_feature_tables_follow_pycytominer_layout():
     feats = [[1.5, -2.0, 0.25], None, [0.0, 3.0, 1.0]]
     meta = [{"Metadata_Plate": "P1", "Metadata_Well": "B02"}, {"Metadata_Plate": "P1", "Metadata_Well": "B03"},
             {"Metadata_Plate": "P2", "Metadata_Well": "B02"}]
-    df = cytogan_client.format_features(feats, 3, "pandas", meta)
-    assert list(df.columns) == ["Metadata_Plate", "Metadata_Well", "representation_0", "representation_1",
-                                "representation_2"]
-    assert df["representation_1"].dtype == np.float32
-    assert df.iloc[1][["representation_0", "representation_1", "representation_2"]].isna().all()
-    assert cytogan_client.feature_names(2, "lrelu3") == ["lrelu3_0", "lrelu3_1"]
-    assert cytogan_client.feature_names(2, "pool:lrelu2") == ["feature_0", "feature_1"]
+    names = ["Cytogan_representation_0", "Cytogan_representation_1", "Cytogan_representation_2"]
+    df = cytogan_client.format_features(feats, 3, "pandas", meta, columns=names)
+    assert list(df.columns) == ["Metadata_Plate", "Metadata_Well"] + names
+    assert df["Cytogan_representation_1"].dtype == np.float32
+    assert df.iloc[1][names].isna().all()
+    assert cytogan_client.feature_names({"names": names}) == names
+    assert cytogan_client.feature_names({"featureNames": names[:2]}) == names[:2]
+    with pytest.raises(ValueError, match="no feature names"):
+        cytogan_client.feature_names({"dim": 3})
+    with pytest.raises(ValueError, match="3 features need 3 column names"):
+        cytogan_client.format_features(feats, 3, "pandas", meta)
     arr = cytogan_client.format_features(feats, 3, "numpy")
     np.testing.assert_array_equal(arr[[0, 2]], np.array([feats[0], feats[2]], dtype=np.float32))
     assert np.isnan(arr[1]).all()
@@ -323,7 +327,8 @@ def test_extract_returns_pycytominer_tables_and_arrays_equal_to_the_raw_json(mod
     rows = manifest_rows(synth_screen / "crops.csv")
     meta_cols = [c for c in rows[0] if c.startswith("Metadata_")]
     assert w.model_info()["featureLayer"] == "representation"
-    feat_cols = [f"representation_{i}" for i in range(raw["dim"])]
+    feat_cols = [f"Cytogan_representation_{i}" for i in range(raw["dim"])]
+    assert raw["names"] == feat_cols == w.model_info()["featureNames"]
     assert list(df.columns) == meta_cols + feat_cols
     assert df["Metadata_Well"].tolist() == [r["Metadata_Well"] for r in rows]
     np.testing.assert_array_equal(df[feat_cols].to_numpy(), ref)
@@ -389,7 +394,7 @@ def test_skipped_crops_are_nan_rows_with_their_errors(model_worker, synth_screen
         w.extract(crops)
     assert e.value.index == 1 and e.value.path.endswith("missing.tif")
     df = w.extract(crops, on_error="skip", output="pandas")
-    assert df.iloc[1].filter(like="representation_").isna().all() and not df.iloc[[0, 2, 3]].isna().any().any()
+    assert df.iloc[1].filter(like="Cytogan_").isna().all() and not df.iloc[[0, 2, 3]].isna().any().any()
     assert [x["index"] for x in df.attrs["errors"]] == [1] and df.attrs["errors"][0]["code"] == -32010
 
 
@@ -413,7 +418,7 @@ def test_kept_rows_profiles_round_trip(model_worker, synth_screen, tmp_path):
     df = w.extract(manifest=synth_screen / "crops.csv", keep=True, table="cells")
     assert {t["name"]: t["rows"] for t in w.profiles_list()}["cells"] == len(df)
     back = w.table("cells")
-    feat = [c for c in df.columns if c.startswith("representation_")]
+    feat = [c for c in df.columns if c.startswith("Cytogan_")]
     np.testing.assert_allclose(back[feat].to_numpy(), df[feat].to_numpy(), rtol=1e-6)
     info = w.profiles_aggregate("cells", by=["Metadata_Plate", "Metadata_Well"], join=["Metadata_Batch"], into="wells")
     # The mean per well, computed independently with pandas.
@@ -589,6 +594,6 @@ def test_background_extraction_job_keeps_its_rows(model_worker, synth_screen):
     assert w.jobs_wait(job.id, timeout_seconds=5)["state"] == "done"
     kept = w.table("bg")
     direct = w.extract(manifest=synth_screen / "crops.csv", output="pandas")
-    feat = [c for c in direct.columns if c.startswith("representation_")]
+    feat = [c for c in direct.columns if c.startswith("Cytogan_")]
     np.testing.assert_array_equal(kept[feat].to_numpy(np.float32), direct[feat].to_numpy())
     assert seen and seen[-1] == n

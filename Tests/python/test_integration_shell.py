@@ -69,7 +69,7 @@ def test_serve_driven_by_jq_lines(model, synth_screen, tmp_path):
     p = run([str(SHELL / "serve-jq.sh"), str(model), str(synth_screen / "crops")], env=ENV)
     (tmp_path / "s.csv").write_text(p.stdout)
     header, feats = read_features(tmp_path / "s.csv")
-    assert header[0] == "path" and header[1] == "representation_0"
+    assert header[0] == "path" and header[1] == "Cytogan_representation_0"
     tifs = sorted(str(x.resolve()) for x in (synth_screen / "crops").rglob("*.tif"))
     ref = client_features(model, tifs)
     np.testing.assert_array_equal(np.stack([feats[t] for t in tifs]), ref)  # same worker, same batches: exact

@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Makes a venv with headless CellProfiler 5 (nightly wheels from PyPI) and cytogan_client, for the
-# MeasureObjectCytoGAN plugin and its test. About 5 minutes on a 2-core machine.
+# Makes a venv with headless CellProfiler 5 and cytogan_client, for the MeasureObjectCytoGAN
+# plugin, from PyPI wheels: every package at the version in requirements-headless.txt (tested
+# together), so `cellprofiler -c -r` works without Java and SaveImages writes TIFFs.
+# About 2 minutes on a 2-core machine with a fresh pip cache, seconds with a warm one.
 #   integrations/cellprofiler/install-headless.sh [VENV]      (default: .venv-cp at the repo root)
+# Needs Python 3.9 to 3.11 (CellProfiler 5 needs SciPy < 1.11, which has no wheels for 3.12):
+# python3.11 when there is one, else python3, or the interpreter named by $PYTHON.
 #
-# What works and what does not (November 2026, Python 3.11, Linux):
-# - cellprofiler-core 4.2.8 does not install: python-javabridge fails to build.
-# - cellprofiler-core-nightly and cellprofiler-library-nightly (CellProfiler 5) install from wheels.
-# - The built-in modules (IdentifyPrimaryObjects, ...) live in cellprofiler-nightly, which requires
-#   wxPython (GUI only; no wheel for this platform, a long source build) and mysqlclient (only for
-#   ExportToDatabase): it is installed with --no-deps plus the few packages the modules import.
-# - CellProfiler's Bio-Formats reader starts Java and fetches its jars with Maven at run time;
-#   offline that fails ("Could not resolve RELEASE version for ome:formats-gpl"), so run_headless.py
-#   enables only the ImageIO reader, which reads TIFF and PNG without Java.
+# What is left out and why:
+# - wxPython: the GUI only (no Linux wheel; a long source build). Headless runs do not need it.
+# - mysqlclient: only ExportToDatabase's MySQL output. CellProfiler logs "MySQL could not be
+#   loaded" with a traceback at start-up; harmless (add `-L ERROR` to quiet it).
+# - Java: CellProfiler's Bio-Formats reader needs it; run with `-e imageio_reader`, which reads
+#   TIFF and PNG without Java.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 venv=${1:-$root/.venv-cp}
-python3 -m venv "$venv"
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$python" -c 'import sys; sys.exit(not ((3, 9) <= sys.version_info[:2] <= (3, 11)))'; then
+  echo "install-headless: CellProfiler 5 needs Python 3.9 to 3.11; $python is $("$python" -V 2>&1)." >&2
+  echo "install-headless: install python3.11 or name one with PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+"$python" -m venv "$venv"
 pip() { "$venv/bin/pip" install -q --disable-pip-version-check "$@"; }
-pip cellprofiler-core-nightly cellprofiler-library-nightly
-pip --no-deps cellprofiler-nightly
-pip jinja2 rapidfuzz sentry-sdk
-pip -e "$root/integrations/python"
-"$venv/bin/python" -c "import cellprofiler_core, cellprofiler.modules.identifyprimaryobjects, cytogan_client; print('headless CellProfiler ready in $venv')"
+pip --no-deps -r "$here/requirements-headless.txt"
+pip --no-deps -e "$root/integrations/python"
+"$venv/bin/python" -c "import cellprofiler_core, cellprofiler.modules.identifyprimaryobjects, cytogan_client" \
+  || { echo "install-headless: the packages installed but CellProfiler does not import (see above)" >&2; exit 1; }
+echo "install-headless: headless CellProfiler ready in $venv (run it as $venv/bin/cellprofiler)" >&2

@@ -6,8 +6,11 @@ features one process extracting the whole list gives.
 Bit for bit needs care: the engine's matrix products round the last bit of a crop's features
 differently depending on the crop's position within its batch (and on the BLAS thread count). So
 shards are cut at multiples of the batch size: every crop then sits in the same batch, at the same
-position, as in a single request with that batch size. Give every cytogan worker the same thread
-count as the reference run (OPENBLAS_NUM_THREADS) for identity across machines.
+position, as in a single request with that batch size.
+
+Threads: each cytogan worker runs `cytogan serve --threads N`. By default N is the cores of the
+Dask worker's machine divided among the Dask workers on it (so n workers on n cores run n threads,
+not n x n); `threads=` (or $CYTOGAN_THREADS on the workers) sets it.
 
     from distributed import Client, LocalCluster
     import cytogan_dask
@@ -38,14 +41,41 @@ _workers = {}
 _lock = threading.Lock()
 
 
-def process_worker(model, binary=None, args=()):
-    """This process's cytogan worker for `model` (started and loaded on first use, then reused by
-    every task in the process; closed at exit)."""
+def workers_on_this_host():
+    """How many Dask workers of this process's cluster run on this machine (1 outside a Dask
+    worker or when the scheduler cannot be asked)."""
+    try:
+        from distributed import get_client, get_worker
+        me = get_worker()
+        host = _host(me.address)
+        infos = get_client().scheduler_info(n_workers=-1)["workers"]
+        return max(1, sum(1 for addr in infos if _host(addr) == host))
+    except Exception:  # noqa: BLE001 - not in a Dask worker, or an older distributed: no sharing known
+        return 1
+
+
+def _host(address):
+    return address.split("://")[-1].rsplit(":", 1)[0]
+
+
+def worker_threads(threads=None):
+    """The thread budget of this process's cytogan worker: `threads`, else $CYTOGAN_THREADS, else
+    this machine's cores divided among the Dask workers on it."""
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be at least 1, not {threads!r}")
+        return int(threads)
+    return cytogan_client.default_threads(workers=workers_on_this_host())
+
+
+def process_worker(model, binary=None, args=(), threads=None):
+    """This process's cytogan worker for `model` (started and loaded on first use with
+    `worker_threads(threads)` threads, then reused by every task in the process; closed at exit)."""
     key = (os.path.abspath(model), binary or "", tuple(args))
     with _lock:
         w = _workers.get(key)
         if w is None or not w.connection.alive:
-            w = cytogan_client.Worker.start(binary, args, client_name="cytogan-dask")
+            w = cytogan_client.Worker.start(binary, args, threads=worker_threads(threads), client_name="cytogan-dask")
             try:
                 w.model_load(model)
             except BaseException:
@@ -73,25 +103,26 @@ class CytoganPlugin(WorkerPlugin):
 
     name = "cytogan"
 
-    def __init__(self, model, binary=None, args=()):
+    def __init__(self, model, binary=None, args=(), threads=None):
         self.model = os.path.abspath(model)
         self.binary = binary
         self.args = tuple(args)
+        self.threads = threads
 
     def setup(self, worker):
-        process_worker(self.model, self.binary, self.args)
+        process_worker(self.model, self.binary, self.args, self.threads)
 
     def teardown(self, worker):
         close_process_workers()
 
 
-def extract_shard(crops, model, binary=None, args=(), channels=None, batch_size=None, on_error="fail"):
+def extract_shard(crops, model, binary=None, args=(), channels=None, batch_size=None, on_error="fail", threads=None):
     """Runs on a Dask worker: the features of `crops` as a float32 (n, d) array (NaN rows for
     crops skipped with on_error="skip"), the list of per-crop errors (indices in the shard), and
-    the feature names the worker uses."""
-    w = process_worker(model, binary, args)
+    the feature names the worker sent with them."""
+    w = process_worker(model, binary, args, threads)
     r = w.features_extract(crops, channels=channels, batch_size=batch_size, on_error=on_error)
-    return tables.to_array(r["features"], r["dim"]), r.get("errors") or [], w.feature_columns(r["dim"])
+    return tables.to_array(r["features"], r["dim"]), r.get("errors") or [], tables.feature_names(r)
 
 
 WORKER_BATCH = 64  # features/extract's default batchSize (PROTOCOL.md 8.4)
@@ -109,14 +140,15 @@ def shards_of(n, shard_size, batch_size=WORKER_BATCH):
 def extract_crops(client, crops, model, **kwargs):
     """Features of `crops` (CropSpec dicts) computed on the cluster of `client`: a float32 (n, d)
     array in the crops' order, and the list of errors (indices into `crops`) when on_error="skip".
-    Keyword arguments: binary, args, shard_size (256), channels, batch_size, on_error ("fail"),
+    Keyword arguments: binary, args, threads (per cytogan worker; default: cores divided among the
+    Dask workers of a machine), shard_size (256), channels, batch_size, on_error ("fail"),
     progress(done, total). See `run_shards`."""
     feats, errors, _ = run_shards(client, crops, model, **kwargs)
     return feats, errors
 
 
-def run_shards(client, crops, model, *, binary=None, args=(), shard_size=256, channels=None, batch_size=None,
-               on_error="fail", progress=None):
+def run_shards(client, crops, model, *, binary=None, args=(), threads=None, shard_size=256, channels=None,
+               batch_size=None, on_error="fail", progress=None):
     """`extract_crops`, also returning the feature names the workers use.
     A crop error with on_error="fail" raises the worker's typed error, its index made global.
     `progress(done, total)` is called as shards finish. Shards are whole batches (see
@@ -130,7 +162,7 @@ def run_shards(client, crops, model, *, binary=None, args=(), shard_size=256, ch
     ranges = shards_of(len(crops), shard_size, batch_size or WORKER_BATCH)
     # The options travel in a partial: Client.map takes `batch_size` (and others) for itself.
     task = functools.partial(extract_shard, model=model, binary=binary, args=tuple(args), channels=channels,
-                             batch_size=batch_size, on_error=on_error)
+                             batch_size=batch_size, on_error=on_error, threads=threads)
     futures = client.map(task, [crops[a:b] for a, b in ranges], pure=False)
     where = {f.key: r for f, r in zip(futures, ranges)}
     done = 0
@@ -161,8 +193,8 @@ def run_shards(client, crops, model, *, binary=None, args=(), shard_size=256, ch
 def extract_manifest(client, manifest, model, *, path_column="path", path_columns=None, root=None, output="auto",
                      **kwargs):
     """Features of every crop of a manifest CSV, computed on the cluster: a DataFrame in
-    pycytominer's layout (the manifest's `Metadata_*` columns, then the features, named as the
-    worker names them: `representation_0..`) with pandas,
+    pycytominer's layout (the manifest's `Metadata_*` and key columns — ImageNumber, ObjectNumber,
+    Location_* — then the features under the worker's names, `Cytogan_<layer>_<i>`) with pandas,
     else a float32 array. Takes `extract_crops`'s keyword arguments; with on_error="skip" the
     errors are in the DataFrame's `attrs["errors"]`."""
     manifest = os.path.abspath(manifest)
@@ -191,6 +223,8 @@ def main(argv=None):
     ap.add_argument("--shard-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    ap.add_argument("--threads", type=int,
+                    help="threads per cytogan worker (default: a machine's cores divided among its Dask workers)")
     args = ap.parse_args(argv)
 
     from distributed import Client, LocalCluster
@@ -205,12 +239,13 @@ def main(argv=None):
         cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, processes=True)
         client = Client(cluster)
     try:
-        client.register_plugin(mod.CytoganPlugin(args.model, args.binary))
+        client.register_plugin(mod.CytoganPlugin(args.model, args.binary, threads=args.threads))
 
         def report(done, total):
             print(f"\rcytogan_dask: {done}/{total} crops", end="", file=sys.stderr, flush=True)
 
-        df = mod.extract_manifest(client, args.manifest, args.model, binary=args.binary, shard_size=args.shard_size,
+        df = mod.extract_manifest(client, args.manifest, args.model, binary=args.binary, threads=args.threads,
+                                  shard_size=args.shard_size,
                               batch_size=args.batch_size, on_error=args.on_error, output="pandas", progress=report)
         print(file=sys.stderr)
         tmp = args.out + ".tmp"

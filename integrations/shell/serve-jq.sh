@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Drives the long-lived worker with JSON lines built by jq: initialize, load a model, extract the
 # features of every crop `find` lists (in one request, with progress notifications), then end of
-# input. Prints a CSV (path, then the features named after the model's feature layer, as
+# input. Prints a CSV (path, then the features under the names the worker sends with them, as
 # `cytogan extract` names them) built with jq from the responses.
 #   ./serve-jq.sh MODEL.safetensors CROPS_DIR > features.csv
 set -euo pipefail
@@ -29,9 +29,8 @@ find "$(realpath "$crops")" -name '*.tif' | sort > "$list"
       | ($rs | map(select(.error))) as $errs
       | if ($errs | length) > 0 then ($errs[0] | "request \(.id): error \(.error.code): \(.error.message)\n" | halt_error(1))
         else
-          ($rs | map(select(.id == 2))[0].result.featureLayer) as $layer
-          | ($rs | map(select(.id == 3))[0].result) as $r
+          ($rs | map(select(.id == 3))[0].result) as $r
           | ($list | split("\n") | map(select(length > 0))) as $paths
-          | (["path"] + [range($r.dim) | "\($layer)_\(.)"] | @csv),
+          | (["path"] + $r.names | @csv),
             (range($r.count) | [$paths[.]] + $r.features[.] | @csv)
         end'

@@ -90,7 +90,7 @@ func decodeCrops(_ p: Params, _ key: String, count range: ClosedRange<Int>, chan
 }
 
 /// A `manifest` parameter (`{"path", "pathColumn", "pathColumns", "root", "centreColumns",
-/// "boxColumns", "maskColumn", "labelColumn"}`), decoded; `read` reads the file.
+/// "boxColumns", "maskColumn", "labelColumn", "keepColumns"}`), decoded; `read` reads the file.
 struct ManifestRequest {
     var path: String
     var columns = CropManifest.Columns()
@@ -98,7 +98,8 @@ struct ManifestRequest {
 
     init(_ p: Params, _ key: String) throws {
         let m = try p.object(key)
-        try m.rejectUnknown(allowed: ["path", "pathColumn", "pathColumns", "root", "centreColumns", "boxColumns", "maskColumn", "labelColumn"])
+        try m.rejectUnknown(allowed: ["path", "pathColumn", "pathColumns", "root", "centreColumns", "boxColumns", "maskColumn", "labelColumn",
+                                      "keepColumns"])
         path = try nonEmpty(m, "path")
         if m.has("pathColumn") && m.has("pathColumns") { throw m.error("pathColumns", "give pathColumn or pathColumns, not both") }
         columns.path = try optionalNonEmpty(m, "pathColumn") ?? "path"
@@ -111,9 +112,14 @@ struct ManifestRequest {
         columns.label = try optionalNonEmpty(m, "labelColumn")
         if columns.label != nil && columns.mask == nil { throw m.error("labelColumn", "needs maskColumn") }
         root = try optionalNonEmpty(m, "root")
+        if let keep = try m.optionalStrings("keepColumns", count: 0...4096) {
+            if let i = keep.firstIndex(where: { $0.isEmpty || $0 == "*" }) { throw m.error("keepColumns", "[\(i)] must name a column or a prefix*") }
+            columns.carried = keep
+        }
     }
 
-    /// Reads the manifest: one crop per row, its `Metadata_*` columns as the crop's metadata, then
+    /// Reads the manifest: one crop per row, its `Metadata_*` and key columns (ImageNumber,
+    /// ObjectNumber, Location_*, or `keepColumns`) as the crop's metadata, then
     /// `common` metadata for columns it lacks. Errors name the file, line and column.
     func read(common: [(String, String)] = []) throws -> RequestedCrops {
         let manifest = try CropManifest(path: path, columns: columns, root: root)

@@ -106,7 +106,7 @@ struct Extraction {
             start = end
         }
         try check()
-        var result: [String: JSON] = ["count": JSON(n), "dim": JSON(d)]
+        var result: [String: JSON] = ["count": JSON(n), "dim": JSON(d), "names": .array(extractor.names.map { .string($0) })]
         if returnFeatures { result["features"] = .array(features) }
         if skipErrors { result["errors"] = .array(errors) }
         if keep {

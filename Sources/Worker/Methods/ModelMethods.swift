@@ -10,8 +10,9 @@ extension Server {
     /// The worker's one model, shared by the feature, sample and training methods.
     var models: ModelSlot {
         service(ModelSlot.self) {
-            // The engine's own loops (im2col, BatchNorm) use every core, as the command line's do.
-            Engine.setThreads(ProcessInfo.processInfo.activeProcessorCount)
+            // The engine's own loops (im2col, BatchNorm, GEMM slices) use `serve --threads`, by
+            // default every core, as the command line's do.
+            Engine.setThreads(self.options.threads ?? ProcessInfo.processInfo.activeProcessorCount)
             let slot = ModelSlot()
             slot.isJobActive = { [weak self] id in
                 guard let state = (try? self?.jobs.status(id))?["state"]?.stringValue else { return false }

@@ -18,6 +18,7 @@ final class ModelSlot: @unchecked Sendable {
         var discriminatorParameters: Int
         var featureDim: Int
         var featureLayer: String
+        var featureNames: [String]
         var step: Int
         var checkpoint: String?
     }
@@ -44,7 +45,8 @@ final class ModelSlot: @unchecked Sendable {
             return .object([
                 "preset": s.preset.map { .string($0) } ?? .null, "config": s.config,
                 "parameters": ["generator": JSON(s.generatorParameters), "discriminator": JSON(s.discriminatorParameters)],
-                "featureDim": JSON(s.featureDim), "featureLayer": .string(s.featureLayer), "step": JSON(s.step),
+                "featureDim": JSON(s.featureDim), "featureLayer": .string(s.featureLayer),
+                "featureNames": .array(s.featureNames.map { .string($0) }), "step": JSON(s.step),
                 "checkpoint": s.checkpoint.map { .string($0) } ?? .null,
                 "trainingJob": trainingJob.map { .string($0) } ?? .null,
             ])
@@ -67,9 +69,10 @@ final class ModelSlot: @unchecked Sendable {
     /// A model replaces the current one (model/create, model/load, a resumed training).
     /// Refused while a training job holds the model.
     func replace(with m: GANModel, preset: String?, checkpoint: String?) throws {
+        let names = try FeatureExtractor.featureNames(of: m)
         let s = Summary(preset: preset, gan: m.config, config: m.config.json, generatorParameters: m.generator.parameterCount,
                         discriminatorParameters: m.discriminator.parameterCount,
-                        featureDim: try FeatureExtractor.featureCount(of: m), featureLayer: m.config.featureLayer.description,
+                        featureDim: names.count, featureLayer: m.config.featureLayer.description, featureNames: names,
                         step: m.step, checkpoint: checkpoint)
         try locked {
             try checkNotTraining()

@@ -13,14 +13,15 @@ from .errors import (AlreadyInitialized, Cancelled, ConnectionLost, CytoganError
                      InvalidInput, InvalidParams, InvalidRequest, IOFailure, JobConflict, MethodNotFound, NoModel,
                      NotInitialized, ParseError, ProtocolViolation, ShapeMismatch, ShuttingDown, Undecodable,
                      UnknownJob, Unsupported, WorkerError, error_from_response)
-from .tables import FEATURE_PREFIX, feature_names, format_features
-from .worker import Job, Stream, Worker, params_of
+from .tables import FEATURE_PREFIX, KEY_COLUMNS, feature_names, format_features
+from .worker import Job, Stream, Worker, default_threads, params_of, usable_cores
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Worker", "Job", "Stream", "Call", "Batch", "Connection", "PROTOCOL_VERSION", "find_binary", "params_of",
-    "crop_file", "crop_channels", "crop_field", "read_manifest", "FEATURE_PREFIX", "feature_names",
+    "crop_file", "crop_channels", "crop_field", "read_manifest", "FEATURE_PREFIX", "KEY_COLUMNS", "feature_names",
+    "default_threads", "usable_cores",
     "format_features", "CytoganError", "WorkerError", "ConnectionLost", "ProtocolViolation", "error_from_response",
     "ParseError", "InvalidRequest", "MethodNotFound", "InvalidParams", "InternalError", "NotInitialized",
     "AlreadyInitialized", "ShuttingDown", "FileNotFound", "Undecodable", "Unsupported", "ShapeMismatch",

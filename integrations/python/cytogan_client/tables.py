@@ -1,6 +1,7 @@
 """Feature matrices in the shapes Python users expect: a pandas DataFrame in pycytominer's layout
-(`Metadata_*` columns, then the features, `representation_0` ... for the paper's layer), a float32 NumPy array, or plain
-lists, whichever is installed (`output="auto"`) or asked for."""
+(`Metadata_*` and key columns, then the features under the names the worker gives them,
+`Cytogan_<layer>_<i>`), a float32 NumPy array, or plain lists, whichever is installed
+(`output="auto"`) or asked for."""
 import csv
 
 try:  # optional
@@ -12,7 +13,13 @@ try:
 except ImportError:  # pragma: no cover
     pd = None
 
-FEATURE_PREFIX = "representation_"  # the paper's layer; the worker names columns after the model's feature layer
+# Every feature name starts with this (`Cytogan_representation_0`, `Cytogan_pool_lrelu0_0`, ...), as
+# `cytogan extract` and the worker name them: pycytominer's
+# `infer_cp_features(df, compartments=["Cytogan"])` finds exactly these columns.
+FEATURE_PREFIX = "Cytogan_"
+# The columns of a manifest carried with the features besides Metadata_* (the worker's default):
+# the key columns of a CellProfiler object table.
+KEY_COLUMNS = ("ImageNumber", "ObjectNumber", "Location_*")
 OUTPUTS = ("auto", "pandas", "numpy", "list")
 
 
@@ -29,13 +36,23 @@ def resolve_output(output):
     return output
 
 
-def feature_names(dim, layer="representation"):
-    """Feature column names as the worker and `cytogan extract` name them for a model whose
-    `featureLayer` is `layer`: "<layer>_<i>" for one named layer (the paper's "representation").
-    For pooled or several layers, whose exact names the protocol does not report, "feature_<i>"."""
-    if layer and all(ch.isalnum() or ch == "_" for ch in layer) and layer != "pooled":
-        return [f"{layer}_{i}" for i in range(dim)]
-    return [f"feature_{i}" for i in range(dim)]
+def feature_names(reply):
+    """The feature column names the worker sent: a `features/extract` result's `names` or a
+    ModelInfo's `featureNames`."""
+    names = reply.get("names") or reply.get("featureNames")
+    if not names:
+        raise ValueError("the worker's reply has no feature names (names / featureNames): a worker older than "
+                         "this client")
+    return list(names)
+
+
+def carried(column, keep=None):
+    """Whether a manifest `column` is carried with the features: `Metadata_*`, then `keep` (names
+    or `Prefix*` patterns; default KEY_COLUMNS)."""
+    column = str(column)
+    if column.startswith("Metadata_"):
+        return True
+    return any(column.startswith(p[:-1]) if p.endswith("*") else column == p for p in (KEY_COLUMNS if keep is None else keep))
 
 
 def to_array(features, dim):
@@ -49,15 +66,17 @@ def to_array(features, dim):
 
 def format_features(features, dim, output="auto", metadata=None, index=None, columns=None):
     """`features` (list of vectors or None) as `output`. For pandas, `metadata` is a DataFrame or a
-    list of dicts (one per row) whose columns come first, `columns` names the features (default
-    `feature_names(dim)`), `index` labels the rows."""
+    list of dicts (one per row) whose columns come first, `columns` names the features (the
+    worker's names; required for pandas), `index` labels the rows."""
     kind = resolve_output(output)
     if kind == "list":
         return [None if v is None else list(v) for v in features]
     arr = to_array(features, dim)
     if kind == "numpy":
         return arr
-    feats = pd.DataFrame(arr, columns=columns or feature_names(dim), index=index)
+    if columns is None or len(columns) != dim:
+        raise ValueError(f"{dim} features need {dim} column names, got {None if columns is None else len(columns)}")
+    feats = pd.DataFrame(arr, columns=list(columns), index=index)
     if metadata is None:
         return feats
     meta = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(list(metadata))
@@ -78,14 +97,15 @@ def crops_metadata(crops, extra=None):
     return rows
 
 
-def manifest_metadata(path):
-    """The `Metadata_*` columns of a manifest: a DataFrame (types as pandas infers them, the way
-    pycytominer reads CSVs) when pandas is installed, else a list of dicts of strings."""
+def manifest_metadata(path, keep=None):
+    """The carried columns of a manifest (`Metadata_*` and the key columns, see `carried`), as the
+    worker carries them: a DataFrame (types as pandas infers them, the way pycytominer reads CSVs)
+    when pandas is installed, else a list of dicts of strings."""
     if pd is not None:
         head = pd.read_csv(path, nrows=0)
-        cols = [c for c in head.columns if str(c).startswith("Metadata_")]
+        cols = [c for c in head.columns if carried(c, keep)]
         return pd.read_csv(path, usecols=cols)[cols]
     from .crops import open_text
     with open_text(path) as f:
         r = csv.DictReader(f)
-        return [{k: v for k, v in row.items() if k.startswith("Metadata_")} for row in r]
+        return [{k: v for k, v in row.items() if carried(k, keep)} for row in r]

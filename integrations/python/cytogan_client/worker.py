@@ -4,7 +4,7 @@ method of protocol/PROTOCOL.md, jobs, streaming and feature tables.
     from cytogan_client import Worker
     with Worker.start() as w:                       # cytogan from $CYTOGAN_BIN or PATH
         w.model_load("model.safetensors")
-        df = w.extract(manifest="crops.csv")        # pandas: Metadata_* columns, then representation_*
+        df = w.extract(manifest="crops.csv")        # pandas: Metadata_* and key columns, then Cytogan_*
 """
 import os
 import subprocess
@@ -27,6 +27,29 @@ def params_of(**kwargs):
     """Protocol params from snake_case keyword arguments: None values left out (the protocol takes
     no null), names camelCased (`batch_size` -> `batchSize`, `from_` -> `from`)."""
     return {_camel(k): v for k, v in kwargs.items() if v is not None}
+
+
+def usable_cores():
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(workers=1):
+    """A worker's thread budget when `workers` workers share this machine: $CYTOGAN_THREADS when
+    set, else the usable cores divided among the workers (at least 1)."""
+    env = os.environ.get("CYTOGAN_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"CYTOGAN_THREADS must be a whole number, not {env!r}") from None
+        if n < 1:
+            raise ValueError(f"CYTOGAN_THREADS must be at least 1, not {n}")
+        return n
+    return max(1, usable_cores() // max(1, int(workers)))
 
 
 class Job:
@@ -166,11 +189,17 @@ class Worker:
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
-    def start(cls, binary=None, args=(), *, initialize=True, log_level="warning", stderr=None, env=None,
+    def start(cls, binary=None, args=(), *, threads=None, initialize=True, log_level="warning", stderr=None, env=None,
               cwd=None, client_name=CLIENT_NAME, client_version=CLIENT_VERSION, timeout=60):
-        """Starts `BINARY serve ARGS...` (binary: given, $CYTOGAN_BIN, or `cytogan` on PATH) and
-        initializes it. The worker's log goes to a temporary file (see `log()`) unless `stderr`
-        is given."""
+        """Starts `BINARY serve --threads N ARGS...` (binary: given, $CYTOGAN_BIN, or `cytogan` on
+        PATH) and initializes it. `threads` bounds the worker's computing threads; by default
+        `default_threads()`: $CYTOGAN_THREADS, else every core this process may use. When you
+        start several workers on one machine, give each its share (`default_threads(workers=n)`).
+        The worker's log goes to a temporary file (see `log()`) unless `stderr` is given."""
+        n = default_threads() if threads is None else int(threads)
+        if n < 1:
+            raise ValueError(f"threads must be at least 1, not {threads!r}")
+        args = ["--threads", str(n), *args]
         proc, log_file = spawn(binary, args, log_level=log_level, stderr=stderr, env=env, cwd=cwd)
         conn = Connection(proc.stdout, proc.stdin, process=proc, log_file=log_file)
         w = cls(conn, process=proc)
@@ -347,9 +376,10 @@ class Worker:
         """Writes the whole model (optimizer and random state included) atomically."""
         return self.call("model/save", path=os.fspath(path), timeout=timeout)
 
-    def feature_columns(self, dim):
-        """The names the worker gives the current model's features (see `tables.feature_names`)."""
-        return tables.feature_names(dim, self.model_info().get("featureLayer") or "representation")
+    def feature_columns(self):
+        """The names the worker gives the current model's features (ModelInfo's `featureNames`):
+        `Cytogan_<layer>_<i>`, as in `cytogan extract`'s tables."""
+        return tables.feature_names(self.model_info())
 
     def model_info(self):
         return self.call("model/info")
@@ -379,8 +409,9 @@ class Worker:
     def extract(self, crops=None, *, manifest=None, output="auto", channels=None, metadata=None, keep=None,
                 table=None, on_error=None, batch_size=None, progress=None, timeout=None):
         """Features of crops (a list of CropSpec dicts) or of a manifest CSV, as `output`:
-        "pandas" — a DataFrame in pycytominer's layout (`Metadata_*` columns, then the features named
-        as the worker names them, `representation_0..` for the paper's layer);
+        "pandas" — a DataFrame in pycytominer's layout (`Metadata_*` columns and a manifest's key
+        columns ImageNumber, ObjectNumber, Location_*, then the features under the worker's names,
+        `Cytogan_<layer>_<i>`: `infer_cp_features(df, compartments=["Cytogan"])` finds them);
         "numpy" — a float32 (n, dim) array; "list" — lists; "auto" (default) — the first of those
         installed. With `on_error="skip"`, failed crops are NaN rows (None in lists) and the
         errors are in `self.last_errors` (and in a DataFrame's `attrs["errors"]`)."""
@@ -392,7 +423,7 @@ class Worker:
         meta = None
         if kind == "pandas":
             meta = self._metadata_for(crops, manifest, metadata)
-        cols = self.feature_columns(r["dim"]) if kind == "pandas" else None
+        cols = tables.feature_names(r) if kind == "pandas" else None
         out = tables.format_features(r["features"], r["dim"], kind, meta, columns=cols)
         if kind == "pandas":
             out.attrs["errors"] = self.last_errors
@@ -407,13 +438,14 @@ class Worker:
                                       batch_size)
         kind = tables.resolve_output(output)
         meta = self._metadata_for(crops, manifest, metadata) if kind == "pandas" else None
+        names = self.feature_columns() if kind == "pandas" else None
         call = self.connection.send_request("features/extract", params, progress=progress)
         dim = cols = None
         try:
             for offset, items in call.partials():
                 if dim is None:
                     dim = next((len(v) for v in items if v is not None), None)
-                    cols = self.feature_columns(dim) if dim and kind == "pandas" else None
+                    cols = names if dim and kind == "pandas" else None
                 if kind == "pandas":
                     m = meta.iloc[offset:offset + len(items)] if hasattr(meta, "iloc") else meta[offset:offset + len(items)]
                     block = tables.format_features(items, dim or 0, kind, m, index=range(offset, offset + len(items)),
@@ -437,7 +469,7 @@ class Worker:
         if crops is not None:
             return tables.crops_metadata(crops, metadata)
         path = manifest["path"] if isinstance(manifest, dict) else os.fspath(manifest)
-        meta = tables.manifest_metadata(path)
+        meta = tables.manifest_metadata(path, manifest.get("keepColumns") if isinstance(manifest, dict) else None)
         for k, v in (metadata or {}).items():  # request-wide metadata; the manifest's own columns win
             if k not in meta:
                 meta[k] = v
