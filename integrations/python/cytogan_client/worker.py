@@ -2,7 +2,7 @@
 method of protocol/PROTOCOL.md, jobs, streaming and feature tables.
 
     from cytogan_client import Worker
-    with Worker.start() as w:                       # cytogan from $CYTOGAN_BIN or PATH
+    with Worker.start() as w:                       # cytogan from $CYTOGAN_BIN, PATH or ~/.local/bin
         w.model_load("model.safetensors")
         df = w.extract(manifest="crops.csv")        # pandas: Metadata_* columns, then representation_*
 """
@@ -168,9 +168,9 @@ class Worker:
     @classmethod
     def start(cls, binary=None, args=(), *, initialize=True, log_level="warning", stderr=None, env=None,
               cwd=None, client_name=CLIENT_NAME, client_version=CLIENT_VERSION, timeout=60):
-        """Starts `BINARY serve ARGS...` (binary: given, $CYTOGAN_BIN, or `cytogan` on PATH) and
-        initializes it. The worker's log goes to a temporary file (see `log()`) unless `stderr`
-        is given."""
+        """Starts `BINARY serve ARGS...` (binary: given, $CYTOGAN_BIN, `cytogan` on PATH, or
+        ~/.local/bin/cytogan) and initializes it. The worker's log goes to a temporary file (see
+        `log()`) unless `stderr` is given."""
         proc, log_file = spawn(binary, args, log_level=log_level, stderr=stderr, env=env, cwd=cwd)
         conn = Connection(proc.stdout, proc.stdin, process=proc, log_file=log_file)
         w = cls(conn, process=proc)
