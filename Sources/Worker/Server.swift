@@ -3,6 +3,8 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Limits and names the worker runs with.
@@ -281,7 +283,7 @@ public final class Server: @unchecked Sendable {
         let t = Thread { [self] in
             var b: UInt8 = 0
             while true {
-                let n = Glibc.read(readFd, &b, 1)
+                let n = systemRead(readFd, &b, 1)
                 if n == 1 { terminate(reason: b == UInt8(SIGTERM) ? "SIGTERM" : "SIGINT") }
                 else if n < 0 && errno == EINTR { continue }
                 else { return }
