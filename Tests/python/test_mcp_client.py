@@ -145,7 +145,7 @@ def test_the_mcp_sdk_drives_every_tool_and_gets_the_command_lines_numbers(screen
         structured(await call("load_model", {"path": str(model)}))  # back to step 12
 
         # Features by crop paths and by manifest; pictures; profiles; realism.
-        by_paths = structured(await call("extract_features", {"crops": paths, "batchSize": 64}))
+        by_paths = structured(await call("extract_features", {"paths": paths, "batchSize": 64}))
         by_manifest = structured(await call("extract_features", {
             "manifest": str(manifest), "keep": True, "table": "cells", "returnFeatures": True, "batchSize": 64}))
         generated = await call("generate_cells", {"count": 4, "seed": 5, "pictures": "both"})
@@ -169,8 +169,8 @@ def test_the_mcp_sdk_drives_every_tool_and_gets_the_command_lines_numbers(screen
         # A bad argument is a tool error naming it, and the worker goes on.
         bad = plain(await call("generate_cells", {"count": 0}))
         assert bad["isError"] is True and "count" in bad["content"][0]["text"]
-        missing = plain(await call("extract_features", {"crops": [str(screen / "no-such.tif")]}))
-        assert missing["isError"] is True and "crops[0]" in missing["content"][0]["text"]
+        missing = plain(await call("extract_features", {"paths": [paths[0], str(screen / "no-such.tif")]}))
+        assert missing["isError"] is True and "paths[1]" in missing["content"][0]["text"]
         await s.send_ping()
 
         # Resources and prompts.

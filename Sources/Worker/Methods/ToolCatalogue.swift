@@ -262,8 +262,10 @@ private let cancelJobTool = passThrough(
 
 private let extractFeaturesTool = Tool(
     name: "extract_features", title: "Extract features",
-    description: "Feature vectors of cell crops from the current model's discriminator (the numbers `cytogan extract` writes), in the crops' order. Give crop paths (or crop objects) in `crops`, or a manifest CSV. keep: true also collects the rows, with their Metadata_* values, in a table for aggregate_profiles.",
+    description: "Feature vectors of cell crops from the current model's discriminator (the numbers `cytogan extract` writes), in the crops' order. Give crop image paths in `paths`, crop objects (or paths) in `crops`, or a manifest CSV. keep: true also collects the rows, with their Metadata_* values, in a table for aggregate_profiles.",
     inputSchema: object([
+        "paths": ["type": "array", "items": ["type": "string", "minLength": 1], "minItems": 1,
+                  "description": "Paths of crop images (each holding every channel): the same as `crops` given as strings."],
         "crops": crops,
         "manifest": manifest,
         "model": modelArgument,
@@ -279,12 +281,23 @@ private let extractFeaturesTool = Tool(
     annotations: computes,
     placement: always(.serial)) { call in
     let background = try call.arguments.bool("background", default: false)
-    let params = call.params(dropping: ["model"]) { p in
+    let paths = try call.arguments.optionalStrings("paths", count: 1...1_000_000)
+    if paths != nil, call.arguments.has("crops") || call.arguments.has("manifest") {
+        throw call.arguments.error("paths", "is one way to give the crops: give paths, crops or manifest, not two")
+    }
+    let params = call.params(dropping: ["model", "paths"]) { p in
+        if let paths { p["crops"] = .array(paths.map { ["path": .string($0)] }) }
         if let c = p["crops"] { p["crops"] = expandCrops(c) }
         if let m = p["manifest"] { p["manifest"] = expandManifest(m) }
     }
     _ = try loadModelArgument(call)
-    return ToolOutput(try call.method("features/extract", params, progress: !background).result)
+    do {
+        return ToolOutput(try call.method("features/extract", params, progress: !background).result)
+    } catch var e as RPCError where paths != nil {
+        // The method names crops[i]; this call gave them as paths[i].
+        if let f = e.data["field"]?.stringValue, f.hasPrefix("crops") { e.data["field"] = .string("paths" + f.dropFirst(5)) }
+        throw e
+    }
 }
 
 // MARK: Pictures

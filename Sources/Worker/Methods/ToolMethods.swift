@@ -177,8 +177,8 @@ struct ToolOutput {
 func namingTheArgument(_ error: RPCError, _ arguments: Params) -> RPCError {
     var e = error
     if e.data["field"] == nil {
-        if let i = e.data["index"]?.intValue, arguments.has("crops") {
-            e.data["field"] = .string("crops[\(i)]")
+        if let i = e.data["index"]?.intValue, let list = ["crops", "paths"].first(where: arguments.has) {
+            e.data["field"] = .string("\(list)[\(i)]")
         } else if arguments.has("manifest"), e.data["path"] != nil {
             e.data["field"] = "manifest"
         }
