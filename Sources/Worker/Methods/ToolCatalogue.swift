@@ -275,7 +275,7 @@ private let extractFeaturesTool = Tool(
         "table": string("The table kept rows go to (default `cells`)."),
         "returnFeatures": boolean("Return the feature vectors.", default: true),
         "onError": choice(["fail", "skip"], "A crop that cannot be read: fail the call, or skip it (listed in errors).", default: "fail"),
-        "batchSize": integer("Crops per batch.", minimum: 1, maximum: 1024, default: 64),
+        "batchSize": integer("Crops per batch (256, as `cytogan extract`, gives its numbers bit for bit).", minimum: 1, maximum: 1024, default: 256),
         "background": boolean("Run as a job (needs keep); follow it with job_status.", default: false),
     ]),
     annotations: computes,
@@ -289,6 +289,8 @@ private let extractFeaturesTool = Tool(
         if let paths { p["crops"] = .array(paths.map { ["path": .string($0)] }) }
         if let c = p["crops"] { p["crops"] = expandCrops(c) }
         if let m = p["manifest"] { p["manifest"] = expandManifest(m) }
+        // The command line's batch: same batches, same sums, the same numbers to the last bit.
+        if p["batchSize"] == nil { p["batchSize"] = 256 }
     }
     _ = try loadModelArgument(call)
     do {
