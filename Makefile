@@ -1,11 +1,16 @@
 # The README's two Quick start commands. Each installs what is missing first.
 #   make demo   set up, build in release mode, run the main job on built-in data
 #   make test   set up and run every test (Swift, then the Python reference checks)
+# Installing:
+#   make install [PREFIX=~/.local]   build, then PREFIX/bin/cytogan and PREFIX/share/cytogan (no root)
+#   make uninstall [PREFIX=...]      remove them again
+#   make dist                        dist/cytogan-VERSION-linux-ARCH.tar.gz, runs without Swift
 SWIFT ?= swift
 BIN := .build/release/cytogan
 VENV := .venv-test
+PREFIX ?= $(HOME)/.local
 
-.PHONY: setup build demo test test-swift test-python clean
+.PHONY: setup build demo test test-swift test-python install uninstall dist clean
 
 setup:
 	@./scripts/setup.sh
@@ -28,5 +33,19 @@ test-swift: setup
 test-python: build
 	./scripts/python-tests.sh
 
+install: build
+	install -d "$(PREFIX)/bin" "$(PREFIX)/share/cytogan"
+	install -m 755 $(BIN) "$(PREFIX)/bin/cytogan"
+	install -m 644 protocol/PROTOCOL.md "$(PREFIX)/share/cytogan/PROTOCOL.md"
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) echo "installed $(PREFIX)/bin/cytogan (on your PATH)";; \
+	  *) echo "installed $(PREFIX)/bin/cytogan; add $(PREFIX)/bin to PATH to call it as cytogan";; esac
+
+uninstall:
+	rm -f "$(PREFIX)/bin/cytogan"
+	rm -rf "$(PREFIX)/share/cytogan"
+
+dist: setup
+	./scripts/dist.sh
+
 clean:
-	rm -rf .build $(VENV) .venv-cp
+	rm -rf .build .build-dist dist $(VENV) .venv-cp .venv-mcp

@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
 # Installs the system libraries cytogan links against, only when they are missing.
 # Idempotent and quiet when everything is present; needs root (or sudo) for apt-get otherwise.
+# On macOS it only checks, and names the Homebrew command when something is missing.
 set -euo pipefail
+
+if [ "$(uname -s)" = Darwin ]; then
+  for n in openblas libtiff-4 libpng json-c zlib; do
+    if ! pkg-config --exists "$n" 2>/dev/null; then
+      echo "setup: pkg-config cannot find '$n'. With Homebrew:" >&2
+      echo "  brew install pkg-config openblas libtiff libpng json-c zlib" >&2
+      echo "  export PKG_CONFIG_PATH=\"\$(brew --prefix openblas)/lib/pkgconfig:\$(brew --prefix zlib)/lib/pkgconfig:\$PKG_CONFIG_PATH\"" >&2
+      exit 1
+    fi
+  done
+  exit 0
+fi
 
 packages=(pkg-config libopenblas-dev libtiff-dev libpng-dev libjson-c-dev zlib1g-dev)
 missing=()

@@ -1,5 +1,7 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A seeded xoshiro256** generator whose whole state is four words, so it can be stored in a

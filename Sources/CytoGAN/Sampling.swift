@@ -3,6 +3,8 @@ import CytoNN
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// How to walk between two noise vectors.

@@ -2,6 +2,8 @@ import CytoCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Shared body of the element-wise activations: output and input-gradient buffers, the

@@ -2,6 +2,8 @@ import CytoCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Losses over a batch of predictions: each returns the mean loss and writes d(loss)/d(prediction)

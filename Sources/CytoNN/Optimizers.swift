@@ -2,6 +2,8 @@ import CytoCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A learning rate with exponential decay: base * rate^(step / every), the exponent rounded

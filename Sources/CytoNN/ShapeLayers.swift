@@ -2,6 +2,8 @@ import CytoCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Additive Gaussian noise N(0, std^2) on the input, active only in training mode and when

@@ -2,6 +2,8 @@ import CytoCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Where the worker's input bytes come from: stdin in production, memory in tests.
@@ -18,7 +20,7 @@ public struct FileDescriptorSource: ByteSource {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         while true {
-            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            let n = systemRead(fd, buffer.baseAddress, buffer.count)
             if n >= 0 { return n }
             if errno == EINTR { continue }
             throw CytoError(.io, "reading input failed: errno \(errno)")

@@ -16,15 +16,34 @@ public final class Request: @unchecked Sendable {
     /// The worker serving this request: its job manager, services and notifications.
     public let server: Server
     private let lastProgress = Locked<Double>(-.infinity)
+    private let clientCancelled = Locked(false)
+    /// Images a handler made, kept for the tool that called it (only when `keepsImages`).
+    private let keptImages = Locked<GeneratedImages?>(nil)
+    /// Whether the handler should hand its images over (`keep(images:)`): set for tool calls.
+    let keepsImages: Bool
 
-    init(method: String, id: RequestID?, params: Params, progressToken: ProgressToken?, server: Server) {
+    init(method: String, id: RequestID?, params: Params, progressToken: ProgressToken?, server: Server,
+         cancellation: CancellationToken = CancellationToken(), keepsImages: Bool = false) {
         self.method = method
         self.id = id
         self.params = params
         self.progressToken = progressToken
-        self.cancellation = CancellationToken()
+        self.cancellation = cancellation
         self.server = server
+        self.keepsImages = keepsImages
     }
+
+    /// `notifications/cancelled` named this request (not a signal or a shutdown).
+    func markCancelledByClient() { clientCancelled.withLock { $0 = true } }
+    var wasCancelledByClient: Bool { clientCancelled.withLock { $0 } }
+
+    /// Hands images over to the tool that called the method (a no-op for ordinary requests).
+    func keep(images: GeneratedImages) {
+        guard keepsImages else { return }
+        keptImages.withLock { $0 = images }
+    }
+
+    var images: GeneratedImages? { keptImages.withLock { $0 } }
 
     public var isCancelled: Bool { cancellation.isCancelled }
 
@@ -91,6 +110,8 @@ struct MethodEntry: Sendable {
     let summary: String
     let execution: Execution
     let availability: Availability
+    /// Where one request runs, from its params; nil: always `execution`.
+    let placement: (@Sendable (Params) -> Execution)?
     let handler: MethodHandler
 }
 

@@ -3,6 +3,8 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Limits and names the worker runs with.
@@ -23,6 +25,9 @@ public struct ServerOptions: Sendable {
     /// Threads of the engine's pool (model methods, jobs); nil: every core. OpenBLAS itself runs
     /// one thread inside the pool.
     public var threads: Int? = nil
+    /// The protocol document offered as an MCP resource; nil: looked for beside the executable
+    /// (`share/cytogan/PROTOCOL.md` of an installed tree, `protocol/PROTOCOL.md` of a checkout).
+    public var protocolDocument: String?
 
     public init() {}
 }
@@ -52,6 +57,7 @@ public final class Server: @unchecked Sendable {
     private let cond = NSCondition()
     private var lifecycle = Lifecycle.uninitialized
     private var clientInfo: JSON = .null
+    private var negotiated: NegotiatedProtocol?
     private var outstandingLines = 0
     private var inflightCount = 0
     private var inflight: [RequestID: Request] = [:]
@@ -70,11 +76,13 @@ public final class Server: @unchecked Sendable {
     // MARK: Registration
 
     /// Registers a request method. `params`: the parameter names it takes (others get -32602);
-    /// `summary`: one line for `methods/list`; `execution`: where the handler runs.
+    /// `summary`: one line for `methods/list`; `execution`: where the handler runs, or `placement`:
+    /// where one request runs, decided from its (admitted) params (`tools/call` runs where its tool does).
     public func register(_ method: String, params: [String], summary: String, execution: Execution = .serial,
-                         availability: Availability = [], handler: @escaping MethodHandler) {
+                         availability: Availability = [], placement: (@Sendable (Params) -> Execution)? = nil,
+                         handler: @escaping MethodHandler) {
         let e = MethodEntry(name: method, params: Set(params), summary: summary, execution: execution,
-                            availability: availability, handler: handler)
+                            availability: availability, placement: placement, handler: handler)
         registry.withLock {
             precondition($0.methods[method] == nil && $0.notifications[method] == nil, "\(method) registered twice")
             $0.methods[method] = e
@@ -113,6 +121,22 @@ public final class Server: @unchecked Sendable {
                 }),
             ])
         }
+    }
+
+    /// Runs the registered method `method` with `params` on behalf of request `caller` (a tool
+    /// call): the caller's id, cancellation and, when `progress`, its progress token; its params
+    /// checked as a request's are. `keepImages`: the handler hands over the images it made.
+    /// Returns the method's result and those images.
+    func invoke(_ method: String, _ params: [String: JSON], for caller: Request, progress: Bool = true,
+                keepImages: Bool = false) throws -> (result: JSON, images: GeneratedImages?) {
+        guard let entry = registry.withLock({ $0.methods[method] }) else { throw RPCError.methodNotFound(method) }
+        let p = Params(params)
+        try p.rejectUnknown(allowed: entry.params)
+        let req = Request(method: method, id: caller.id, params: p, progressToken: progress ? caller.progressToken : nil,
+                          server: self, cancellation: caller.cancellation, keepsImages: keepImages)
+        try req.checkCancelled()
+        let result = try entry.handler(req)
+        return (result, req.images)
     }
 
     /// One shared object per type for the life of the worker (the loaded model, the profile
@@ -156,13 +180,14 @@ public final class Server: @unchecked Sendable {
 
     // MARK: Lifecycle
 
-    /// Marks the worker initialized; a second `initialize` is an error.
-    func markInitialized(client: JSON) throws {
+    /// Marks the worker initialized with the protocol agreed on; a second `initialize` is an error.
+    func markInitialized(client: JSON, protocol agreed: NegotiatedProtocol) throws {
         try locked {
             switch lifecycle {
             case .uninitialized:
                 lifecycle = .ready
                 clientInfo = client
+                negotiated = agreed
             case .ready:
                 throw RPCError(code: ErrorCode.alreadyInitialized, message: "already initialized: send initialize once",
                                kind: "already_initialized")
@@ -175,6 +200,9 @@ public final class Server: @unchecked Sendable {
     /// The client's `clientInfo` from `initialize` (null before).
     public var client: JSON { locked { clientInfo } }
 
+    /// The protocol agreed on in `initialize` (nil before): cytogan's own, or an MCP revision.
+    public var session: NegotiatedProtocol? { locked { negotiated } }
+
     private func locked<R>(_ body: () throws -> R) rethrows -> R {
         cond.lock()
         defer { cond.unlock() }
@@ -186,6 +214,7 @@ public final class Server: @unchecked Sendable {
     public func cancelRequest(_ id: RequestID, reason: String?) {
         let req = locked { inflight[id] }
         if let req {
+            req.markCancelledByClient()
             req.cancellation.cancel(reason: reason)
         } else {
             log.debug("notifications/cancelled for \(id): no such request in progress")
@@ -257,7 +286,7 @@ public final class Server: @unchecked Sendable {
         let t = Thread { [self] in
             var b: UInt8 = 0
             while true {
-                let n = Glibc.read(readFd, &b, 1)
+                let n = systemRead(readFd, &b, 1)
                 if n == 1 { terminate(reason: b == UInt8(SIGTERM) ? "SIGTERM" : "SIGINT") }
                 else if n < 0 && errno == EINTR { continue }
                 else { return }
@@ -493,16 +522,21 @@ public final class Server: @unchecked Sendable {
             inflightCount += 1
         }
         let work: @Sendable () -> Void = { [self] in
-            let response = run(entry, req)
+            var response = run(entry, req)
             locked {
                 if let requestId { inflight[requestId] = nil }
                 inflightCount -= 1
                 cond.broadcast()
             }
+            // MCP: a request the client cancelled gets no response at all, whatever it came to.
+            if response != nil, req.wasCancelledByClient, session?.isMCP == true {
+                log.debug("\(req.method) (id \(requestId.map { "\($0)" } ?? "none")) was cancelled by the client: no response (MCP)")
+                response = nil
+            }
             respond(response)
             if isShutdown { requestEnd() }
         }
-        switch entry.execution {
+        switch entry.placement?(req.params) ?? entry.execution {
         case .inline: work()
         case .serial: workThread.submit(work)
         case .concurrent: DispatchQueue.global().async(execute: work)

@@ -3,7 +3,18 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
+
+/// read(2), under a name no method shadows (`ByteSource.read`).
+func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+    #if canImport(Glibc)
+    Glibc.read(fd, buffer, count)
+    #else
+    Darwin.read(fd, buffer, count)
+    #endif
+}
 
 /// A value guarded by a lock: the way the worker shares mutable state between its threads.
 final class Locked<Value>: @unchecked Sendable {

@@ -5,6 +5,8 @@ import CytoNN
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `cytogan bench`: speed measurements of the engine, printed as JSON lines, and the safetensors

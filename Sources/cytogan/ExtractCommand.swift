@@ -8,6 +8,8 @@ import Profiling
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `cytogan extract`: per-crop feature vectors from a model's discriminator (or intensity and

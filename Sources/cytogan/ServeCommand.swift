@@ -5,6 +5,8 @@ import Worker
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `cytogan serve`: the long-lived JSON-RPC 2.0 worker on stdin/stdout (protocol/PROTOCOL.md).

@@ -8,6 +8,8 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// `cytogan train`: trains a GAN on the crops of a manifest, with progress, checkpoints and

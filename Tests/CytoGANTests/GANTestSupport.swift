@@ -7,6 +7,8 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Small fixtures for the GAN tests: a tiny configuration (16 x 16 x 3, a few filters) and

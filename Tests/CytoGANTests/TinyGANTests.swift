@@ -6,6 +6,8 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A tiny GAN on 16 x 16 grey images of one bright Gaussian blob at a random position.

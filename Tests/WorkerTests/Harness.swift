@@ -75,7 +75,8 @@ final class Harness: @unchecked Sendable {
     private var line = 0
     private var nextId = 1000
 
-    init(initialize: Bool = true, maxRunningJobs: Int = 1, maxLineBytes: Int = 1 << 20, maxBatch: Int = 100) {
+    init(initialize: Bool = true, protocolVersion: String = "1.0", maxRunningJobs: Int = 1, maxLineBytes: Int = 1 << 20,
+         maxBatch: Int = 100) {
         var o = ServerOptions()
         o.version = "9.9.9"
         o.maxRunningJobs = maxRunningJobs
@@ -85,7 +86,7 @@ final class Harness: @unchecked Sendable {
         server.registerStandardMethods()
         Harness.registerTestMethods(server)
         if initialize {
-            let r = call("initialize", ["protocolVersion": "1.0", "clientInfo": ["name": "tests", "version": "1"]])
+            let r = call("initialize", ["protocolVersion": .string(protocolVersion), "clientInfo": ["name": "tests", "version": "1"]])
             precondition(r["result"] != nil, "initialize failed: \(r.serialized)")
         }
     }

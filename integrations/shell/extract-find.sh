@@ -5,6 +5,6 @@
 set -euo pipefail
 model=${1:?usage: extract-find.sh MODEL CROPS_DIR}
 crops=${2:?usage: extract-find.sh MODEL CROPS_DIR}
-cytogan=${CYTOGAN:-cytogan}
+cytogan=${CYTOGAN:-${CYTOGAN_BIN:-cytogan}}
 
 find "$crops" -name '*.tif' | sort | "$cytogan" extract --model "$model" --paths -

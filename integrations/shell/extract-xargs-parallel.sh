@@ -8,7 +8,7 @@ crops=${2:?}
 out=${3:?}
 procs=${4:-2}
 per=${5:-200}
-cytogan=${CYTOGAN:-cytogan}
+cytogan=${CYTOGAN:-${CYTOGAN_BIN:-cytogan}}
 parts=$(mktemp -d)
 trap 'rm -rf "$parts"' EXIT
 

@@ -7,7 +7,7 @@ set -euo pipefail
 out=${1:?usage: make-model.sh OUT.safetensors [PRESET] [SEED]}
 preset=${2:-small-64}
 seed=${3:-0}
-cytogan=${CYTOGAN:-cytogan}
+cytogan=${CYTOGAN:-${CYTOGAN_BIN:-cytogan}}
 out_abs=$(realpath -m "$out")
 
 # One JSON request per line; the worker answers each on one line of stdout.

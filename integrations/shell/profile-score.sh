@@ -7,7 +7,7 @@ set -euo pipefail
 model=${1:?usage: profile-score.sh MODEL crops.csv WORKDIR}
 manifest=${2:?}
 work=${3:?}
-cytogan=${CYTOGAN:-cytogan}
+cytogan=${CYTOGAN:-${CYTOGAN_BIN:-cytogan}}
 mkdir -p "$work"
 
 "$cytogan" extract --model "$model" --manifest "$manifest" --out "$work/cells.csv"

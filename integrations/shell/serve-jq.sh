@@ -7,7 +7,7 @@
 set -euo pipefail
 model=${1:?usage: serve-jq.sh MODEL CROPS_DIR}
 crops=${2:?}
-cytogan=${CYTOGAN:-cytogan}
+cytogan=${CYTOGAN:-${CYTOGAN_BIN:-cytogan}}
 model_abs=$(realpath "$model")
 list=$(mktemp)
 trap 'rm -f "$list"' EXIT

@@ -37,6 +37,8 @@ extension Server {
         registerSampleMethods()
         registerTrainMethods()
         registerRealismMethods()
+        registerToolMethods()
+        registerResourceMethods()
     }
 
     /// A worker on stdin/stdout with every standard method registered.

@@ -25,8 +25,8 @@ extension Server {
                  handler: normalizeProfiles)
 
         register("profiles/score",
-                 params: ["source", "moa", "compound", "concentration", "batch", "exclude", "metrics", "confusion", "distance"],
-                 summary: "MOA scores of profiles by leave-one-compound-out nearest neighbours: NSC, NSCB, per-compound accuracy, mAP.",
+                 params: ["source", "moa", "compound", "concentration", "batch", "exclude", "metrics", "confusion", "distance", "neighbors"],
+                 summary: "MOA scores of profiles by leave-one-compound-out nearest neighbours: NSC, NSCB, per-compound accuracy, mAP, and each treatment's nearest neighbours.",
                  handler: scoreProfiles)
 
         register("profiles/export", params: ["source", "path", "format"],
@@ -167,6 +167,7 @@ private func scoreProfiles(_ req: Request) throws -> JSON {
     }
     let confusion = try p.bool("confusion", default: false)
     let distance = DistanceMetric(rawValue: try p.choice("distance", DistanceMetric.allCases.map(\.rawValue), default: "cosine"))!
+    let neighbors = try p.int("neighbors", default: 0, in: 0...1000)
 
     var table = try source.load(req.server.profiles, field: "source", cancellation: req.cancellation)
     try requireColumn(table, compound, field: "compound", source: source)
@@ -193,10 +194,31 @@ private func scoreProfiles(_ req: Request) throws -> JSON {
                             field: "compound")
         }
         return try scoreMOA(treatments: tp.treatments, profiles: tp.profiles, featureCount: tp.featureNames.count,
-                            distance: distance, useBatches: batchColumn != nil, neighborCount: 0)
+                            distance: distance, useBatches: batchColumn != nil, neighborCount: neighbors)
     }
     try req.checkCancelled()
-    return .object(scoreJSON(score, metrics: Set(metrics), confusion: confusion))
+    var result = scoreJSON(score, metrics: Set(metrics), confusion: confusion)
+    if neighbors > 0 { result["neighbors"] = neighborsJSON(score) }
+    return .object(result)
+}
+
+/// Each treatment (in (compound, concentration) order) with its nearest treatments of other
+/// compounds, nearest first: what `cytogan profile score --neighbors` lists.
+func neighborsJSON(_ s: MOAScore) -> JSON {
+    func treatment(_ i: Int) -> [String: JSON] {
+        let t = s.treatments[i]
+        return ["compound": .string(t.compound), "concentration": .double(t.concentration), "moa": .string(t.moa)]
+    }
+    return .array(s.treatments.indices.map { i in
+        var o = treatment(i)
+        o["nscCorrect"] = .bool(s.scores[i].nscCorrect)
+        o["neighbors"] = .array(s.scores[i].neighbors.map { n in
+            var x = treatment(n.index)
+            x["distance"] = .double(n.distance)
+            return .object(x)
+        })
+        return .object(o)
+    })
 }
 
 /// The `profiles/export` handler (PROTOCOL.md §8.7).

@@ -47,6 +47,8 @@ private func generateSamples(_ req: Request) throws -> JSON {
     let z = try count.map { NoiseSpace.draw(count: $0, latent: dim, seed: seed) } ?? latents.flatMap { try $0.resolve(dim: dim) }
     let n = z.count / dim
     let images = try generate(req, z, count: n)
+    req.keep(images: GeneratedImages(images, count: n, config: config, montage: ImageOutput.rowsOfTen(n),
+                                     captions: (0..<n).map { "cell \($0)" }))
     var result: [String: JSON] = ["count": JSON(n)]
     if returnLatents { result["latents"] = .array(vectorsJSON(z, width: dim)) }
     if returnImages { result["images"] = .array(imagesJSON(images, count: n, config: config)) }
@@ -71,6 +73,8 @@ private func interpolateSamples(_ req: Request) throws -> JSON {
     let a = try from.resolve(dim: dim), b = try to.resolve(dim: dim)
     let z = try NoiseSpace.interpolate(a, b, steps: steps, mode: mode).flatMap { $0 }
     let images = try generate(req, z, count: steps)
+    req.keep(images: GeneratedImages(images, count: steps, config: config, montage: [Array(0..<steps)],
+                                     captions: (0..<steps).map { "point \($0 + 1) of \(steps)" }))
     var result: [String: JSON] = ["count": JSON(steps)]
     if returnLatents { result["latents"] = .array(vectorsJSON(z, width: dim)) }
     if returnImages { result["images"] = .array(imagesJSON(images, count: steps, config: config)) }
@@ -91,6 +95,7 @@ private func sampleAlgebra(_ req: Request) throws -> JSON {
     let (a, b, c) = (try terms[0].resolve(dim: dim), try terms[1].resolve(dim: dim), try terms[2].resolve(dim: dim))
     let r = try NoiseSpace.algebra(a, minus: b, plus: c)
     let images = try generate(req, a + b + c + r, count: 4)
+    req.keep(images: GeneratedImages(images, count: 4, config: config, montage: [[0, 1, 2, 3]], captions: ["a", "b", "c", "a - b + c"]))
     var result: [String: JSON] = ["latent": vectorsJSON(r, width: dim)[0],
                                   "terms": ["a": vectorsJSON(a, width: dim)[0], "b": vectorsJSON(b, width: dim)[0],
                                             "c": vectorsJSON(c, width: dim)[0]]]
@@ -139,6 +144,8 @@ private func encodeCells(_ req: Request) throws -> JSON {
         start += n
         req.progress(Double(start), total: Double(crops.count), message: "cell \(start)/\(crops.count)")
     }
+    req.keep(images: GeneratedImages(recon, count: crops.count, config: config, montage: ImageOutput.rowsOfTen(crops.count),
+                                     captions: (0..<crops.count).map { "reconstruction of crop \($0)" }))
     var result: [String: JSON] = ["latents": .array(vectorsJSON(z, width: dim)), "pixelError": .array(pixel.map { .float($0) }),
                                   "featureError": .array(feature.map { .float($0) })]
     if returnImages { result["images"] = .array(imagesJSON(recon, count: crops.count, config: config)) }
@@ -327,5 +334,13 @@ struct ImageOutput {
             try SampleImages.writeMontage(images, rows: rows, channels: c, size: s, to: path)
             result["montage"] = .string(path)
         }
+    }
+}
+
+extension GeneratedImages {
+    /// `count` images of a model of configuration `config`.
+    init(_ planes: [Float], count: Int, config: GANConfig, montage: [[Int]], captions: [String]) {
+        self.init(planes: planes, count: count, channels: config.architecture.channels, size: config.architecture.size,
+                  montageRows: montage, captions: captions)
     }
 }

@@ -544,11 +544,22 @@ class _TextWriterAdapter:
         self.f.close()
 
 
+# Where `make install` and the release's install.sh put cytogan by default. Programs started
+# without a login shell (CellProfiler from a desktop menu, Dask workers started by a batch system)
+# often lack ~/.local/bin on PATH, so it is also looked for there.
+DEFAULT_INSTALL = os.path.join("~", ".local", "bin", "cytogan")
+
+
 def find_binary(binary=None):
-    """The cytogan executable: `binary`, else $CYTOGAN_BIN, else `cytogan` on PATH."""
+    """The cytogan executable: `binary`, else $CYTOGAN_BIN, else `cytogan` on PATH, else the
+    default install location ~/.local/bin/cytogan."""
+    installed = os.path.expanduser(DEFAULT_INSTALL)
     cand = binary or os.environ.get("CYTOGAN_BIN") or shutil.which("cytogan")
+    if not cand and os.access(installed, os.X_OK):
+        cand = installed
     if not cand:
-        raise FileNotFoundError("cytogan binary not found: pass binary=..., set CYTOGAN_BIN, or put cytogan on PATH")
+        raise FileNotFoundError("cytogan binary not found: pass binary=..., set CYTOGAN_BIN, put cytogan on PATH, "
+                                "or install it (make install, or a release's install.sh) into ~/.local")
     cand = os.fspath(cand)
     if not os.path.exists(cand):
         raise FileNotFoundError(f"cytogan binary not found at {cand}")

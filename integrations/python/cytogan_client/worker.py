@@ -2,7 +2,7 @@
 method of protocol/PROTOCOL.md, jobs, streaming and feature tables.
 
     from cytogan_client import Worker
-    with Worker.start() as w:                       # cytogan from $CYTOGAN_BIN or PATH
+    with Worker.start() as w:                       # cytogan from $CYTOGAN_BIN, PATH or ~/.local/bin
         w.model_load("model.safetensors")
         df = w.extract(manifest="crops.csv")        # pandas: Metadata_* and key columns, then Cytogan_*
 """
@@ -191,8 +191,8 @@ class Worker:
     @classmethod
     def start(cls, binary=None, args=(), *, threads=None, initialize=True, log_level="warning", stderr=None, env=None,
               cwd=None, client_name=CLIENT_NAME, client_version=CLIENT_VERSION, timeout=60):
-        """Starts `BINARY serve --threads N ARGS...` (binary: given, $CYTOGAN_BIN, or `cytogan` on
-        PATH) and initializes it. `threads` bounds the worker's computing threads; by default
+        """Starts `BINARY serve --threads N ARGS...` (binary: given, $CYTOGAN_BIN, `cytogan` on PATH,
+        or ~/.local/bin/cytogan) and initializes it. `threads` bounds the worker's computing threads; by default
         `default_threads()`: $CYTOGAN_THREADS, else every core this process may use. When you
         start several workers on one machine, give each its share (`default_threads(workers=n)`).
         The worker's log goes to a temporary file (see `log()`) unless `stderr` is given."""
@@ -559,15 +559,17 @@ class Worker:
                                                          spherize_method=spherize_method), timeout=timeout)
 
     def profiles_score(self, source, *, moa=None, compound=None, concentration=None, batch=None, exclude=None,
-                       metrics=None, confusion=None, distance=None, timeout=None):
-        """MOA matching of profiles (NSC, NSCB, per-compound accuracy, mAP, confusion).
+                       metrics=None, confusion=None, distance=None, neighbors=None, timeout=None):
+        """MOA matching of profiles (NSC, NSCB, per-compound accuracy, mAP, confusion; with
+        `neighbors`, each treatment's nearest treatments of other compounds).
         `exclude` is {"column", "values"} or a (column, [values]) pair."""
         if isinstance(exclude, tuple):
             column, values = exclude
             exclude = {"column": column, "values": list(values)}
         return self.call("profiles/score", params_of(source=_table_ref(source), moa=moa, compound=compound,
                                                      concentration=concentration, batch=batch, exclude=exclude,
-                                                     metrics=metrics, confusion=confusion, distance=distance),
+                                                     metrics=metrics, confusion=confusion, distance=distance,
+                                                     neighbors=neighbors),
                          timeout=timeout)
 
     def profiles_export(self, source, path, *, format=None, timeout=None):
@@ -576,6 +578,27 @@ class Worker:
 
     def profiles_drop(self, table):
         return self.call("profiles/drop", table=table)
+
+    # The MCP methods (protocol/PROTOCOL.md section 8.10), for scripts that want a tool's answer
+    # as an agent sees it; a tool's failure comes back as a result with "isError": true.
+
+    def tools_list(self, cursor=None):
+        return self.call("tools/list", params_of(cursor=cursor))
+
+    def tools_call(self, name, arguments=None, *, timeout=None, progress=None):
+        return self.call("tools/call", params_of(name=name, arguments=arguments), timeout=timeout, progress=progress)
+
+    def resources_list(self, cursor=None):
+        return self.call("resources/list", params_of(cursor=cursor))
+
+    def resources_read(self, uri):
+        return self.call("resources/read", params_of(uri=uri))
+
+    def prompts_list(self, cursor=None):
+        return self.call("prompts/list", params_of(cursor=cursor))
+
+    def prompts_get(self, name, arguments=None):
+        return self.call("prompts/get", params_of(name=name, arguments=arguments))
 
     def table(self, name, output="auto"):
         """A profile table held by the worker, read back through `profiles/export` to a temporary
