@@ -29,20 +29,16 @@ public struct DCGANArchitecture: Sendable, Equatable {
     /// Pixels the generator draws beyond each side of the image and crops away ("crop" layer),
     /// so its zero-padded convolutions leave no rim at the edges (0: the paper's generator).
     public var outputMargin: Int
-    /// Per-pixel noise with a learned strength per channel after each upsampling block's
-    /// BatchNorm (layers "noise<i>"): a source of fine random detail for the generator.
-    public var generatorNoise: Bool
 
     public init(size: Int = 96, channels: Int = 3, latent: Int = 100, generatorWidths: [Int] = [256, 128, 64, 32],
                 discriminatorWidths: [Int] = [32, 64, 128, 256], discriminatorStrides: [Int] = [1, 2, 2, 2],
                 representation: Int = 100, kernel: Int = 5, leak: Float = 0.2, noiseStd: Float = 0.1, fusedUpsample: Bool = true,
-                outputMargin: Int = 0, generatorNoise: Bool = false) {
+                outputMargin: Int = 0) {
         self.size = size; self.channels = channels; self.latent = latent
         self.generatorWidths = generatorWidths; self.discriminatorWidths = discriminatorWidths
         self.discriminatorStrides = discriminatorStrides; self.representation = representation
         self.kernel = kernel; self.leak = leak; self.noiseStd = noiseStd; self.fusedUpsample = fusedUpsample
         self.outputMargin = outputMargin
-        self.generatorNoise = generatorNoise
     }
 
     /// The paper's networks on 96 x 96 x 3 crops.
@@ -77,9 +73,8 @@ public struct DCGANArchitecture: Sendable, Equatable {
         }
     }
 
-    /// The generator; parameters are zero until `initialize` is called on it. Its noise layers
-    /// (with `generatorNoise`) draw in training from streams of `seed`.
-    public func makeGenerator(seed: UInt64 = 0) throws -> Network {
+    /// The generator; parameters are zero until `initialize` is called on it.
+    public func makeGenerator() throws -> Network {
         try validate()
         let s0 = startSize, g = generatorWidths
         var layers: [any Layer] = [
@@ -96,9 +91,6 @@ public struct DCGANArchitecture: Sendable, Equatable {
                 layers.append(Conv2D(name: "conv\(i)", inChannels: g[i - 1], outChannels: g[i], kernel: kernel))
             }
             layers.append(BatchNorm(name: "bn\(i)", features: g[i]))
-            if generatorNoise {
-                layers.append(NoiseInjection(name: "noise\(i)", channels: g[i], rng: RandomStream(seed: seed, purpose: "generator-noise-\(i)")))
-            }
             layers.append(LeakyReLU(name: "lrelu\(i)", alpha: leak))
         }
         layers.append(Conv2D(name: "conv\(g.count)", inChannels: g[g.count - 1], outChannels: channels, kernel: kernel))

@@ -462,9 +462,9 @@ public struct GANConfig: Sendable, Equatable {
 }
 
 extension DCGANArchitecture {
-    /// The JSON form stored in checkpoints (every size a key; `generator_noise` only when on).
+    /// The JSON form stored in checkpoints (every size a key).
     public var json: JSON {
-        var o: [String: JSON] = [
+        [
             "size": JSON(size), "channels": JSON(channels), "latent": JSON(latent),
             "generator_widths": .array(generatorWidths.map { JSON($0) }),
             "discriminator_widths": .array(discriminatorWidths.map { JSON($0) }),
@@ -473,8 +473,6 @@ extension DCGANArchitecture {
             "leak": .float(leak), "noise_std": .float(noiseStd), "fused_upsample": .bool(fusedUpsample),
             "output_margin": JSON(outputMargin),
         ]
-        if generatorNoise { o["generator_noise"] = .bool(true) }
-        return .object(o)
     }
 
     /// Parses the `json` form; missing keys take the paper's values.
@@ -501,19 +499,18 @@ extension DCGANArchitecture {
             guard let x = v.doubleValue, x.isFinite else { throw bad(k, "'\(k)' must be a number") }
             return Float(x)
         }
-        func bool(_ k: String, _ d: Bool) throws -> Bool {
-            guard let v = o[k], !v.isNull else { return d }
-            guard let b = v.boolValue else { throw bad(k, "'\(k)' must be true or false") }
-            return b
+        var fused = p.fusedUpsample
+        if let f = o["fused_upsample"], !f.isNull {
+            guard let b = f.boolValue else { throw bad("fused_upsample", "'fused_upsample' must be true or false") }
+            fused = b
         }
         self.init(size: try int("size", p.size), channels: try int("channels", p.channels), latent: try int("latent", p.latent),
                   generatorWidths: try ints("generator_widths", p.generatorWidths),
                   discriminatorWidths: try ints("discriminator_widths", p.discriminatorWidths),
                   discriminatorStrides: try ints("discriminator_strides", p.discriminatorStrides),
                   representation: try int("representation", p.representation), kernel: try int("kernel", p.kernel),
-                  leak: try float("leak", p.leak), noiseStd: try float("noise_std", p.noiseStd),
-                  fusedUpsample: try bool("fused_upsample", p.fusedUpsample), outputMargin: try int("output_margin", p.outputMargin),
-                  generatorNoise: try bool("generator_noise", p.generatorNoise))
+                  leak: try float("leak", p.leak), noiseStd: try float("noise_std", p.noiseStd), fusedUpsample: fused,
+                  outputMargin: try int("output_margin", p.outputMargin))
         try validate()
     }
 }

@@ -61,7 +61,7 @@ public final class GANModel {
         try config.validate()
         self.config = config
         let arch = config.architecture
-        generator = try arch.makeGenerator(seed: config.seed)
+        generator = try arch.makeGenerator()
         discriminator = try arch.makeDiscriminator(noise: RandomStream(seed: config.seed, purpose: "discriminator-noise"))
         var rng = RandomStream(seed: config.seed, purpose: "init")
         generator.initialize(config.initialization, rng: &rng)
@@ -99,9 +99,6 @@ public final class GANModel {
     /// The discriminator's input-noise layer (its stream is part of the checkpoint).
     public var noiseLayer: GaussianNoise? { discriminator.noiseLayers.first }
 
-    /// The generator's noise-injection layers (their streams are part of the checkpoint).
-    public var generatorNoiseLayers: [NoiseInjection] { generator.layers.compactMap { $0 as? NoiseInjection } }
-
     /// Crops the trainer has shown the discriminator (batch x critic steps x generator steps).
     public var imagesSeen: Int { discriminatorOptimizer.step * config.batchSize }
 
@@ -116,7 +113,6 @@ public final class GANModel {
         ]
         if let n = noiseLayer { s["discriminator_noise"] = n.rng }
         if let a = trainingStep.diffAugment { s["diff_augment"] = a.rng }
-        for l in generatorNoiseLayers { s["generator_\(l.name)"] = l.rng }
         return s
     }
 
@@ -236,7 +232,6 @@ public final class GANModel {
         model.trainingStep.mixRNG = try stream("interpolation")
         model.noiseLayer?.rng = try stream("discriminator_noise")
         if let a = model.trainingStep.diffAugment { a.rng = try stream("diff_augment") }
-        for l in model.generatorNoiseLayers { l.rng = try stream("generator_\(l.name)") }
         model.cursor = DataCursor(epoch: try int(CheckpointKeys.epoch), position: try int(CheckpointKeys.position),
                                   datasetCount: try int(CheckpointKeys.datasetCount),
                                   orderAtEpochStart: try stream("data_order_epoch_start"), augmentation: try stream("augmentation"))
