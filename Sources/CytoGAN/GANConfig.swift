@@ -238,8 +238,10 @@ public struct GANConfig: Sendable, Equatable {
     ///   of each channel, so the background is -1 and bright nuclei keep their texture), no input
     ///   noise and no differentiable augmentation in the discriminator (both hid the background
     ///   level and blurred what it could see), a generator that draws 4 pixels beyond each side
-    ///   and crops them (no zero-padding rim), and every generated image drawn from a moving
-    ///   average of the generator's weights (decay 0.995); features as in cpu-64.
+    ///   and crops them (no zero-padding rim), a discriminator that learns as fast as the
+    ///   generator (its learning rate raised to the generator's: it pushes the generator towards
+    ///   sharp detail sooner), and every generated image drawn from a moving average of the
+    ///   generator's weights (decay 0.995); features as in cpu-64.
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
@@ -270,6 +272,7 @@ public struct GANConfig: Sendable, Equatable {
             c.datasetFloorPercentile = 1
             c.generatorAverage = 0.995
             c.discriminatorAverage = 0.999
+            c.discriminatorRate = c.generatorRate
             c.featureLayer = FeatureLayer(parts: [.allBlocks(.mean), .allBlocks(.std)], views: .dihedral)
             return c
         default:
