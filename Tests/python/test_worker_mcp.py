@@ -169,12 +169,7 @@ def test_a_call_cancelled_by_an_mcp_client_gets_no_response_and_its_progress_cam
         # A computing request after it: it runs once the cancelled one has stopped, so its answer
         # comes after anything the cancelled one could have written.
         w.send({"jsonrpc": "2.0", "id": "next", "method": "tools/call", "params": {"name": "generate_cells", "arguments": {"count": 2}}})
-        seen = []
-        while True:
-            m = w.recv(timeout=60)
-            seen.append(m)
-            if m.get("id") == "next":
-                break
+        _, seen = w.recv_until("next", timeout=60)
         assert not [m for m in seen if m.get("id") == "long"], "the cancelled request was answered"
         progress = [m["params"]["progress"] for m in seen if m.get("method") == "notifications/progress"]
         assert all(p < 10000 for p in progress)
@@ -193,10 +188,7 @@ def test_a_cancelled_tool_call_in_a_cytogan_session_is_answered_with_minus_32800
             "name": "generate_cells", "arguments": {"count": 10000, "pictures": "none"}, "_meta": {"progressToken": 1}}})
         assert w.recv(timeout=60)["method"] == "notifications/progress"
         w.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}})
-        while True:
-            m = w.recv(timeout=60)
-            if m.get("id") == 7:
-                break
+        m, _ = w.recv_until(7, timeout=60)
         assert m["error"]["code"] == -32800 and m["error"]["data"]["requestId"] == 7
     finally:
         w.kill()
@@ -213,12 +205,7 @@ def test_job_status_waits_for_a_training_job_and_passes_its_progress_on(tmp_path
         t0 = time.time()
         w.send({"jsonrpc": "2.0", "id": "w", "method": "tools/call", "params": {
             "name": "job_status", "arguments": {"jobId": job["jobId"], "waitSeconds": 120}, "_meta": {"progressToken": "t"}}})
-        seen = []
-        while True:
-            m = w.recv(timeout=150)
-            seen.append(m)
-            if m.get("id") == "w":
-                break
+        m, seen = w.recv_until("w", timeout=150)
         status = json.loads(m["result"]["content"][0]["text"])
         assert status["state"] == "done" and status["result"]["step"] == 6 and time.time() - t0 < 120
         mine = [x["params"] for x in seen if x.get("method") == "notifications/progress" and x["params"]["progressToken"] == "t"]

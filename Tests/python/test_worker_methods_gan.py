@@ -37,13 +37,8 @@ def exchange(w, method, params=None, id=None):
     if params is not None:
         msg["params"] = params
     w.send(msg)
-    notes = []
-    while True:
-        m = w.recv(timeout=60)
-        if "method" in m:
-            notes.append(m)
-        elif m.get("id") == rid:
-            return m, notes
+    m, seen = w.recv_until(rid, timeout=60)
+    return m, [n for n in seen if "method" in n]
 
 
 @pytest.fixture(scope="module")
@@ -372,10 +367,7 @@ def test_a_cancelled_extraction_keeps_nothing(crops):
             if m.get("method") == "notifications/progress" and m["params"]["progress"] >= 80:
                 break
         w.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "x", "reason": "stop"}})
-        while True:
-            m = w.recv(timeout=60)
-            if m.get("id") == "x":
-                break
+        m, _ = w.recv_until("x", timeout=60)
         assert m["error"]["code"] == -32800 and m["error"]["data"]["reason"] == "stop"
         assert ok(w.call("profiles/list")) == {"tables": []}
         # A background extraction job keeps its rows when done.

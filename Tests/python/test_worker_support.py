@@ -81,10 +81,16 @@ class Worker:
         if params is not None:
             msg["params"] = params
         self.send(msg)
+        return self.recv_until(id)[0]
+
+    def recv_until(self, id, timeout=20):
+        """Reads up to the response to request `id`: (that response, every message read, it last)."""
+        seen = []
         while True:
-            r = self.recv()
+            r = self.recv(timeout)
+            seen.append(r)
             if isinstance(r, dict) and "method" not in r and r.get("id") == id:
-                return r
+                return r, seen
 
     def initialize(self):
         r = self.call("initialize", {"protocolVersion": "1.0", "clientInfo": {"name": "pytest", "version": "1"}})
