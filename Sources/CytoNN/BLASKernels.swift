@@ -1,0 +1,62 @@
+import CBLAS
+import CytoCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Which of OpenBLAS's GEMM kernels this process runs, and the better ones it can ask for.
+///
+/// OpenBLAS picks its kernels when it loads, from the CPU's model number. A model newer than the
+/// library (a recent Xeon, often under a hypervisor that names it only "Intel Xeon Processor")
+/// makes it fall back to its generic SSE3 kernel ("Prescott"), 2.5 to 5 times slower than the
+/// AVX2 or AVX-512 kernels the CPU can run. The library reads `OPENBLAS_CORETYPE` only at load
+/// time, so the command line sets it and starts itself again (`relaunchWithBestKernels`).
+public enum BLASKernels {
+    /// Kernel families that already use AVX2 and FMA or better: nothing to gain by asking.
+    static let modern: Set<String> = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"]
+
+    /// The kernel family OpenBLAS is using ("SkylakeX", "Haswell", "Zen", "Prescott", ...).
+    public static var current: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+
+    /// The family to ask for when OpenBLAS fell back to an older kernel than the CPU's flags
+    /// (/proc/cpuinfo's `flags`) allow, else nil.
+    public static func recommended(current: String, cpuFlags flags: Set<String>) -> String? {
+        guard !modern.contains(current.lowercased()) else { return nil }
+        let avx512 = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
+        if avx512.allSatisfy(flags.contains) { return "SkylakeX" }
+        if flags.contains("avx2") && flags.contains("fma") { return "Haswell" }
+        return nil
+    }
+
+    /// The flags of the first processor in /proc/cpuinfo (empty where there is none).
+    public static func cpuFlags(cpuinfo path: String = "/proc/cpuinfo") -> Set<String> {
+        guard let bytes = try? readFileBytes(path) else { return [] }
+        let text = String(decoding: bytes, as: UTF8.self)
+        for line in text.split(separator: "\n") where line.hasPrefix("flags") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
+        }
+        return []
+    }
+
+    /// Starts this program again with `OPENBLAS_CORETYPE` set when OpenBLAS fell back to a slower
+    /// kernel than the CPU supports. Call first thing in `main`, before any other work: the new
+    /// image keeps the process id, arguments and open files. A user's own `OPENBLAS_CORETYPE`
+    /// is left alone; if the relaunch fails the program simply goes on with the kernel it has.
+    public static func relaunchWithBestKernels() {
+        #if os(Linux)
+        guard getenv("OPENBLAS_CORETYPE") == nil,
+              let better = recommended(current: current, cpuFlags: cpuFlags()) else { return }
+        setenv("OPENBLAS_CORETYPE", better, 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // Still here: exec failed; keep the kernel this process has.
+        unsetenv("OPENBLAS_CORETYPE")
+        #endif
+    }
+}
