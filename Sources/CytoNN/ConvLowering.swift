@@ -318,6 +318,20 @@ final class ConvWorker {
             var xx = lo
             if sw == 1 {
                 while xx < hi { dst[xx] += seg[xx]; xx += 1 }
+            } else if sw == 2 {
+                // Four gradients into the even elements of an 8-float window (the odd ones are
+                // written back unchanged), while the window stays inside the row; the same sums
+                // as one at a time.
+                let rowEnd = geo.w - (kx - geo.padLeft)
+                while xx + 4 <= hi && 2 * xx + 8 <= rowEnd {
+                    let p = UnsafeMutableRawPointer(dst + 2 * xx)
+                    let g = UnsafeRawPointer(seg + xx).loadUnaligned(as: SIMD4<Float>.self)
+                    var v = p.loadUnaligned(as: SIMD8<Float>.self)
+                    v.evenHalf += g
+                    p.storeBytes(of: v, as: SIMD8<Float>.self)
+                    xx += 4
+                }
+                while xx < hi { dst[2 * xx] += seg[xx]; xx += 1 }
             } else {
                 while xx < hi { dst[sw * xx] += seg[xx]; xx += 1 }
             }

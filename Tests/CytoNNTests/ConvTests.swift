@@ -45,6 +45,7 @@ struct ConvTests {
         ConvCase(n: 2, c: 2, h: 42, w: 40, o: 9, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same),    // im2col, direct output (>= 1536 px)
         ConvCase(n: 2, c: 40, h: 41, w: 40, o: 12, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),  // per-tap, direct output
         ConvCase(n: 2, c: 5, h: 8, w: 7, o: 3, kh: 4, kw: 2, sh: 3, sw: 2, padding: .same),      // even kernel, stride 3
+        ConvCase(n: 2, c: 4, h: 12, w: 29, o: 10, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),  // stride 2, rows wide enough for 8-float windows
         ConvCase(n: 2, c: 4, h: 8, w: 9, o: 3, kh: 3, kw: 3, sh: 2, sw: 2, padding: .valid),
         ConvCase(n: 3, c: 30, h: 7, w: 7, o: 4, kh: 5, kw: 5, sh: 2, sw: 2, padding: .valid),    // per-tap valid
         ConvCase(n: 1, c: 6, h: 5, w: 5, o: 2, kh: 1, kw: 1, sh: 1, sw: 1, padding: .same),      // 1x1

@@ -340,13 +340,8 @@ private let interpolateCellsTool = Tool(
         "output": imageOutput,
     ], required: ["from", "to"]),
     annotations: computes, placement: always(.serial)) { call in
-    let which = try pictureChoice(call.arguments, count: call.arguments.values["steps"]?.intValue ?? 8)
-    let params = call.params(dropping: ["model", "pictures"]) { p in
-        for k in ["from", "to"] where p[k] != nil { p[k] = expandLatent(p[k]) }
-    }
-    _ = try loadModelArgument(call)
-    let (result, images) = try call.method("samples/interpolate", params, keepImages: true)
-    return ToolOutput(result, pictures: try pictures(which, of: images, montageCaption: "interpolation of \(images?.count ?? 0) cells, left to right"))
+    try latentPictures(call, method: "samples/interpolate", latentKeys: ["from", "to"],
+                       count: call.arguments.values["steps"]?.intValue ?? 8) { "interpolation of \($0) cells, left to right" }
 }
 
 private let cellAlgebraTool = Tool(
@@ -359,13 +354,20 @@ private let cellAlgebraTool = Tool(
         "output": imageOutput,
     ], required: ["a", "b", "c"]),
     annotations: computes, placement: always(.serial)) { call in
-    let which = try pictureChoice(call.arguments, count: 4)
+    try latentPictures(call, method: "samples/algebra", latentKeys: ["a", "b", "c"], count: 4) { _ in "a, b, c and a - b + c, left to right" }
+}
+
+/// The picture tools over given noise vectors: expands the latent arguments (`latentKeys`),
+/// loads the model argument, runs `method` and returns its result with the chosen pictures.
+private func latentPictures(_ call: ToolCall, method: String, latentKeys: [String], count: Int,
+                            caption: (Int) -> String) throws -> ToolOutput {
+    let which = try pictureChoice(call.arguments, count: count)
     let params = call.params(dropping: ["model", "pictures"]) { p in
-        for k in ["a", "b", "c"] where p[k] != nil { p[k] = expandLatent(p[k]) }
+        for k in latentKeys where p[k] != nil { p[k] = expandLatent(p[k]) }
     }
     _ = try loadModelArgument(call)
-    let (result, images) = try call.method("samples/algebra", params, keepImages: true)
-    return ToolOutput(result, pictures: try pictures(which, of: images, montageCaption: "a, b, c and a - b + c, left to right"))
+    let (result, images) = try call.method(method, params, keepImages: true)
+    return ToolOutput(result, pictures: try pictures(which, of: images, montageCaption: caption(images?.count ?? 0)))
 }
 
 private let encodeCellsTool = Tool(
