@@ -135,6 +135,12 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         // Several processes started by mpirun or srun train one model together.
         var mpi: MPICollective? = nil
+        let env = ProcessInfo.processInfo.environment
+        if !MPICollective.launchedByMPI, let n = env["SLURM_STEP_NUM_TASKS"].flatMap({ Int($0) }), n > 1 {
+            // Several srun tasks without PMI would each train alone and write the same checkpoints.
+            stderrLine("cytogan: error: started by srun as one of \(n) tasks without MPI process management: run srun --mpi=pmix (or pmi2), or one task")
+            throw ExitCode(1)
+        }
         if MPICollective.launchedByMPI {
             do { mpi = try MPICollective.start() } catch let e as CytoError {
                 stderrLine("cytogan: error: \(e.description)")
