@@ -94,4 +94,28 @@ import Testing
             whole.recycle(w)
         }
     }
+
+    @Test func anUnreadableCropInASliceIsReplacedWithoutMovingTheCursor() throws {
+        let dir = try Fixture.tempDir("slices-bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let paths = try Fixture.writeCrops(in: dir, count: 7)
+        let manifest = try StreamingManifest(path: try Fixture.writeManifest(in: dir, paths: paths, extraLines: ["crops/missing.tif,P0,X,7"]))
+        let c = Self.config()
+        let parts = try (0..<2).map {
+            try BatchLoader(source: manifest, preprocessing: c.preprocessing, augmentation: .dihedral, batchSize: 4,
+                            cursor: DataCursor(seed: 3), slice: try BatchSlice(rank: $0, ranks: 2, global: 4))
+        }
+        defer { for p in parts { p.stop() } }
+        // Four batches of 4 over 8 rows: every row, the missing one among them, is met twice.
+        for k in 1...4 {
+            let batches = try parts.map { try $0.next() }
+            #expect(batches[0].cursorAfter == batches[1].cursorAfter)
+            #expect(batches[0].cursorAfter.epoch * 8 + batches[0].cursorAfter.position == 4 * k)
+            for (p, b) in zip(parts, batches) {
+                #expect(b.tensor.values.allSatisfy { $0.isFinite })
+                p.recycle(b)
+            }
+        }
+        #expect(parts[0].skippedCount + parts[1].skippedCount == 2)
+    }
 }
