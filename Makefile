@@ -1,6 +1,8 @@
 # The README's two Quick start commands. Each installs what is missing first.
 #   make demo   set up, build in release mode, run the main job on built-in data
-#   make test   set up and run every test (Swift, then the Python reference checks)
+#   make test   set up and run every test (Swift, then the Python reference checks; the MPI checks
+#               run when mpirun is installed, which setup tries, and are skipped with a message otherwise)
+#   make test-mpi   only the data-parallel checks (simulated ranks in Swift, then mpirun -np 2)
 # Installing:
 #   make install [PREFIX=~/.local]   build, then PREFIX/bin/cytogan and PREFIX/share/cytogan (no root)
 #   make uninstall [PREFIX=...]      remove them again
@@ -10,7 +12,7 @@ BIN := .build/release/cytogan
 VENV := .venv-test
 PREFIX ?= $(HOME)/.local
 
-.PHONY: setup build demo test test-swift test-python install uninstall dist clean
+.PHONY: setup build demo test test-swift test-python test-mpi install uninstall dist clean
 
 setup:
 	@./scripts/setup.sh
@@ -32,6 +34,11 @@ test-swift: setup
 
 test-python: build
 	./scripts/python-tests.sh
+
+test-mpi: build
+	$(SWIFT) test -c release --no-parallel --filter 'CollectiveTests|DataParallelTests'
+	@[ -x $(VENV)/bin/python ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r Tests/python/requirements.txt; }
+	CYTOGAN_BIN=$(CURDIR)/$(BIN) $(VENV)/bin/python -m pytest -q -rs Tests/python/test_mpi.py
 
 install: build
 	install -d "$(PREFIX)/bin" "$(PREFIX)/share/cytogan"

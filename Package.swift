@@ -1,9 +1,10 @@
 // swift-tools-version:6.0
 // cytogan: GAN-based morphological profiling of cell images, as a Swift worker process.
 // Modules depend downward only:
-//   C shims (CBLAS, CTIFF, CPNG, CJSONC, CZlib)
+//   C shims (CBLAS, CTIFF, CPNG, CJSONC, CZlib; CMPIShim loads MPI at run time when present)
 //   -> CytoCore (JSON, CSV, NPY, atomic files, errors, clocks; the only user of json-c and zlib)
-//   -> CytoNN (the engine: tensors, layers, network, losses, optimizers, safetensors, threads)
+//   -> CytoNN (the engine: tensors, layers, network, losses, optimizers, safetensors, threads,
+//      the collective of data-parallel training)
 //      CellImage (decode, crop, normalize, write)
 //      Profiling (aggregate, normalize, score, linear algebra, logistic regression)
 //   -> CytoGAN (DCGAN architecture, training step, augmentation, trainer, features, sampling, synth, realism)
@@ -34,7 +35,9 @@ let package = Package(
                        providers: [.apt(["libjson-c-dev"]), .brew(["json-c"])]),
 
         .target(name: "CytoCore", dependencies: ["CJSONC", "CZlib"]),
-        .target(name: "CytoNN", dependencies: ["CytoCore", "CBLAS"]),
+        // Loads libmpi at run time (dlopen): MPI is optional, to build and to run.
+        .target(name: "CMPIShim", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "CytoNN", dependencies: ["CytoCore", "CBLAS", "CMPIShim"]),
         .target(name: "CPNGShim", dependencies: ["CPNG"]),
         .target(name: "CellImage", dependencies: ["CytoCore", "CTIFF", "CPNG", "CPNGShim"]),
         .target(name: "CytoGAN", dependencies: ["CytoCore", "CytoNN", "CellImage", "Profiling"]),

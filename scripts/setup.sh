@@ -36,3 +36,15 @@ fi
 for n in "${pcnames[@]}"; do
   pkg-config --exists "$n" || { echo "setup: pkg-config cannot find '$n' after install" >&2; exit 1; }
 done
+
+# Open MPI for data-parallel training (mpirun -np N cytogan train) and its tests. Optional:
+# cytogan loads libmpi at run time, so everything else builds and runs without it.
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "setup: installing openmpi-bin libopenmpi-dev (optional: data-parallel training)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq --no-install-recommends openmpi-bin libopenmpi-dev >/dev/null; }; then
+    echo "setup: Open MPI could not be installed; the MPI tests will be skipped (everything else is unaffected)" >&2
+  fi
+fi

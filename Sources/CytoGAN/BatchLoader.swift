@@ -40,6 +40,8 @@ public final class BatchLoader: @unchecked Sendable {
     public let preprocessing: Preprocessing
     public let augmentation: Augmentation
     public let batchSize: Int
+    /// Data-parallel: the items of each global batch this process loads (nil: all).
+    public let slice: BatchSlice?
     /// Crops skipped so far because they could not be read.
     public var skippedCount: Int { lock.lock(); defer { lock.unlock() }; return skipped }
     /// Seconds the consumer spent waiting for a batch (0 when the loader keeps ahead).
@@ -60,13 +62,17 @@ public final class BatchLoader: @unchecked Sendable {
     /// Starts the background thread at `cursor` (a fresh cursor starts epoch 0). When the cursor
     /// was saved for a different number of crops, the order restarts with a message in the log.
     public init(source: any CropSource, preprocessing: Preprocessing, augmentation: Augmentation, batchSize: Int,
-                cursor: DataCursor, depth: Int = 3, log: @escaping (String) -> Void = { _ in }) throws {
+                cursor: DataCursor, depth: Int = 3, slice: BatchSlice? = nil, log: @escaping (String) -> Void = { _ in }) throws {
         guard source.count > 0 else { throw CytoError(.invalidInput, "no crops to train on (the manifest has no usable rows)") }
         guard batchSize > 0 else { throw CytoError(.invalidInput, "batch size must be positive") }
         self.source = source
         self.preprocessing = preprocessing
         self.augmentation = augmentation
         self.batchSize = batchSize
+        if let slice, slice.global != batchSize {
+            throw CytoError(.invalidInput, "batch loader: the slice is of a batch of \(slice.global), not \(batchSize)")
+        }
+        self.slice = slice?.isWhole == true ? nil : slice
         self.log = log
         var c = cursor
         if c.datasetCount != source.count {
@@ -78,7 +84,7 @@ public final class BatchLoader: @unchecked Sendable {
         }
         self.cursor = c
         slots = (0..<max(2, depth)).map { _ in
-            Tensor(Shape(batchSize, preprocessing.channels, preprocessing.size, preprocessing.size))
+            Tensor(Shape(slice?.local ?? batchSize, preprocessing.channels, preprocessing.size, preprocessing.size))
         }
         free = Array(slots.indices)
         // The thread holds the loader until `stop()` ends it.
@@ -112,7 +118,11 @@ public final class BatchLoader: @unchecked Sendable {
             let t = slots[slot]
             var item = 0
             var fatal: Error? = nil
-            while item < batchSize {
+            if let slice {
+                fatal = fillSlice(slice, t, &c, &order, &orderRNG, loader, &scratch)
+                item = fatal == nil && !stopRequested ? batchSize : 0
+            }
+            while slice == nil && item < batchSize {
                 if c.position == n {
                     c.epoch += 1
                     c.position = 0
@@ -147,6 +157,45 @@ public final class BatchLoader: @unchecked Sendable {
             lock.broadcast()
             lock.unlock()
         }
+    }
+
+    /// Data-parallel: walks the global batch's `slice.global` positions of the order (so the
+    /// cursor and the augmentation stream advance as in one process), drawing every position's
+    /// augmentation and loading only this process's positions into `t`. An unreadable crop is
+    /// logged and replaced by the next readable crop of the order (not consumed), so every
+    /// process keeps the same cursor without exchanging messages. Returns a fatal error, if any.
+    private func fillSlice(_ slice: BatchSlice, _ t: Tensor, _ c: inout DataCursor, _ order: inout [UInt32],
+                           _ orderRNG: inout RandomStream, _ loader: CropLoader, _ scratch: inout [Float]) -> Error? {
+        let per = preprocessing.inputCount, n = source.count, side = preprocessing.size
+        for r in 0..<slice.global {
+            if c.position == n {
+                c.epoch += 1
+                c.position = 0
+                c.orderAtEpochStart = orderRNG
+                order = BatchLoader.order(count: n, rng: &orderRNG)
+            }
+            let at = c.position
+            c.position += 1
+            let sym = SquareSymmetry.draw(augmentation, rng: &c.augmentation)
+            guard r >= slice.offset && r < slice.offset + slice.local else { continue }
+            let out = UnsafeMutableBufferPointer(start: t.data + (r - slice.offset) * per, count: per)
+            var loaded = false
+            for k in 0..<n {
+                let index = Int(order[(at + k) % n])
+                do {
+                    try loader.load(try source.spec(at: index), into: out)
+                    loaded = true
+                    break
+                } catch {
+                    lock.lock(); skipped += 1; lock.unlock()
+                    log("skipped crop \(source.name(at: index)): \(error)")
+                    if stopRequested { return nil }
+                }
+            }
+            guard loaded else { return CytoError(.invalidInput, "none of the \(n) crops could be read (see the messages above)") }
+            scratch.withUnsafeMutableBufferPointer { sym.apply(out.baseAddress!, channels: preprocessing.channels, size: side, scratch: $0.baseAddress!) }
+        }
+        return nil
     }
 
     private var stopRequested: Bool { lock.lock(); defer { lock.unlock() }; return stopping }

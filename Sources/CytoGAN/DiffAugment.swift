@@ -108,6 +108,12 @@ public final class DiffAugment {
     private let coloured = Tensor(Shape(0))
     /// The last forward's transforms, one per image.
     public private(set) var transforms: [Transform] = []
+    /// In data-parallel training, where this process's images sit in the global batch: each
+    /// forward draws the transforms of the whole global batch and applies this slice's, so the
+    /// stream and the transforms match a single process's (nil: the whole batch).
+    public var slice: BatchSlice?
+    /// Where the transforms of other processes' images are drawn to.
+    private var discarded = Transform(dy: 0, dx: 0, cy: 0, cx: 0)
 
     public init(policy: DiffAugmentPolicy, rng: RandomStream) {
         self.policy = policy
@@ -129,27 +135,47 @@ public final class DiffAugment {
         let (ch, cw) = cutoutSize(h, w)
         // Keep each image's colour arrays (no allocation after the first batch of this size).
         if transforms.count != n { transforms = Array(repeating: Transform(dy: 0, dx: 0, cy: 0, cx: 0), count: n) }
-        for i in 0..<n {
-            let dy = maxDy > 0 ? rng.below(2 * maxDy + 1) - maxDy : 0
-            let dx = maxDx > 0 ? rng.below(2 * maxDx + 1) - maxDx : 0
-            // The cutout's centre is uniform over the image (as DiffAugment); the square may hang over the edge.
-            let cy = ch > 0 ? rng.below(h + (1 - ch % 2)) - ch / 2 : 0
-            let cx = cw > 0 ? rng.below(w + (1 - cw % 2)) - cw / 2 : 0
-            transforms[i].dy = dy; transforms[i].dx = dx; transforms[i].cy = cy; transforms[i].cx = cx
-            if policy.hasColour {
-                if transforms[i].offsets.count != planes {
-                    transforms[i].offsets = Array(repeating: 0, count: planes)
-                    transforms[i].factors = Array(repeating: 1, count: planes)
+        guard let slice, !slice.isWhole else {
+            for i in 0..<n { draw(into: &transforms[i], planes: planes, h: h, w: w, maxDy: maxDy, maxDx: maxDx, ch: ch, cw: cw) }
+            return apply(x)
+        }
+        // Data-parallel: draw the whole global batch's transforms in order, keep this slice's.
+        guard n % slice.local == 0 else {
+            throw CytoError(.shapeMismatch, "diff augment: a batch of \(n) is not whole blocks of this process's \(slice.local) items")
+        }
+        for k in 0..<(n / slice.local) {
+            for r in 0..<slice.global {
+                let mine = r >= slice.offset && r < slice.offset + slice.local
+                if mine {
+                    draw(into: &transforms[k * slice.local + r - slice.offset], planes: planes, h: h, w: w, maxDy: maxDy, maxDx: maxDx, ch: ch, cw: cw)
+                } else {
+                    draw(into: &discarded, planes: planes, h: h, w: w, maxDy: maxDy, maxDx: maxDx, ch: ch, cw: cw)
                 }
-                for c in 0..<planes {
-                    transforms[i].offsets[c] = policy.brightness > 0 ? rng.uniform(-policy.brightness, policy.brightness) : 0
-                    transforms[i].factors[c] = policy.contrast > 0 ? rng.uniform(1 - policy.contrast, 1 + policy.contrast) : 1
-                }
-            } else if !transforms[i].offsets.isEmpty {
-                transforms[i].offsets = []; transforms[i].factors = []
             }
         }
         return apply(x)
+    }
+
+    /// Draws one image's transform from `rng` into `t` (the same draws in the same order for every image).
+    private func draw(into t: inout Transform, planes: Int, h: Int, w: Int, maxDy: Int, maxDx: Int, ch: Int, cw: Int) {
+        let dy = maxDy > 0 ? rng.below(2 * maxDy + 1) - maxDy : 0
+        let dx = maxDx > 0 ? rng.below(2 * maxDx + 1) - maxDx : 0
+        // The cutout's centre is uniform over the image (as DiffAugment); the square may hang over the edge.
+        let cy = ch > 0 ? rng.below(h + (1 - ch % 2)) - ch / 2 : 0
+        let cx = cw > 0 ? rng.below(w + (1 - cw % 2)) - cw / 2 : 0
+        t.dy = dy; t.dx = dx; t.cy = cy; t.cx = cx
+        if policy.hasColour {
+            if t.offsets.count != planes {
+                t.offsets = Array(repeating: 0, count: planes)
+                t.factors = Array(repeating: 1, count: planes)
+            }
+            for c in 0..<planes {
+                t.offsets[c] = policy.brightness > 0 ? rng.uniform(-policy.brightness, policy.brightness) : 0
+                t.factors[c] = policy.contrast > 0 ? rng.uniform(1 - policy.contrast, 1 + policy.contrast) : 1
+            }
+        } else if !t.offsets.isEmpty {
+            t.offsets = []; t.factors = []
+        }
     }
 
     /// The batch with the given transforms (in `output`): each channel jittered,

@@ -23,6 +23,13 @@ public enum GANLoss: String, Sendable, CaseIterable {
 /// through fresh random transforms first, and G's gradient comes back through them.
 /// Each purpose draws from its own stream (latent, label smoothing, interpolation, augmentation),
 /// all public so a checkpoint can save and restore them.
+///
+/// Data-parallel (`distribute(over:globalBatch:)`): each of N processes steps on its slice of the
+/// global batch. Every random draw is made for the whole global batch from the same streams and
+/// read at the slice's items, BatchNorm statistics are synchronized, the loss gradients are scaled
+/// to the global batch's mean, and each network's gradients are summed over the processes (one
+/// fused reduction per update) before the identical optimizer updates; so every process holds the
+/// weights one process would with the whole batch, to float rounding.
 public final class GANTrainingStep {
     public let generator: Network
     public let discriminator: Network
@@ -41,6 +48,18 @@ public final class GANTrainingStep {
     /// Moving average of the generator's weights, updated after each of its updates (nil: none).
     public let generatorAverage: WeightAverage?
 
+    /// The group this step trains with (nil: one process).
+    public private(set) var collective: (any Collective)?
+    /// This process's share of every batch (nil: all of it).
+    public private(set) var slice: BatchSlice?
+    /// Set to 1 before a step to ask every process to stop after it; summed with the generator's gradients.
+    public var stopVote: Float = 0
+    /// True after a data-parallel step in which some process voted to stop.
+    public private(set) var stopAgreed = false
+    private var discriminatorReducer: GradientReducer?
+    private var generatorReducer: GradientReducer?
+    /// The global batch's latent draw, of which this process takes its rows.
+    private let globalZ = Tensor(Shape(0))
     private let z = Tensor(Shape(0))
     private let both = Tensor(Shape(0))
     private let targets = Tensor(Shape(0))
@@ -74,10 +93,49 @@ public final class GANTrainingStep {
         self.generatorAverage = generatorAverage
     }
 
-    /// Fills `z` with a [batch, latent] draw from N(0, I).
+    /// Trains as one of `collective.size` processes that share each batch of `globalBatch` items
+    /// (equal slices, in rank order): synchronized BatchNorm in both networks, noise and
+    /// augmentation drawn per global item, gradients summed over the processes.
+    public func distribute(over collective: any Collective, globalBatch: Int) throws {
+        guard collective.size > 1 else { return }
+        guard loss != .wgangp else {
+            throw CytoError(.unsupported, "data-parallel training supports the dcgan and lsgan losses; WGAN-GP's gradient penalty runs in one process")
+        }
+        let slice = try BatchSlice(rank: collective.rank, ranks: collective.size, global: globalBatch)
+        self.collective = collective
+        self.slice = slice
+        for net in [generator, discriminator] {
+            for l in net.layers {
+                (l as? BatchNorm)?.collective = collective
+                (l as? GaussianNoise)?.slice = slice
+            }
+        }
+        diffAugment?.slice = slice
+        discriminatorReducer = GradientReducer(parameters: discriminator.parameters, collective: collective, extras: 1)
+        generatorReducer = GradientReducer(parameters: generator.parameters, collective: collective, extras: 2)
+    }
+
+    /// Fills `z` with a [batch, latent] draw from N(0, I) (data-parallel: this process's rows of
+    /// the global batch's draw).
     public func sampleLatent(_ z: Tensor, batch: Int) {
         z.resize(Shape(batch, latent))
-        latentRNG.fillNormal(z.buffer)
+        guard let slice, !slice.isWhole, batch == slice.local else {
+            latentRNG.fillNormal(z.buffer)
+            return
+        }
+        globalZ.resize(Shape(slice.global, latent))
+        latentRNG.fillNormal(globalZ.buffer)
+        z.data.update(from: globalZ.data + slice.offset * latent, count: batch * latent)
+    }
+
+    /// Data-parallel: scales the loss gradient from this process's mean to its share of the
+    /// global batch's mean, and returns the loss's share of the global mean.
+    private func globalShare(_ loss: Float) -> Float {
+        guard let slice, !slice.isWhole else { return loss }
+        let k = Float(slice.local) / Float(slice.global)
+        let g = gradient.data
+        for i in 0..<gradient.count { g[i] *= k }
+        return loss * k
     }
 
     /// Runs one step on a batch of real images (NCHW, shaped like the generator's output).
@@ -86,6 +144,9 @@ public final class GANTrainingStep {
     public func step(real: Tensor, updateGenerator: Bool = true) throws -> Result {
         let b = real.shape.batch
         guard b > 0 else { throw CytoError(.invalidInput, "training step: empty batch") }
+        if let slice, b != slice.local {
+            throw CytoError(.shapeMismatch, "training step: this process holds \(slice.local) of each batch's \(slice.global) items, got \(b)")
+        }
         generator.training = true
         discriminator.training = true
         sampleLatent(z, batch: b)
@@ -101,11 +162,19 @@ public final class GANTrainingStep {
         (both.data + b * per).update(from: real.data, count: b * per)
         targets.resize(Shape(2 * b, 1))
         for i in 0..<b { targets.data[i] = 0 }
-        for i in b..<(2 * b) { targets.data[i] = loss == .wgangp ? 1 : labelRNG.uniform(0.8, 1.0) }
+        if let slice, !slice.isWhole, loss != .wgangp {
+            // Draw the global batch's labels; keep this slice's.
+            for i in 0..<slice.global {
+                let u = labelRNG.uniform(0.8, 1.0)
+                if i >= slice.offset && i < slice.offset + b { targets.data[b + i - slice.offset] = u }
+            }
+        } else {
+            for i in b..<(2 * b) { targets.data[i] = loss == .wgangp ? 1 : labelRNG.uniform(0.8, 1.0) }
+        }
         discriminator.zeroGradients()
         let input = try diffAugment?.forward(both) ?? both
         let scores = try discriminator.forward(input)
-        var lossD = try objective(scores)
+        var lossD = globalShare(try objective(scores))
         _ = try discriminator.backward(gradient, inputGradient: false, parameterGradients: true)
         var gp: Float = 0
         if loss == .wgangp {
@@ -119,7 +188,12 @@ public final class GANTrainingStep {
             lossD += gp
         }
 
-        // Discriminator update, and its weight average.
+        // Discriminator update (data-parallel: on the gradients summed over the processes), and its weight average.
+        if let r = discriminatorReducer {
+            r[extra: 0] = lossD
+            try r.reduce()
+            lossD = r[extra: 0]
+        }
         discriminatorOptimizer.update()
         discriminatorAverage?.update(afterUpdate: discriminatorOptimizer.step)
         guard updateGenerator else { return Result(discriminatorLoss: lossD, generatorLoss: .nan, gradientPenalty: gp) }
@@ -129,10 +203,17 @@ public final class GANTrainingStep {
         let fakeScores = try discriminator.forward(diffAugment?.forward(fake) ?? fake)
         targets.resize(Shape(b, 1))
         targets.fill(1)
-        let lossG = try objective(fakeScores)
+        var lossG = globalShare(try objective(fakeScores))
         var gx = try discriminator.backward(gradient, inputGradient: true, parameterGradients: false)!
         if let a = diffAugment { gx = try a.backward(gx) }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)
+        if let r = generatorReducer {
+            r[extra: 0] = lossG
+            r[extra: 1] = stopVote
+            try r.reduce()
+            lossG = r[extra: 0]
+            stopAgreed = r[extra: 1] > 0
+        }
         generatorOptimizer.update()
         generatorAverage?.update(afterUpdate: generatorOptimizer.step)
         return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp)

@@ -7,7 +7,9 @@ import Foundation
 /// training step (WGAN-GP with `criticSteps` discriminator updates per generator update),
 /// progress through a callback, checkpoints every N steps and/or M minutes, on request and at the
 /// end, and a stop/pause hook for jobs and signals. The model's data cursor follows the batches
-/// consumed, so a checkpoint resumes exactly.
+/// consumed, so a checkpoint resumes exactly. With a data-parallel training step every process
+/// runs a Trainer: they read their slices of the same batches, stop after the same step (a stop
+/// request or the time limit on any process stops all), and rank 0 alone writes checkpoints.
 public final class Trainer: @unchecked Sendable {
     /// When to stop and when to checkpoint.
     public struct Options: Sendable {
@@ -128,10 +130,15 @@ public final class Trainer: @unchecked Sendable {
     public func run() throws -> Summary {
         try model.resolveDatasetScale(from: source, log: log)
         let config = model.config
+        let step = model.trainingStep
+        // Data-parallel: every process steps in lockstep; they stop together by a vote summed
+        // with the gradients, and only rank 0 writes checkpoints.
+        let distributed = (step.collective?.size ?? 1) > 1
         let loader = try BatchLoader(source: source, preprocessing: config.preprocessing, augmentation: config.augmentation,
-                                     batchSize: config.batchSize, cursor: model.cursor, depth: options.prefetch, log: log)
+                                     batchSize: config.batchSize, cursor: model.cursor, depth: options.prefetch, slice: step.slice, log: log)
         defer { loader.stop() }
-        let directory = options.checkpointDirectory.map { CheckpointDirectory(path: $0, keep: options.keep) }
+        let writer = (step.collective?.rank ?? 0) == 0
+        let directory = writer ? options.checkpointDirectory.map { CheckpointDirectory(path: $0, keep: options.keep) } : nil
         var checkpoints: [String] = []
         var lastCheckpoint: String? = nil
         func checkpoint() throws {
@@ -163,9 +170,10 @@ public final class Trainer: @unchecked Sendable {
 
         while true {
             if let s = options.steps, stepsRun >= s { reason = .steps; break }
-            if let m = options.minutes, clock.seconds >= m * 60 { reason = .time; break }
+            let timeUp = options.minutes.map { clock.seconds >= $0 * 60 } ?? false
+            if timeUp && !distributed { reason = .time; break }
             control.lock()
-            if pausedFlag && !stopFlag {
+            if pausedFlag && !stopFlag && !distributed {
                 clock.pause()
                 while pausedFlag && !stopFlag { control.wait() }
                 clock.resume()
@@ -173,12 +181,13 @@ public final class Trainer: @unchecked Sendable {
             let stop = stopFlag, wantCheckpoint = checkpointFlag
             checkpointFlag = false
             control.unlock()
-            if stop { reason = .requested; break }
+            if stop && !distributed { reason = .requested; break }
+            step.stopVote = stop || timeUp ? 1 : 0
             if wantCheckpoint { try checkpoint(); lastCheckpointTime = clock.seconds }
 
             for k in 0..<config.criticSteps {
                 let batch = try loader.next()
-                let result = try model.trainingStep.step(real: batch.tensor, updateGenerator: k == config.criticSteps - 1)
+                let result = try step.step(real: batch.tensor, updateGenerator: k == config.criticSteps - 1)
                 model.cursor = batch.cursorAfter
                 loader.recycle(batch)
                 images += config.batchSize
@@ -203,6 +212,7 @@ public final class Trainer: @unchecked Sendable {
                 last = progress()
                 onProgress?(last!)
             }
+            if distributed && step.stopAgreed { reason = timeUp ? .time : .requested; break }
         }
         if let directory, lastCheckpoint != directory.file(step: model.step) { try checkpoint() }
         last = progress()

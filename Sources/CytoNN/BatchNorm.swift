@@ -15,7 +15,8 @@ import Darwin
 /// the variance that enters `running_var` is the UNBIASED batch variance (times m / (m - 1)), as
 /// PyTorch and TensorFlow's fused kernel do, so a checkpoint behaves the same in PyTorch.
 /// Inference: the running statistics replace the batch's. Defaults are the paper's (Keras):
-/// momentum 0.9, epsilon 1e-3. Parameters "weight" (gamma) and "bias" (beta), state
+/// momentum 0.9, epsilon 1e-3. With a `collective` the statistics are synchronized over ranks
+/// (data-parallel training). Parameters "weight" (gamma) and "bias" (beta), state
 /// "running_mean" and "running_var" (PyTorch's names).
 public final class BatchNorm: Layer {
     public let name: String
@@ -28,11 +29,20 @@ public final class BatchNorm: Layer {
     public let bias: Parameter
     public let runningMean: Tensor
     public let runningVar: Tensor
+    /// Synchronized BatchNorm: when set (and of more than one rank), the batch statistics and the
+    /// backward pass's per-channel sums are taken over the items of every rank, so N ranks with
+    /// B/N items each normalize exactly as one process with the batch of B.
+    public var collective: (any Collective)?
 
     private let out = Tensor(Shape(0))
     private let dx = Tensor(Shape(0))
     private let mean = Tensor(Shape(0))
     private let invStd = Tensor(Shape(0))
+    /// Per-channel sums exchanged with the other ranks: [sum | count | squared deviations] in the
+    /// forward pass, [sum dy | sum dy xhat] in the backward pass (allocated once).
+    private let stats: UnsafeMutablePointer<Double>
+    /// Values per channel behind the last training forward's statistics (over all ranks).
+    private var statisticsCount = 0.0
     private var input: Tensor?
     private var forwarded = false
     private var forwardTraining = true
@@ -50,7 +60,11 @@ public final class BatchNorm: Layer {
         weight.value.fill(1)
         mean.resize(Shape(features))
         invStd.resize(Shape(features))
+        stats = UnsafeMutablePointer<Double>.allocate(capacity: 2 * features + 1)
+        stats.initialize(repeating: 0, count: 2 * features + 1)
     }
+
+    deinit { stats.deallocate() }
 
     public var parameters: [Parameter] { [weight, bias] }
     public var stateTensors: [(name: String, tensor: Tensor)] {
@@ -88,11 +102,11 @@ public final class BatchNorm: Layer {
         let gamma = weight.value.data, beta = bias.value.data
         let rm = runningMean.data, rv = runningVar.data
         let eps = Double(epsilon), mom = momentum
-        let isTraining = training
-        parallelFor(C, work: s.count) { range in
-            for c in range {
-                var mu: Double, variance: Double
-                if isTraining {
+        let st = stats
+        if training {
+            // Phase 1: per-channel sums (and the count), summed over the ranks when synchronized.
+            parallelFor(C, work: s.count) { range in
+                for c in range {
                     var sum = 0.0
                     for i in 0..<n {
                         let p = xp + (i * C + c) * inner
@@ -100,24 +114,42 @@ public final class BatchNorm: Layer {
                         for j in 0..<inner { t += p[j] }
                         sum += Double(t)
                     }
-                    mu = sum / Double(m)
+                    st[c] = sum
+                }
+            }
+            st[C] = Double(m)
+            try reduce(st, count: C + 1)
+            let total = st[C]
+            statisticsCount = total
+            for c in 0..<C { mp[c] = Float(st[c] / total) }
+            // Phase 2: squared deviations about the (global) mean.
+            parallelFor(C, work: s.count) { range in
+                for c in range {
+                    let muF = mp[c]
                     var sq = 0.0
-                    let muF = Float(mu)
                     for i in 0..<n {
                         let p = xp + (i * C + c) * inner
                         var t: Float = 0
                         for j in 0..<inner { let d = p[j] - muF; t += d * d }
                         sq += Double(t)
                     }
-                    variance = sq / Double(m)
-                    rm[c] = mom * rm[c] + (1 - mom) * Float(mu)
-                    rv[c] = mom * rv[c] + (1 - mom) * Float(variance * Double(m) / Double(m - 1))
-                } else {
-                    mu = Double(rm[c]); variance = Double(rv[c])
+                    st[C + 1 + c] = sq
                 }
-                let inv = 1.0 / (variance + eps).squareRoot()
-                mp[c] = Float(mu); ip[c] = Float(inv)
-                let scale = gamma[c] * Float(inv), shift = beta[c] - Float(mu) * scale
+            }
+            try reduce(st + C + 1, count: C)
+            for c in 0..<C {
+                let mu = st[c] / total, variance = st[C + 1 + c] / total
+                rm[c] = mom * rm[c] + (1 - mom) * Float(mu)
+                rv[c] = mom * rv[c] + (1 - mom) * Float(variance * total / (total - 1))
+                ip[c] = Float(1.0 / (variance + eps).squareRoot())
+            }
+        } else {
+            for c in 0..<C { mp[c] = rm[c]; ip[c] = Float(1.0 / (Double(rv[c]) + eps).squareRoot()) }
+        }
+        // Phase 3: normalize.
+        parallelFor(C, work: s.count) { range in
+            for c in range {
+                let scale = gamma[c] * ip[c], shift = beta[c] - mp[c] * scale
                 for i in 0..<n {
                     let p = xp + (i * C + c) * inner, q = yp + (i * C + c) * inner
                     for j in 0..<inner { q[j] = p[j] * scale + shift }
@@ -127,16 +159,25 @@ public final class BatchNorm: Layer {
         return out
     }
 
+    /// Sums `count` statistics over the collective's ranks (nothing alone).
+    private func reduce(_ p: UnsafeMutablePointer<Double>, count: Int) throws {
+        guard let collective, collective.size > 1 else { return }
+        try collective.allreduceSum(p, count: count)
+    }
+
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
         try checkGradient(gradOut, against: out, forwarded: forwarded)
         guard let x = input else { return nil }
         let s = x.shape
         let (n, inner) = layout(s)
-        let m = Float(n * inner), C = features
+        let C = features
         if inputGradient { dx.resize(s) }
         let xp = x.data, gp = gradOut.data, dp = dx.data, mp = mean.data, ip = invStd.data
         let gamma = weight.value.data, dg = weight.grad.data, db = bias.grad.data
         let wasTraining = forwardTraining
+        let st = stats
+        // Phase 1: this process's sum(dy) and sum(dy * xhat) per channel; they are its share of
+        // the parameter gradients (which the caller sums over the ranks with the others).
         parallelFor(C, work: s.count) { range in
             for c in range {
                 let mu = mp[c], inv = ip[c]
@@ -152,11 +193,20 @@ public final class BatchNorm: Layer {
                     dg[c] += Float(sumDyXhat)
                     db[c] += Float(sumDy)
                 }
-                guard inputGradient else { continue }
+                st[c] = sumDy; st[C + c] = sumDyXhat
+            }
+        }
+        guard inputGradient else { return nil }
+        // Phase 2: the input gradient needs the sums over the whole (global) batch.
+        if wasTraining { try reduce(st, count: 2 * C) }
+        let m = Float(wasTraining ? statisticsCount : Double(n * inner))
+        parallelFor(C, work: s.count) { range in
+            for c in range {
+                let mu = mp[c], inv = ip[c]
                 let k = gamma[c] * inv
                 if wasTraining {
                     // dx = gamma * inv / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))
-                    let meanDy = Float(sumDy) / m, meanDyXhat = Float(sumDyXhat) / m
+                    let meanDy = Float(st[c]) / m, meanDyXhat = Float(st[C + c]) / m
                     for i in 0..<n {
                         let p = xp + (i * C + c) * inner, g = gp + (i * C + c) * inner, d = dp + (i * C + c) * inner
                         for j in 0..<inner {
@@ -172,6 +222,6 @@ public final class BatchNorm: Layer {
                 }
             }
         }
-        return inputGradient ? dx : nil
+        return dx
     }
 }

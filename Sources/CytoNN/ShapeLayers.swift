@@ -23,6 +23,9 @@ public final class GaussianNoise: Layer {
     public var training = true
     public var holdSample = false
     public var rng: RandomStream
+    /// In data-parallel training, where this process's items sit in the global batch: item i is
+    /// seeded by its global index, so the noise matches a single process's (nil: the whole batch).
+    public var slice: BatchSlice?
 
     private let noise = Tensor(Shape(0))
     private let out = Tensor(Shape(0))
@@ -45,10 +48,11 @@ public final class GaussianNoise: Layer {
         guard isActive else { lastOutput = x; return x }
         if !holdSample || noise.shape != x.shape {
             noise.resize(x.shape)
-            let key = rng.next(), per = x.shape.itemCount, np = noise.data, sd = std
+            let key = rng.next(), per = x.shape.itemCount, np = noise.data, sd = std, slice = slice
             parallelFor(x.shape.batch, work: x.count * 8) { items in
                 for i in items {
-                    var item = RandomStream(seed: key ^ (UInt64(i) &* 0x9E37_79B9_7F4A_7C15), purpose: "noise-item")
+                    let g = slice?.globalIndex(i) ?? i
+                    var item = RandomStream(seed: key ^ (UInt64(g) &* 0x9E37_79B9_7F4A_7C15), purpose: "noise-item")
                     fillNormal(np + i * per, count: per, std: sd, rng: &item)
                 }
             }

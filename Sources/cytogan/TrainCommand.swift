@@ -23,9 +23,13 @@ struct TrainCommand: ParsableCommand {
         augmented in a background thread. Unreadable crops are skipped and named on stderr. \
         Progress goes to stderr (a bar on a terminal, plain lines otherwise). Checkpoints are \
         safetensors files in --checkpoint-dir, written every --checkpoint-every steps and/or \
-        --checkpoint-minutes, on SIGINT/SIGTERM (then the run exits) and at the end; the newest \
+        --checkpoint-minutes, on SIGINT/SIGTERM/SIGUSR1 (then the run exits) and at the end; the newest \
         --keep are kept. --resume continues a checkpoint exactly: N steps, resume, N steps gives \
-        the weights of 2N steps in one run (one thread). A JSON summary is printed on stdout.
+        the weights of 2N steps in one run (one thread). A JSON summary is printed on stdout. \
+        Started by mpirun or srun as several processes, it trains data-parallel: each process \
+        takes an equal slice of every batch (--batch-size stays the global batch), BatchNorm \
+        statistics and gradients are summed over the processes, and rank 0 alone prints and \
+        writes checkpoints, which resume with any number of processes.
         """)
 
     @Option(help: "Crop manifest (CSV with a path column and Metadata_* columns).") var manifest: String
@@ -129,8 +133,50 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
-            Engine.setThreads(threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        // Several processes started by mpirun or srun train one model together.
+        var mpi: MPICollective? = nil
+        let env = ProcessInfo.processInfo.environment
+        if !MPICollective.launchedByMPI, let n = env["SLURM_STEP_NUM_TASKS"].flatMap({ Int($0) }), n > 1 {
+            // Several srun tasks without PMI would each train alone and write the same checkpoints.
+            stderrLine("cytogan: error: started by srun as one of \(n) tasks without MPI process management: run srun --mpi=pmix (or pmi2), or one task")
+            throw ExitCode(1)
+        }
+        if MPICollective.launchedByMPI {
+            do { mpi = try MPICollective.start() } catch let e as CytoError {
+                stderrLine("cytogan: error: \(e.description)")
+                throw ExitCode(1)
+            }
+        }
+        let group = (mpi?.size ?? 1) > 1 ? mpi : nil
+        do {
+            try reportingErrors { try train(group) }
+        } catch {
+            // One failed process must not leave the others waiting in a collective.
+            if let group {
+                stderrLine("cytogan: error: process \(group.rank) of \(group.size) failed: ending every process of the job")
+                group.abort(1)
+            }
+            throw error
+        }
+        mpi?.finish()
+    }
+
+    /// Processes of the job on this machine (from the launcher's environment), to share its cores.
+    static var processesOnThisNode: Int {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "PMIX_LOCAL_SIZE"] {
+            if let v = env[key], let n = Int(v), n > 0 { return n }
+        }
+        return 1
+    }
+
+    func train(_ group: MPICollective?) throws {
+        do {
+            let rank = group?.rank ?? 0
+            // Other ranks than 0 print errors only.
+            let stderrLine: (String) -> Void = rank == 0 ? { cytogan.stderrLine($0) } : { _ in }
+            let cores = ProcessInfo.processInfo.activeProcessorCount
+            Engine.setThreads(threads ?? max(1, group == nil ? cores : cores / TrainCommand.processesOnThisNode))
             let model: GANModel
             if let resume {
                 var isDir: ObjCBool = false
@@ -146,6 +192,11 @@ struct TrainCommand: ParsableCommand {
             } else {
                 model = try GANModel(config: try makeConfig())
             }
+            if let group {
+                if fixedBatch { throw ValidationError("--fixed-batch runs in one process, not under mpirun or srun") }
+                try model.trainingStep.distribute(over: group, globalBatch: model.config.batchSize)
+                stderrLine("data-parallel: \(group.size) processes (\(group.library)), \(model.config.batchSize / group.size) crops each per batch of \(model.config.batchSize)")
+            }
             let c = model.config
             let source = try StreamingManifest(path: manifest, root: root, columns: try manifestColumns.columns(),
                                                log: { stderrLine($0) })
@@ -160,17 +211,17 @@ struct TrainCommand: ParsableCommand {
                                                            checkpointEverySteps: checkpointEvery, checkpointEveryMinutes: checkpointMinutes,
                                                            keep: keep, progressInterval: progressMode == .bar ? 0.5 : 10),
                                   log: { stderrLine($0) })
-            let display = ProgressDisplay(mode: progressMode)
+            let display = ProgressDisplay(mode: rank == 0 ? progressMode : .none)
             trainer.onProgress = { display.show($0) }
             trainer.onCheckpoint = { p in display.message("checkpoint \(p)") }
             var lossLog: LossLog? = nil
-            if let logCSV { lossLog = try LossLog(path: logCSV) }
+            if let logCSV, rank == 0 { lossLog = try LossLog(path: logCSV) }
             let started = Date()
             trainer.onStep = { step, losses in
                 if step % logEvery == 0 { lossLog?.append(step: step, model: model, losses: losses, seconds: Date().timeIntervalSince(started)) }
             }
             let signals = SignalStop { signal in
-                display.message("signal \(signal): checkpointing and stopping after this step")
+                if rank == 0 { display.message("signal \(signal): checkpointing and stopping after this step") }
                 trainer.requestStop()
             }
             defer { signals.cancel() }
@@ -190,7 +241,8 @@ struct TrainCommand: ParsableCommand {
             ]
             if let p { out["discriminator_loss"] = .float(p.discriminatorLoss); out["generator_loss"] = .float(p.generatorLoss) }
             if let last = summary.checkpoints.last { out["checkpoint"] = .string(last) }
-            print(JSON.object(out).serialized)
+            if let group { out["processes"] = JSON(group.size) }
+            if rank == 0 { print(JSON.object(out).serialized) }
             try lossLog?.close()
         }
     }
@@ -343,14 +395,15 @@ final class LossLog {
     func close() throws { try handle.close() }
 }
 
-/// SIGINT and SIGTERM delivered to a handler on a dispatch queue (the first time); a second
+/// SIGINT, SIGTERM and SIGUSR1 delivered to a handler on a dispatch queue (the first time); a second
 /// signal ends the process at once.
 final class SignalStop {
     private var sources: [DispatchSourceSignal] = []
     init(_ handler: @escaping @Sendable (Int32) -> Void) {
         let queue = DispatchQueue(label: "cytogan.signals")
         let count = SignalCounter()
-        for sig in [SIGINT, SIGTERM] {
+        // SIGUSR1 too: mpirun passes it on to every process (it ends the job on SIGTERM).
+        for sig in [SIGINT, SIGTERM, SIGUSR1] {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
             s.setEventHandler {
@@ -363,7 +416,7 @@ final class SignalStop {
     }
     func cancel() {
         for s in sources { s.cancel() }
-        signal(SIGINT, SIG_DFL); signal(SIGTERM, SIG_DFL)
+        signal(SIGINT, SIG_DFL); signal(SIGTERM, SIG_DFL); signal(SIGUSR1, SIG_DFL)
     }
 }
 
