@@ -16,8 +16,20 @@ because the early Adam steps amplify rounding. The 20-step bar is therefore 2e-2
 magnitude above that floor and two below what a wrong slice of data, labels or noise gives
 (differences of order 1e-1 to 1).
 
+Both runs use OpenBLAS's generic x86-64 kernel (OPENBLAS_CORETYPE=Prescott) where it exists: its
+rounding of each product does not depend on the other dimensions of the matrix, so splitting the
+batch changes nothing but the order of the sums the ranks exchange. The CPU's own AVX-512 or AVX2
+kernels block a GEMM differently for 16 and 32 items, and at step 1 that rounding (1e-7) is
+amplified a thousandfold in the generator's gradient: at initialization the discriminator's
+gradient is nearly the same for every generated cell, and the generator's BatchNorm backward
+subtracts its batch mean, leaving a small residual of large terms. Two correct kernels in ONE
+process (Prescott against SkylakeX) then differ by as much (3.6e-4) as one process and two ranks.
+`test_native_kernels_agree_where_rounding_cannot_flip` checks the CPU's own kernels where that
+amplification does not reach: the discriminator after one step, and the losses.
+
 Skipped with a message when mpirun or libmpi is not installed (`make setup` installs Open MPI).
 """
+import platform
 import ctypes
 import json
 import os
@@ -71,8 +83,15 @@ def train_args(manifest, out, steps, *extra):
             "--seed", "1", "--threads", "1", "--progress", "none", "--checkpoint-dir", str(out), *map(str, extra)]
 
 
-def run(cmd, timeout=600):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def run(cmd, timeout=600, kernel=None):
+    """Runs cmd; `kernel` pins OpenBLAS's kernel (None: the generic one on x86-64, "" : the CPU's own)."""
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    if kernel is None and platform.machine() in ("x86_64", "AMD64"):
+        kernel = "Prescott"
+    if kernel:
+        env["OPENBLAS_CORETYPE"] = kernel
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}"
     return p
 
@@ -115,6 +134,8 @@ def runs(screen):
     manifest = screen / "synth" / "crops.csv"
     single = run([BIN, *train_args(manifest, screen / "single", 20, "--checkpoint-every", "1", "--keep", "20")])
     multi = run([*mpirun_command(2), BIN, *train_args(manifest, screen / "mpi", 20, "--checkpoint-every", "1", "--keep", "20")])
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "BLAS kernels Prescott" in multi.stderr, multi.stderr[-2000:]
     return screen, manifest, json.loads(single.stdout), multi
 
 
@@ -229,3 +250,20 @@ def test_usr1_checkpoints_and_every_process_stops_at_the_same_step(screen):
     summary = json.loads(stdout)
     assert summary["stop_reason"] == "requested"
     assert checkpoint(out, summary["step"]).exists()
+
+
+def test_native_kernels_agree_where_rounding_cannot_flip(screen):
+    """The CPU's own GEMM kernels: after one step the discriminator (no BatchNorm amplification)
+    within 1e-5, and after 20 steps the two losses within 2e-2 of one process's."""
+    manifest = screen / "synth" / "crops.csv"
+    single = json.loads(run([BIN, *train_args(manifest, screen / "native1", 20, "--checkpoint-every", "1", "--keep", "20")],
+                            kernel="").stdout)
+    multi = run([*mpirun_command(2), BIN, *train_args(manifest, screen / "native2", 20, "--checkpoint-every", "1", "--keep", "20")],
+                kernel="")
+    summary = json.loads([l for l in multi.stdout.splitlines() if l.strip()][0])
+    d = differences(checkpoint(screen / "native1", 1), checkpoint(screen / "native2", 1))
+    print(f"native kernels, after 1 step: generator {d['generator'][0]:.3g}, discriminator {d['discriminator'][0]:.3g}",
+          file=sys.stderr)
+    assert d["discriminator"][0] <= 1e-5
+    for key in ("discriminator_loss", "generator_loss"):
+        assert abs(summary[key] - single[key]) <= 2e-2 * abs(single[key]), (key, summary[key], single[key])
