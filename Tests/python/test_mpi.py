@@ -20,9 +20,9 @@ Both runs use OpenBLAS's generic x86-64 kernel (OPENBLAS_CORETYPE=Prescott) wher
 rounding of each product does not depend on the other dimensions of the matrix, so splitting the
 batch changes nothing but the order of the sums the ranks exchange. The CPU's own AVX-512 or AVX2
 kernels block a GEMM differently for 16 and 32 items, and at step 1 that rounding (1e-7) is
-amplified a thousandfold in the generator's gradient: at initialization the discriminator's
-gradient is nearly the same for every generated cell, and the generator's BatchNorm backward
-subtracts its batch mean, leaving a small residual of large terms. Two correct kernels in ONE
+amplified a thousandfold in the generator's gradient (most likely because, at initialization, the discriminator's
+gradient is nearly the same for every generated cell and the generator's BatchNorm backward
+subtracts its batch mean, leaving a small residual of large terms). Two correct kernels in ONE
 process (Prescott against SkylakeX) then differ by as much (3.6e-4) as one process and two ranks.
 `test_native_kernels_agree_where_rounding_cannot_flip` checks the CPU's own kernels where that
 amplification does not reach: the discriminator after one step, and the losses.
