@@ -9,7 +9,7 @@ steps (update about lr x g / (|g| + 1e-8)) turn that rounding into values of siz
 whose sign is arbitrary, so their per-tensor difference is of order 1 even between two single
 processes that differ only in their thread count.
 
-After 1 step the bar is the issue's 1e-5. After 20 steps the issue's 1e-3 lies below the float
+After 1 step the bar is 1e-5. After 20 steps a bar of 1e-3 would lie below the float
 rounding floor of this recipe: one process run with --threads 1 and with --threads 2 (nothing but
 the order of a few float sums differs) ends 2.7e-3 (generator) and 1.2e-3 (discriminator) apart,
 because the early Adam steps amplify rounding. The 20-step bar is therefore 2e-2, an order of
