@@ -30,6 +30,7 @@ amplification does not reach: the discriminator after one step, and the losses.
 Skipped with a message when mpirun or libmpi is not installed (`make setup` installs Open MPI).
 """
 import platform
+import contextlib
 import ctypes
 import json
 import os
@@ -203,23 +204,30 @@ def _wait_for(predicate, seconds):
     return False
 
 
-def test_killed_process_ends_the_job_and_the_last_checkpoint_resumes(screen):
-    manifest = screen / "synth" / "crops.csv"
-    out = screen / "killed"
+@contextlib.contextmanager
+def _two_process_run(manifest, out):
+    """A 2-process training run of 1000 steps, yielded once its step-2 checkpoint exists; killed on the way out if still running."""
     job = subprocess.Popen([*mpirun_command(2), BIN, *train_args(manifest, out, 1000, "--checkpoint-every", "2")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert _wait_for(lambda: checkpoint(out, 2).exists(), 120), "no checkpoint within 2 minutes"
+        yield job
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+
+
+def test_killed_process_ends_the_job_and_the_last_checkpoint_resumes(screen):
+    manifest = screen / "synth" / "crops.csv"
+    out = screen / "killed"
+    with _two_process_run(manifest, out) as job:
         ranks = _ranks_of(job.pid)
         assert len(ranks) == 2, f"expected 2 cytogan processes under mpirun, found {ranks}"
         killed = time.time()
         os.kill(ranks[-1], signal.SIGKILL)
         _, err = job.communicate(timeout=60)
         took = time.time() - killed
-    finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
     print(f"job ended {took:.1f} s after SIGKILL of one process (rc {job.returncode}); stderr tail: {err.strip()[-300:]}",
           file=sys.stderr)
     assert job.returncode != 0 and took < 60
@@ -236,16 +244,9 @@ def test_usr1_checkpoints_and_every_process_stops_at_the_same_step(screen):
     """mpirun passes SIGUSR1 to every process (a scheduler's warning signal): rank 0 checkpoints, all stop."""
     manifest = screen / "synth" / "crops.csv"
     out = screen / "usr1"
-    job = subprocess.Popen([*mpirun_command(2), BIN, *train_args(manifest, out, 1000, "--checkpoint-every", "2")],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _wait_for(lambda: checkpoint(out, 2).exists(), 120), "no checkpoint within 2 minutes"
+    with _two_process_run(manifest, out) as job:
         job.send_signal(signal.SIGUSR1)
         stdout, err = job.communicate(timeout=60)
-    finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
     assert job.returncode == 0, err[-2000:]
     summary = json.loads(stdout)
     assert summary["stop_reason"] == "requested"
