@@ -51,8 +51,10 @@ public enum BLASKernels {
     /// is left alone; if the relaunch fails the program simply goes on with the kernel it has.
     public static func relaunchWithBestKernels() {
         #if os(Linux)
-        guard getenv("OPENBLAS_CORETYPE") == nil,
-              let better = recommended(current: current, cpuFlags: cpuFlags()) else { return }
+        let kernel = current
+        // /proc/cpuinfo is read only when OpenBLAS fell back to an older kernel.
+        guard getenv("OPENBLAS_CORETYPE") == nil, !modern.contains(kernel.lowercased()),
+              let better = recommended(current: kernel, cpuFlags: cpuFlags()) else { return }
         setenv("OPENBLAS_CORETYPE", better, 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // Still here: exec failed; keep the kernel this process has.
