@@ -332,3 +332,59 @@ def test_gan_sigint_checkpoints_then_exits(cytogan, trained, tmp_path):
     assert s["stop_reason"] == "requested" and 0 < s["step"] < 1000000 and "signal" in err
     with safe_open(s["checkpoint"], framework="numpy") as f:
         assert f.metadata()["step"] == str(s["step"])
+
+
+def camera_noise_numpy(x, bins=16):
+    """The camera-noise measurement as documented, in NumPy: per channel, at interior pixels whose
+    3 x 3 neighbourhood stays above -0.999, the Laplacian 4x - 4 neighbours and the 3 x 3 mean;
+    equally filled bins by the mean; each bin's 1.4826 MAD of the Laplacian over sqrt(20)."""
+    levels, stds = [], []
+    for c in range(x.shape[1]):
+        p = x[:, c].astype(np.float64)
+        win = np.stack([p[:, 1 + dy:p.shape[1] - 1 + dy, 1 + dx:p.shape[2] - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        mean, low = win.mean(0), win.min(0)
+        lap = 4 * p[:, 1:-1, 1:-1] - p[:, :-2, 1:-1] - p[:, 2:, 1:-1] - p[:, 1:-1, :-2] - p[:, 1:-1, 2:]
+        keep = low > -0.999
+        m, l = mean[keep], lap[keep]
+        order = np.argsort(m, kind="stable")
+        m, l = m[order], l[order]
+        lv, sd = [], []
+        for b in range(bins):
+            lo, hi = b * len(m) // bins, (b + 1) * len(m) // bins
+            part = l[lo:hi]
+            lv.append(m[lo:hi].mean())
+            sd.append(1.4826 * np.median(np.abs(part - np.median(part))) / np.sqrt(20))
+        levels.append(np.array(lv)); stds.append(np.array(sd))
+    return levels, stds
+
+
+def test_gan_camera_noise_measured_and_added(cytogan, tmp_path):
+    """A model with camera_noise "estimate": the noise it measured agrees with the NumPy
+    measurement of the same crops; `sample --clean` is the generator's specimen (the NumPy
+    generator), `sample` adds noise whose variance is the measured one at each pixel's level."""
+    manifest, arrays = write_crops(tmp_path, 10)
+    (tmp_path / "cam.json").write_text(json.dumps({**CONFIG, "camera_noise": "estimate"}))
+    p = cytogan("train", "--manifest", manifest, "--config", tmp_path / "cam.json", "--steps", 2, "--checkpoint-dir",
+                tmp_path / "ck", "--threads", 1, "--progress", "none")
+    assert "camera noise (measured on 10 crops)" in p.stderr
+    ckpt = json.loads(p.stdout)["checkpoint"]
+    with safe_open(ckpt, "np") as f:
+        noise = json.loads(f.metadata()["config"])["camera_noise"]
+    levels, stds = camera_noise_numpy(np.stack([model_input(a) for a in arrays]))
+    for c in range(3):
+        np.testing.assert_allclose(noise["levels"][c], levels[c], rtol=0, atol=2e-3)
+        np.testing.assert_allclose(noise["std"][c], stds[c], rtol=0.05, atol=1e-4)
+
+    z = np.random.default_rng(3).standard_normal((40, LATENT)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    for name, extra in [("clean", ["--clean"]), ("noisy", [])]:
+        cytogan("sample", "--model", ckpt, "--vectors", tmp_path / "z.npy", "--out", tmp_path / name, "--threads", 1, *extra)
+    def read(name):
+        return np.stack([np.moveaxis(tifffile.imread(tmp_path / name / f"sample-{i:04d}.tif"), -1, 0) for i in range(40)]) / 65535 * 2 - 1
+    clean, noisy = read("clean"), read("noisy")
+    want = generate(load_file(ckpt), z.astype(np.float64))
+    np.testing.assert_allclose(clean, want, atol=1e-4)
+    sigma = np.stack([np.interp(clean[:, c], noise["levels"][c], noise["std"][c]) for c in range(3)], 1)
+    inside = np.abs(noisy) < 0.999
+    ratio = ((noisy - clean) ** 2)[inside].mean() / (sigma ** 2)[inside].mean()
+    assert 0.85 < ratio < 1.15, ratio
