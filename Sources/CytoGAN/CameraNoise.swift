@@ -79,6 +79,11 @@ public struct CameraNoise: Sendable, Equatable {
 
     /// Bins per channel of the estimate.
     public static let bins = 16
+    /// Pixels above the floor a channel needs for its noise to be measured (else it gets none).
+    public static let minimumPixels = bins * 50
+
+    /// Channels whose noise is zero everywhere (too few pixels above the floor to measure).
+    public var silentChannels: [Int] { std.indices.filter { std[$0].allSatisfy { $0 == 0 } } }
 
     /// Measures the noise from crops in model units (count x C x S x S): at every interior pixel
     /// whose 3 x 3 neighbourhood lies above the range's floor, the discrete Laplacian
@@ -86,6 +91,7 @@ public struct CameraNoise: Sendable, Equatable {
     /// `bins` equally filled bins; in each, the Laplacian's robust spread (1.4826 times its median
     /// absolute deviation) over sqrt(20) is the noise's standard deviation (independent noise of
     /// variance v gives the Laplacian variance 20 v; the median ignores the edges of structures).
+    /// A channel with fewer than `minimumPixels` such pixels gets no noise.
     public static func estimate(_ values: [Float], count: Int, channels: Int, size: Int) throws -> CameraNoise {
         let s = size, plane = s * s
         guard count > 0, s >= 3, values.count == count * channels * plane else {
@@ -110,8 +116,10 @@ public struct CameraNoise: Sendable, Equatable {
                     }
                 }
             }
-            guard pairs.count >= bins * 50 else {
-                throw CytoError(.invalidInput, "camera noise: channel \(ch) has \(pairs.count) pixels above the floor; too few to measure its noise", field: "camera_noise")
+            guard pairs.count >= minimumPixels else {
+                // Nothing to measure (a channel dark almost everywhere): no noise is added there.
+                levels.append([0]); stds.append([0])
+                continue
             }
             pairs.sort { $0.m < $1.m }
             var l: [Float] = [], sd: [Float] = []
@@ -212,6 +220,7 @@ extension GANModel {
         let noise = try CameraNoise.estimate(values, count: read, channels: p.channels, size: p.size)
         setCameraNoise(noise)
         let mid = noise.levels.indices.map { c in String(format: "%.4f", noise.sigma(channel: c, at: 0)) }.joined(separator: ", ")
-        log("camera noise (measured on \(read) crops): standard deviation at mid-range \(mid) (model units)")
+        let silent = noise.silentChannels.isEmpty ? "" : "; channel(s) \(noise.silentChannels.map(String.init).joined(separator: ", ")) too dark to measure: none added there"
+        log("camera noise (measured on \(read) crops): standard deviation at mid-range \(mid) (model units)\(silent)")
     }
 }
