@@ -388,3 +388,18 @@ def test_gan_camera_noise_measured_and_added(cytogan, tmp_path):
     inside = np.abs(noisy) < 0.999
     ratio = ((noisy - clean) ** 2)[inside].mean() / (sigma ** 2)[inside].mean()
     assert 0.85 < ratio < 1.15, ratio
+
+    # The worker draws the same pictures as the CLI for the same seed, with and without the noise.
+    from test_worker_support import Worker, ok
+    w = Worker()
+    try:
+        w.initialize()
+        ok(w.call("model/load", {"path": ckpt}))
+        for name, extra in [("clean7", ["--clean"]), ("noisy7", [])]:
+            cytogan("sample", "--model", ckpt, "--count", 4, "--seed", 7, "--out", tmp_path / name, "--threads", 1, *extra)
+            got = ok(w.call("samples/generate", {"count": 4, "seed": 7, "clean": name == "clean7", "returnImages": True}))
+            for i, im in enumerate(got["images"]):
+                tif = np.moveaxis(tifffile.imread(tmp_path / name / f"sample-{i:04d}.tif"), -1, 0) / 65535 * 2 - 1
+                np.testing.assert_allclose(np.array(im["data"]).reshape(im["shape"]), tif, atol=2e-5 + 1 / 65535)
+    finally:
+        w.kill()
