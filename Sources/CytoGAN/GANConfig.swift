@@ -172,10 +172,6 @@ public struct GANConfig: Sendable, Equatable {
     /// (samples, interpolation, algebra, encoding) comes from it: smoother and more realistic
     /// than the generator of whichever step a run stopped at.
     public var generatorAverage: Float?
-    /// When set, the camera's pixel noise (measured from the training crops before the first
-    /// step when "estimate") is added to every generated image the discriminator sees and to
-    /// every generated picture: the generator draws the specimen, the camera model its noise.
-    public var cameraNoise: CameraNoiseSetting?
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -185,8 +181,7 @@ public struct GANConfig: Sendable, Equatable {
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, datasetFloorPercentile: Double? = nil,
-                discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, cameraNoise: CameraNoiseSetting? = nil,
-                featureLayer: FeatureLayer = .representation,
+                discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation,
                 seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
@@ -206,7 +201,6 @@ public struct GANConfig: Sendable, Equatable {
         self.datasetFloorPercentile = datasetFloorPercentile
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
-        self.cameraNoise = cameraNoise
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -326,9 +320,6 @@ public struct GANConfig: Sendable, Equatable {
             }
             guard f >= 0, f < p else { throw bad("dataset_floor_percentile", "dataset_floor_percentile must be in [0, dataset_scale_percentile)") }
         }
-        if let n = cameraNoise?.measured, n.channels != architecture.channels {
-            throw bad("camera_noise", "the camera noise describes \(n.channels) channels, the network draws \(architecture.channels)")
-        }
         for (key, decay) in [("discriminator_average", discriminatorAverage), ("generator_average", generatorAverage)] {
             if let d = decay, !(d > 0 && d < 1) { throw bad(key, "\(key) (the moving average's decay) must be in (0, 1)") }
         }
@@ -355,7 +346,6 @@ public struct GANConfig: Sendable, Equatable {
             "dataset_floor_percentile": datasetFloorPercentile.map { JSON.double($0) } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
-            "camera_noise": cameraNoise?.json ?? JSON.null,
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -425,7 +415,6 @@ public struct GANConfig: Sendable, Equatable {
                   datasetFloorPercentile: try number("dataset_floor_percentile"),
                   discriminatorAverage: try number("discriminator_average").map(Float.init),
                   generatorAverage: try number("generator_average").map(Float.init),
-                  cameraNoise: try value("camera_noise").map { try CameraNoiseSetting(json: $0) },
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }

@@ -38,8 +38,7 @@ public struct DataCursor: Sendable, Equatable {
 /// "optimizer.discriminator.<m|v>.<name>"; `__metadata__` holds the config and the counters and
 /// streams as JSON strings (see `CheckpointKeys`). `load(from:)` restores all of it.
 public final class GANModel {
-    /// The configuration; only `resolveDatasetScale` (its normalization) and `resolveCameraNoise`
-    /// change it, before step 1.
+    /// The configuration; only `resolveDatasetScale` changes it (its normalization, before step 1).
     public internal(set) var config: GANConfig
     public let generator: Network
     public let discriminator: Network
@@ -85,19 +84,9 @@ public final class GANModel {
                                        loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
                                        diffAugment: config.diffAugment, discriminatorAverage: discriminatorAverage,
                                        generatorAverage: generatorAverage)
-        trainingStep.cameraNoise = config.cameraNoise?.measured
         step = 0
         cursor = DataCursor(seed: config.seed)
     }
-
-    /// Sets the measured camera noise (config and training step); see `resolveCameraNoise`.
-    func setCameraNoise(_ noise: CameraNoise) {
-        config.cameraNoise = .measured(noise)
-        trainingStep.cameraNoise = noise
-    }
-
-    /// The measured camera noise generated pictures get (nil: none, or not yet measured).
-    public var cameraNoise: CameraNoise? { config.cameraNoise?.measured }
 
     /// The network features are read from: the discriminator's moving average when kept, else
     /// the discriminator itself.
@@ -124,7 +113,6 @@ public final class GANModel {
         ]
         if let n = noiseLayer { s["discriminator_noise"] = n.rng }
         if let a = trainingStep.diffAugment { s["diff_augment"] = a.rng }
-        if config.cameraNoise != nil { s["camera_noise"] = trainingStep.cameraRNG }
         return s
     }
 
@@ -244,7 +232,6 @@ public final class GANModel {
         model.trainingStep.mixRNG = try stream("interpolation")
         model.noiseLayer?.rng = try stream("discriminator_noise")
         if let a = model.trainingStep.diffAugment { a.rng = try stream("diff_augment") }
-        if config.cameraNoise != nil { model.trainingStep.cameraRNG = try stream("camera_noise") }
         model.cursor = DataCursor(epoch: try int(CheckpointKeys.epoch), position: try int(CheckpointKeys.position),
                                   datasetCount: try int(CheckpointKeys.datasetCount),
                                   orderAtEpochStart: try stream("data_order_epoch_start"), augmentation: try stream("augmentation"))

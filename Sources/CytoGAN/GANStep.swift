@@ -12,7 +12,7 @@ public enum GANLoss: String, Sendable, CaseIterable {
 }
 
 /// One CytoGAN training step, allocation-free once its buffers are sized:
-/// 1. z ~ N(0, I); fake = G(z), plus the camera's noise when the model has one (`cameraNoise`).
+/// 1. z ~ N(0, I); fake = G(z).
 /// 2. D on the batch [fake; real] with targets [0; U(0.8, 1)] (one-sided label smoothing;
 ///    WGAN-GP: labels fake 0 / real 1, plus the gradient penalty at x = e real + (1 - e) fake with
 ///    e ~ U(0, 1) per item);
@@ -47,10 +47,6 @@ public final class GANTrainingStep {
     public let discriminatorAverage: WeightAverage?
     /// Moving average of the generator's weights, updated after each of its updates (nil: none).
     public let generatorAverage: WeightAverage?
-    /// The camera's noise, added to each generated batch before the discriminator sees it (nil: none).
-    public var cameraNoise: CameraNoise?
-    /// The camera noise's draws (one per value of the global batch).
-    public var cameraRNG: RandomStream
 
     /// The group this step trains with (nil: one process).
     public private(set) var collective: (any Collective)?
@@ -69,9 +65,6 @@ public final class GANTrainingStep {
     private let targets = Tensor(Shape(0))
     private let gradient = Tensor(Shape(0))
     private let mixed = Tensor(Shape(0))
-    /// The generated batch as the camera would record it (with `cameraNoise`).
-    private let observed = Tensor(Shape(0))
-    private let normals = Tensor(Shape(0))
 
     /// What one step measured.
     public struct Result: Sendable {
@@ -95,7 +88,6 @@ public final class GANTrainingStep {
         latentRNG = RandomStream(seed: seed, purpose: "latent")
         labelRNG = RandomStream(seed: seed, purpose: "label-smoothing")
         mixRNG = RandomStream(seed: seed, purpose: "interpolation")
-        cameraRNG = RandomStream(seed: seed, purpose: "camera-noise")
         diffAugment = policy.isIdentity ? nil : DiffAugment(policy: policy, rng: RandomStream(seed: seed, purpose: "diff-augment"))
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
@@ -158,12 +150,10 @@ public final class GANTrainingStep {
         generator.training = true
         discriminator.training = true
         sampleLatent(z, batch: b)
-        let drawn = try generator.forward(z)
-        guard drawn.shape == real.shape else {
-            throw CytoError(.shapeMismatch, "training step: real batch \(real.shape) does not match the generator's output \(drawn.shape)")
+        let fake = try generator.forward(z)
+        guard fake.shape == real.shape else {
+            throw CytoError(.shapeMismatch, "training step: real batch \(real.shape) does not match the generator's output \(fake.shape)")
         }
-        // The camera's noise on the drawn specimen; the generator's gradient passes straight through it.
-        let fake = try observe(drawn)
 
         // Discriminator on [fake; real].
         let per = real.shape.itemCount
@@ -227,24 +217,6 @@ public final class GANTrainingStep {
         generatorOptimizer.update()
         generatorAverage?.update(afterUpdate: generatorOptimizer.step)
         return Result(discriminatorLoss: lossD, generatorLoss: lossG, gradientPenalty: gp)
-    }
-
-    /// `drawn` with the camera's noise added (data-parallel: the global batch's draws, this
-    /// process's items), or `drawn` itself without a camera model.
-    private func observe(_ drawn: Tensor) throws -> Tensor {
-        guard let noise = cameraNoise else { return drawn }
-        let b = drawn.shape.batch, per = drawn.shape.itemCount
-        guard drawn.shape.rank == 4, drawn.shape[1] == noise.channels else {
-            throw CytoError(.shapeMismatch, "training step: the camera noise describes \(noise.channels) channels, the generator draws \(drawn.shape)")
-        }
-        let offset = slice.map { $0.isWhole ? 0 : $0.offset } ?? 0
-        let global = slice.map { $0.isWhole ? b : $0.global } ?? b
-        normals.resize(Shape(global * per))
-        cameraRNG.fillNormal(normals.buffer)
-        observed.resize(drawn.shape)
-        observed.data.update(from: drawn.data, count: b * per)
-        noise.apply(observed.data, count: b, plane: drawn.shape[2] * drawn.shape[3], normals: normals.data + offset * per)
-        return observed
     }
 
     /// The loss of `scores` against `targets`, its gradient left in `gradient`.

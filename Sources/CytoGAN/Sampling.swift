@@ -72,28 +72,18 @@ public enum NoiseSpace {
 }
 
 /// Runs a model's generator on noise vectors, in batches, in inference mode (BatchNorm uses its
-/// running statistics, so a cell does not depend on the others in its batch), and adds the
-/// model's camera noise when it has one, as the discriminator saw its generated cells.
+/// running statistics, so a cell does not depend on the others in its batch).
 public final class Sampler {
     public let model: GANModel
     public let batchSize: Int
     /// The generator that draws: the model's moving average when it keeps one and `averaged`.
     public let generator: Network
-    /// The camera noise added to each picture (nil: the model has none, or `clean` was asked).
-    public let cameraNoise: CameraNoise?
-    /// The camera noise's draws, in order of the pictures made (so independent of `batchSize`).
-    private var noiseRNG: RandomStream
     private let z = Tensor(Shape(0))
-    /// The purpose of the pictures' camera-noise stream (callers adding the noise themselves use it too).
-    public static let noisePurpose = "picture-camera-noise"
 
-    /// `clean`: the generator's specimen without the camera's noise. `noiseSeed` seeds the noise.
-    public init(model: GANModel, batchSize: Int = 64, averaged: Bool = true, clean: Bool = false, noiseSeed: UInt64 = 1) {
+    public init(model: GANModel, batchSize: Int = 64, averaged: Bool = true) {
         self.model = model
         self.batchSize = max(1, batchSize)
         generator = averaged ? model.outputGenerator : model.generator
-        cameraNoise = clean ? nil : model.cameraNoise
-        noiseRNG = RandomStream(seed: noiseSeed, purpose: Sampler.noisePurpose)
     }
 
     /// Floats in one generated image (channels x size x size).
@@ -119,10 +109,6 @@ public final class Sampler {
             let images = try g.forward(z)
             out.withUnsafeMutableBufferPointer { ($0.baseAddress! + start * per).update(from: images.data, count: b * per) }
             start += b
-        }
-        if let cameraNoise {
-            let a = model.config.architecture
-            cameraNoise.apply(to: &out, plane: a.size * a.size, rng: &noiseRNG)
         }
         return out
     }

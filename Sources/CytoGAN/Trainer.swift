@@ -126,10 +126,9 @@ public final class Trainer: @unchecked Sendable {
 
     /// Trains until the step limit, the time limit or a stop request; checkpoints at the end when
     /// a directory is set. Paused time does not count against the time budget.
-    /// A configuration that asks for a dataset scale or camera noise gets them measured on `source` first.
+    /// A configuration that asks for a dataset scale gets it estimated from `source` first.
     public func run() throws -> Summary {
         try model.resolveDatasetScale(from: source, log: log)
-        try model.resolveCameraNoise(from: source, log: log)
         let config = model.config
         let step = model.trainingStep
         // Data-parallel: every process steps in lockstep; they stop together by a vote summed

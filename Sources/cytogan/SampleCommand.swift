@@ -35,8 +35,6 @@ struct SampleCommand: ParsableCommand {
     var units: SampleUnits = .model
     @Flag(name: .customLong("current-generator"), help: "Draw with the generator as it was at the checkpoint's step, not the moving average of its weights the model keeps (for comparison).")
     var currentGenerator = false
-    @Flag(help: "Draw the generator's specimen without the camera noise the model adds to its pictures (models trained with camera_noise; others are always clean).")
-    var clean = false
 
     func validate() throws {
         if count < 1 { throw ValidationError("--count must be >= 1") }
@@ -61,7 +59,7 @@ struct SampleCommand: ParsableCommand {
             }
             let pairs = try interpolate.map { try indexes($0, 2, "--interpolate") }
             let triples = try algebra.map { try indexes($0, 3, "--algebra") }
-            let sampler = Sampler(model: m, averaged: !currentGenerator, clean: clean, noiseSeed: seed)
+            let sampler = Sampler(model: m, averaged: !currentGenerator)
             let cropUnits = units == .crops ? m.config.preprocessing.normalization : nil
             try cropUnits?.checkInvertible(channels: a.channels)
             try makeDirectories(out)

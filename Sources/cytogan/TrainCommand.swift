@@ -251,7 +251,6 @@ struct TrainCommand: ParsableCommand {
     /// Nothing is saved (the model did not learn from real data).
     func runFixedBatch(_ model: GANModel, _ source: StreamingManifest) throws {
         try model.resolveDatasetScale(from: source, log: { stderrLine($0) })
-        try model.resolveCameraNoise(from: source, log: { stderrLine($0) })
         let c = model.config
         let loader = CropLoader(preprocessing: c.preprocessing)
         var specs: [CropSpec] = []

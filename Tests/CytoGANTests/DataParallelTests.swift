@@ -8,7 +8,7 @@ import Testing
 
 /// Data-parallel GAN training against one process: N ranks (threads with an in-memory collective)
 /// each stepping on its slice of the same global batches must draw the same random numbers
-/// (latent, labels, noise, augmentation, camera noise: the streams end in the same state) and reach the same
+/// (latent, labels, noise, augmentation: the streams end in the same state) and reach the same
 /// weights as one process with the whole batch, to float rounding.
 @Suite(.serialized) struct DataParallelTests {
     static func config() -> GANConfig {
@@ -17,8 +17,6 @@ import Testing
         c.diffAugment.brightness = 0.25
         c.diffAugment.contrast = 0.25
         c.discriminatorAverage = 0.9
-        c.cameraNoise = .measured(try! CameraNoise(levels: [[-0.5, 0.5], [-0.5, 0.5], [-0.5, 0.5]],
-                                                   std: [[0.02, 0.05], [0.02, 0.05], [0.02, 0.05]]))
         return c
     }
 

@@ -8,15 +8,15 @@ import Foundation
 /// NoiseEncoder, with images written as PNG/TIFF files or returned inline.
 extension Server {
     func registerSampleMethods() {
-        register("samples/generate", params: ["count", "latents", "seed", "clean", "output", "returnLatents", "returnImages"],
+        register("samples/generate", params: ["count", "latents", "seed", "output", "returnLatents", "returnImages"],
                  summary: "Generate cells from noise: count draws from a seed, or given latents.",
                  handler: generateSamples)
 
-        register("samples/interpolate", params: ["from", "to", "steps", "mode", "clean", "output", "returnLatents", "returnImages"],
+        register("samples/interpolate", params: ["from", "to", "steps", "mode", "output", "returnLatents", "returnImages"],
                  summary: "Cells along a line (linear) or a great circle (slerp) between two latents, both ends included.",
                  handler: interpolateSamples)
 
-        register("samples/algebra", params: ["a", "b", "c", "clean", "output", "returnImages"],
+        register("samples/algebra", params: ["a", "b", "c", "output", "returnImages"],
                  summary: "Noise vector algebra: the cell of a - b + c, with the cells of a, b and c.",
                  handler: sampleAlgebra)
 
@@ -46,7 +46,7 @@ private func generateSamples(_ req: Request) throws -> JSON {
     let dim = config.architecture.latent
     let z = try count.map { NoiseSpace.draw(count: $0, latent: dim, seed: seed) } ?? latents.flatMap { try $0.resolve(dim: dim) }
     let n = z.count / dim
-    let images = try generate(req, z, count: n, clean: try p.bool("clean", default: false), noiseSeed: seed)
+    let images = try generate(req, z, count: n)
     req.keep(images: GeneratedImages(images, count: n, config: config, montage: ImageOutput.rowsOfTen(n),
                                      captions: (0..<n).map { "cell \($0)" }))
     var result: [String: JSON] = ["count": JSON(n)]
@@ -72,7 +72,7 @@ private func interpolateSamples(_ req: Request) throws -> JSON {
     let dim = config.architecture.latent
     let a = try from.resolve(dim: dim), b = try to.resolve(dim: dim)
     let z = try NoiseSpace.interpolate(a, b, steps: steps, mode: mode).flatMap { $0 }
-    let images = try generate(req, z, count: steps, clean: try p.bool("clean", default: false))
+    let images = try generate(req, z, count: steps)
     req.keep(images: GeneratedImages(images, count: steps, config: config, montage: [Array(0..<steps)],
                                      captions: (0..<steps).map { "point \($0 + 1) of \(steps)" }))
     var result: [String: JSON] = ["count": JSON(steps)]
@@ -94,7 +94,7 @@ private func sampleAlgebra(_ req: Request) throws -> JSON {
     let dim = config.architecture.latent
     let (a, b, c) = (try terms[0].resolve(dim: dim), try terms[1].resolve(dim: dim), try terms[2].resolve(dim: dim))
     let r = try NoiseSpace.algebra(a, minus: b, plus: c)
-    let images = try generate(req, a + b + c + r, count: 4, clean: try p.bool("clean", default: false))
+    let images = try generate(req, a + b + c + r, count: 4)
     req.keep(images: GeneratedImages(images, count: 4, config: config, montage: [[0, 1, 2, 3]], captions: ["a", "b", "c", "a - b + c"]))
     var result: [String: JSON] = ["latent": vectorsJSON(r, width: dim)[0],
                                   "terms": ["a": vectorsJSON(a, width: dim)[0], "b": vectorsJSON(b, width: dim)[0],
@@ -177,24 +177,19 @@ private func readCrops(_ crops: RequestedCrops, _ preprocessing: Preprocessing, 
 }
 
 /// Runs the generator on `count` noise vectors in batches of 64, with progress and cancellation
-/// between batches; CHW images in [-1, 1], with the model's camera noise (drawn from `noiseSeed`,
-/// as `cytogan sample --seed` draws it) unless `clean`.
-private func generate(_ req: Request, _ z: [Float], count: Int, clean: Bool, noiseSeed: UInt64 = 1) throws -> [Float] {
+/// between batches; CHW images in [-1, 1].
+private func generate(_ req: Request, _ z: [Float], count: Int) throws -> [Float] {
     let dim = z.count / max(count, 1)
     var images: [Float] = []
     var start = 0
     while start < count {
         try req.checkCancelled()
         let n = min(64, count - start)
-        images += try req.server.models.use { m in try Sampler(model: m, batchSize: 64, clean: true).generate(Array(z[(start * dim)..<((start + n) * dim)])) }
+        images += try req.server.models.use { m in try Sampler(model: m, batchSize: 64).generate(Array(z[(start * dim)..<((start + n) * dim)])) }
         start += n
         req.progress(Double(start), total: Double(count), message: "cell \(start)/\(count)")
     }
     try req.checkCancelled()
-    if !clean, let (noise, size) = try req.server.models.use({ m in m.cameraNoise.map { ($0, m.config.architecture.size) } }) {
-        var rng = RandomStream(seed: noiseSeed, purpose: Sampler.noisePurpose)
-        noise.apply(to: &images, plane: size * size, rng: &rng)
-    }
     return images
 }
 

@@ -140,7 +140,6 @@ private let imageOutput: JSON = object([
 private let picturesArgument = choice(["montage", "cells", "both", "none"],
                                       "Pictures to return: one montage, one PNG per cell (at most 100), both, or none.",
                                       default: "montage")
-private let cleanArgument = boolean("Draw the generator's specimen without the camera noise the model adds to its pictures (models trained with one).", default: false)
 private let modelArgument = string("A checkpoint (.safetensors) to load as the current model first (as load_model).")
 
 private let readOnly: JSON = ["readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false]
@@ -315,7 +314,6 @@ private let generateCellsTool = Tool(
         "model": modelArgument,
         "pictures": picturesArgument,
         "returnLatents": boolean("Return the noise vectors.", default: true),
-        "clean": cleanArgument,
         "output": imageOutput,
     ]),
     annotations: computes, placement: always(.serial)) { call in
@@ -339,7 +337,6 @@ private let interpolateCellsTool = Tool(
         "model": modelArgument,
         "pictures": picturesArgument,
         "returnLatents": boolean("Return the noise vectors.", default: true),
-        "clean": cleanArgument,
         "output": imageOutput,
     ], required: ["from", "to"]),
     annotations: computes, placement: always(.serial)) { call in
@@ -354,7 +351,6 @@ private let cellAlgebraTool = Tool(
         "a": latent, "b": latent, "c": latent,
         "model": modelArgument,
         "pictures": picturesArgument,
-        "clean": cleanArgument,
         "output": imageOutput,
     ], required: ["a", "b", "c"]),
     annotations: computes, placement: always(.serial)) { call in
