@@ -25,9 +25,10 @@ public enum BLASKernels {
     }
 
     /// The family to ask for when OpenBLAS fell back to an older kernel than the CPU's flags
-    /// (/proc/cpuinfo's `flags`) allow, else nil.
-    public static func recommended(current: String, cpuFlags flags: Set<String>) -> String? {
+    /// (/proc/cpuinfo's `flags`) allow, else nil. The flags are read only for an older kernel.
+    public static func recommended(current: String, cpuFlags: @autoclosure () -> Set<String>) -> String? {
         guard !modern.contains(current.lowercased()) else { return nil }
+        let flags = cpuFlags()
         let avx512 = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
         if avx512.allSatisfy(flags.contains) { return "SkylakeX" }
         if flags.contains("avx2") && flags.contains("fma") { return "Haswell" }
@@ -51,10 +52,8 @@ public enum BLASKernels {
     /// is left alone; if the relaunch fails the program simply goes on with the kernel it has.
     public static func relaunchWithBestKernels() {
         #if os(Linux)
-        let kernel = current
-        // /proc/cpuinfo is read only when OpenBLAS fell back to an older kernel.
-        guard getenv("OPENBLAS_CORETYPE") == nil, !modern.contains(kernel.lowercased()),
-              let better = recommended(current: kernel, cpuFlags: cpuFlags()) else { return }
+        guard getenv("OPENBLAS_CORETYPE") == nil,
+              let better = recommended(current: current, cpuFlags: cpuFlags()) else { return }
         setenv("OPENBLAS_CORETYPE", better, 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // Still here: exec failed; keep the kernel this process has.

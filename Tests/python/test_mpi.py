@@ -29,11 +29,11 @@ amplification does not reach: the discriminator after one step, and the losses.
 
 Skipped with a message when mpirun or libmpi is not installed (`make setup` installs Open MPI).
 """
-import platform
 import contextlib
 import ctypes
 import json
 import os
+import platform
 import pathlib
 import shutil
 import signal
@@ -84,12 +84,16 @@ def train_args(manifest, out, steps, *extra):
             "--seed", "1", "--threads", "1", "--progress", "none", "--checkpoint-dir", str(out), *map(str, extra)]
 
 
+# OpenBLAS's generic x86-64 kernel, pinned for the comparisons (None: not an x86-64 machine).
+GENERIC_KERNEL = "Prescott" if platform.machine() in ("x86_64", "AMD64") else None
+
+
 def run(cmd, timeout=600, kernel=None):
-    """Runs cmd; `kernel` pins OpenBLAS's kernel (None: the generic one on x86-64, "" : the CPU's own)."""
+    """Runs cmd; `kernel` pins OpenBLAS's kernel (None: GENERIC_KERNEL, "": the CPU's own)."""
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
-    if kernel is None and platform.machine() in ("x86_64", "AMD64"):
-        kernel = "Prescott"
+    if kernel is None:
+        kernel = GENERIC_KERNEL
     if kernel:
         env["OPENBLAS_CORETYPE"] = kernel
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -135,16 +139,21 @@ def runs(screen):
     manifest = screen / "synth" / "crops.csv"
     single = run([BIN, *train_args(manifest, screen / "single", 20, "--checkpoint-every", "1", "--keep", "20")])
     multi = run([*mpirun_command(2), BIN, *train_args(manifest, screen / "mpi", 20, "--checkpoint-every", "1", "--keep", "20")])
-    if platform.machine() in ("x86_64", "AMD64"):
-        assert "BLAS kernels Prescott" in multi.stderr, multi.stderr[-2000:]
+    if GENERIC_KERNEL:
+        assert f"BLAS kernels {GENERIC_KERNEL}" in multi.stderr, multi.stderr[-2000:]
     return screen, manifest, json.loads(single.stdout), multi
+
+
+def rank0_summary(process):
+    """The run summary of a multi-process run: one JSON line, printed by rank 0 alone."""
+    lines = [l for l in process.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, f"only rank 0 prints the summary, got:\n{process.stdout}"
+    return json.loads(lines[0])
 
 
 def test_two_processes_match_one(runs):
     screen, _, single, multi = runs
-    lines = [l for l in multi.stdout.splitlines() if l.strip()]
-    assert len(lines) == 1, f"only rank 0 prints the summary, got:\n{multi.stdout}"
-    summary = json.loads(lines[0])
+    summary = rank0_summary(multi)
     assert summary["processes"] == 2 and summary["step"] == 20
     for key in ("discriminator_loss", "generator_loss"):
         assert abs(summary[key] - single[key]) <= 1e-3 * abs(single[key]), (key, summary[key], single[key])
@@ -261,7 +270,7 @@ def test_native_kernels_agree_where_rounding_cannot_flip(screen):
                             kernel="").stdout)
     multi = run([*mpirun_command(2), BIN, *train_args(manifest, screen / "native2", 20, "--checkpoint-every", "1", "--keep", "20")],
                 kernel="")
-    summary = json.loads([l for l in multi.stdout.splitlines() if l.strip()][0])
+    summary = rank0_summary(multi)
     d = differences(checkpoint(screen / "native1", 1), checkpoint(screen / "native2", 1))
     print(f"native kernels, after 1 step: generator {d['generator'][0]:.3g}, discriminator {d['discriminator'][0]:.3g}",
           file=sys.stderr)
