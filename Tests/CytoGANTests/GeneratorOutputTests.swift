@@ -137,3 +137,45 @@ import Testing
     bad.outputMargin = 1
     #expect(throws: CytoError.self) { try bad.makeGenerator() }
 }
+
+/// A generator with noise inputs stays a function of its latent vectors: the same vectors give the
+/// same pictures whether drawn together or one at a time, in training and inference mode; the
+/// noise changes the picture once its scales are not 0; and the setting survives the config's
+/// JSON form (absent when 0, so older checkpoints read the same).
+@Test func generatorNoiseIsAFunctionOfTheLatentVector() throws {
+    var arch = DCGANArchitecture(size: 16, channels: 3, latent: 8, generatorWidths: [16, 8, 4], discriminatorWidths: [4, 8],
+                                 discriminatorStrides: [1, 2], representation: 6, generatorNoise: 2)
+    let g = try arch.makeGenerator()
+    var rng = RandomStream(seed: 1, purpose: "init")
+    g.initialize(.normal(std: 0.02), rng: &rng)
+    let z = Tensor(Shape(3, 8))
+    rng.fillNormal(z.buffer)
+    func draw(_ z: Tensor) throws -> [Float] { Array(try g.forward(z).buffer) }
+    for training in [true, false] {
+        for l in g.layers { l.training = training }
+        let quiet = try draw(z)
+        let injections = g.layers.compactMap { $0 as? NoiseInjection }
+        #expect(injections.map(\.name) == ["noise1", "noise2"])
+        for l in injections { l.scale.value.fill(0.5) }
+        let together = try draw(z)
+        #expect(together != quiet)
+        #expect(try draw(z) == together)
+        if !training {  // BatchNorm's running statistics: each item alone draws what it drew in the batch
+            // (to rounding: a batch of one may take another matrix kernel; other noise would differ by ~0.1)
+            let per = together.count / 3
+            for i in 0..<3 {
+                let zi = Tensor(Shape(1, 8))
+                zi.data.update(from: z.data + i * 8, count: 8)
+                let alone = try draw(zi)
+                let gap = zip(alone, together[(i * per)..<((i + 1) * per)]).map { abs($0 - $1) }.max() ?? 1
+                #expect(gap < 1e-5, "item \(i): \(gap)")
+            }
+        }
+        for l in injections { l.scale.value.fill(0) }
+    }
+    #expect(try DCGANArchitecture(json: arch.json) == arch)
+    arch.generatorNoise = 0
+    #expect(arch.json["generator_noise"] == nil)
+    arch.generatorNoise = 3
+    #expect(throws: CytoError.self) { try arch.makeGenerator() }
+}
