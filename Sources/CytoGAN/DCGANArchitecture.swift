@@ -11,9 +11,8 @@ import CytoNN
 ///
 /// Layer names: generator "dense0", "reshape0", "bn0", "lrelu0", then per block i "conv<i>"
 /// (an `UpsampleConv2D`, or "up<i>" + `Conv2D` when `fusedUpsample` is false: same weights),
-/// "bn<i>", "lrelu<i>", and "conv<last>", "tanh"; with `generatorNoise` > 0 a first "keys" layer
-/// (the latent vector's key per cell) and "noise<i>" after "bn<i>" in the last blocks;
-/// discriminator "noise", "conv<i>", "lrelu<i>", "flatten", "representation", "output".
+/// "bn<i>", "lrelu<i>", and "conv<last>", "tanh"; discriminator "noise", "conv<i>", "lrelu<i>",
+/// "flatten", "representation", "output".
 public struct DCGANArchitecture: Sendable, Equatable {
     public var size: Int
     public var channels: Int
@@ -30,23 +29,16 @@ public struct DCGANArchitecture: Sendable, Equatable {
     /// Pixels the generator draws beyond each side of the image and crops away ("crop" layer),
     /// so its zero-padded convolutions leave no rim at the edges (0: the paper's generator).
     public var outputMargin: Int
-    /// How many of the generator's last upsampling blocks get learned per-pixel noise
-    /// ("noise<i>", a `NoiseInjection` after the block's BatchNorm); 0: none, the paper's.
-    public var generatorNoise: Int
-    /// Gain of a fixed Laplacian view of the image that the discriminator sees beside the
-    /// intensities ("highpass", doubling its input channels); 0: none, the paper's.
-    public var discriminatorHighPass: Float
 
     public init(size: Int = 96, channels: Int = 3, latent: Int = 100, generatorWidths: [Int] = [256, 128, 64, 32],
                 discriminatorWidths: [Int] = [32, 64, 128, 256], discriminatorStrides: [Int] = [1, 2, 2, 2],
                 representation: Int = 100, kernel: Int = 5, leak: Float = 0.2, noiseStd: Float = 0.1, fusedUpsample: Bool = true,
-                outputMargin: Int = 0, generatorNoise: Int = 0, discriminatorHighPass: Float = 0) {
+                outputMargin: Int = 0) {
         self.size = size; self.channels = channels; self.latent = latent
         self.generatorWidths = generatorWidths; self.discriminatorWidths = discriminatorWidths
         self.discriminatorStrides = discriminatorStrides; self.representation = representation
         self.kernel = kernel; self.leak = leak; self.noiseStd = noiseStd; self.fusedUpsample = fusedUpsample
-        self.outputMargin = outputMargin; self.generatorNoise = generatorNoise
-        self.discriminatorHighPass = discriminatorHighPass
+        self.outputMargin = outputMargin
     }
 
     /// The paper's networks on 96 x 96 x 3 crops.
@@ -75,8 +67,6 @@ public struct DCGANArchitecture: Sendable, Equatable {
         }
         let blocks = generatorWidths.count - 1
         guard outputMargin >= 0 else { throw bad("output margin must be at least 0") }
-        guard discriminatorHighPass >= 0, discriminatorHighPass.isFinite else { throw bad("discriminator high-pass gain must be at least 0") }
-        guard (0...blocks).contains(generatorNoise) else { throw bad("generator noise must be between 0 and the \(blocks) upsampling blocks") }
         guard size > 0, (size + 2 * outputMargin) % (1 << blocks) == 0 else {
             let drawn = outputMargin == 0 ? "size \(size)" : "size \(size) plus twice the output margin \(outputMargin)"
             throw bad("\(drawn) must be a multiple of \(1 << blocks) for \(blocks) upsampling blocks")
@@ -86,9 +76,8 @@ public struct DCGANArchitecture: Sendable, Equatable {
     /// The generator; parameters are zero until `initialize` is called on it.
     public func makeGenerator() throws -> Network {
         try validate()
-        let s0 = startSize, g = generatorWidths, keys = ItemKeys()
-        var layers: [any Layer] = generatorNoise > 0 ? [ItemKeyTap(name: "keys", table: keys)] : []
-        layers += [
+        let s0 = startSize, g = generatorWidths
+        var layers: [any Layer] = [
             Dense(name: "dense0", inputs: latent, outputs: s0 * s0 * g[0]),
             Reshape(name: "reshape0", to: [g[0], s0, s0]),
             BatchNorm(name: "bn0", features: g[0]),
@@ -102,7 +91,6 @@ public struct DCGANArchitecture: Sendable, Equatable {
                 layers.append(Conv2D(name: "conv\(i)", inChannels: g[i - 1], outChannels: g[i], kernel: kernel))
             }
             layers.append(BatchNorm(name: "bn\(i)", features: g[i]))
-            if i >= g.count - generatorNoise { layers.append(NoiseInjection(name: "noise\(i)", channels: g[i], table: keys)) }
             layers.append(LeakyReLU(name: "lrelu\(i)", alpha: leak))
         }
         layers.append(Conv2D(name: "conv\(g.count)", inChannels: g[g.count - 1], outChannels: channels, kernel: kernel))
@@ -116,10 +104,6 @@ public struct DCGANArchitecture: Sendable, Equatable {
         try validate()
         var layers: [any Layer] = [GaussianNoise(name: "noise", std: noiseStd, rng: noise)]
         var c = channels, s = size
-        if discriminatorHighPass > 0 {
-            layers.append(LaplacianChannels(name: "highpass", gain: discriminatorHighPass))
-            c *= 2
-        }
         for (i, (w, st)) in zip(discriminatorWidths, discriminatorStrides).enumerated() {
             layers.append(Conv2D(name: "conv\(i)", inChannels: c, outChannels: w, kernel: kernel, stride: st))
             layers.append(LeakyReLU(name: "lrelu\(i)", alpha: leak))

@@ -467,7 +467,7 @@ public struct GANConfig: Sendable, Equatable {
 extension DCGANArchitecture {
     /// The JSON form stored in checkpoints (every size a key).
     public var json: JSON {
-        var o: [String: JSON] = [
+        [
             "size": JSON(size), "channels": JSON(channels), "latent": JSON(latent),
             "generator_widths": .array(generatorWidths.map { JSON($0) }),
             "discriminator_widths": .array(discriminatorWidths.map { JSON($0) }),
@@ -476,9 +476,6 @@ extension DCGANArchitecture {
             "leak": .float(leak), "noise_std": .float(noiseStd), "fused_upsample": .bool(fusedUpsample),
             "output_margin": JSON(outputMargin),
         ]
-        if generatorNoise > 0 { o["generator_noise"] = JSON(generatorNoise) }
-        if discriminatorHighPass > 0 { o["discriminator_high_pass"] = .float(discriminatorHighPass) }
-        return .object(o)
     }
 
     /// Parses the `json` form; missing keys take the paper's values.
@@ -516,8 +513,7 @@ extension DCGANArchitecture {
                   discriminatorStrides: try ints("discriminator_strides", p.discriminatorStrides),
                   representation: try int("representation", p.representation), kernel: try int("kernel", p.kernel),
                   leak: try float("leak", p.leak), noiseStd: try float("noise_std", p.noiseStd), fusedUpsample: fused,
-                  outputMargin: try int("output_margin", p.outputMargin), generatorNoise: try int("generator_noise", 0),
-                  discriminatorHighPass: try float("discriminator_high_pass", 0))
+                  outputMargin: try int("output_margin", p.outputMargin))
         try validate()
     }
 }

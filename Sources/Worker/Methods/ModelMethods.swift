@@ -75,8 +75,7 @@ private let configKeys: Set<String> = ["architecture", "discriminator_rate", "ge
                                        "dataset_scale_percentile", "dataset_floor_percentile", "discriminator_average", "generator_average",
                                        "feature_layer"]
 private let architectureKeys: Set<String> = ["size", "channels", "latent", "generator_widths", "discriminator_widths",
-                                             "discriminator_strides", "representation", "kernel", "leak", "noise_std", "fused_upsample", "output_margin",
-                                             "generator_noise", "discriminator_high_pass"]
+                                             "discriminator_strides", "representation", "kernel", "leak", "noise_std", "fused_upsample", "output_margin"]
 private let preprocessingKeys: Set<String> = ["size", "channels", "crop_size", "normalization", "resize"]
 private let augmentationKeys: Set<String> = ["flips", "rotations"]
 
