@@ -172,6 +172,10 @@ public struct GANConfig: Sendable, Equatable {
     /// (samples, interpolation, algebra, encoding) comes from it: smoother and more realistic
     /// than the generator of whichever step a run stopped at.
     public var generatorAverage: Float?
+    /// Weight of a generator loss term matching the generated batch's finest texture (the energy
+    /// of the 5-point Laplacian, per channel) to the real batch's (0: none; TextureMatching).
+    /// Without it a short training draws cells without nuclear granules or fibres.
+    public var textureMatching: Float
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -181,8 +185,8 @@ public struct GANConfig: Sendable, Equatable {
                 criticSteps: Int = 1, gradientPenalty: Float = 10, initialization: WeightInit = .normal(std: 0.02),
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, datasetFloorPercentile: Double? = nil,
-                discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, featureLayer: FeatureLayer = .representation,
-                seed: UInt64 = 1) {
+                discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, textureMatching: Float = 0,
+                featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -201,6 +205,7 @@ public struct GANConfig: Sendable, Equatable {
         self.datasetFloorPercentile = datasetFloorPercentile
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
+        self.textureMatching = textureMatching
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -273,6 +278,7 @@ public struct GANConfig: Sendable, Equatable {
             c.generatorAverage = 0.995
             c.discriminatorAverage = 0.999
             c.discriminatorRate = c.generatorRate
+            c.textureMatching = 1
             c.featureLayer = FeatureLayer(parts: [.allBlocks(.mean), .allBlocks(.std)], views: .dihedral)
             return c
         default:
@@ -310,6 +316,7 @@ public struct GANConfig: Sendable, Equatable {
         }
         guard beta1 >= 0, beta1 < 1, beta2 >= 0, beta2 < 1, epsilon > 0 else { throw bad("beta1", "Adam needs 0 <= beta < 1 and epsilon > 0") }
         guard gradientPenalty >= 0, gradientPenalty.isFinite else { throw bad("gradient_penalty", "gradient penalty must be >= 0") }
+        guard textureMatching >= 0, textureMatching.isFinite else { throw bad("texture_matching", "texture_matching (a loss weight) must be >= 0") }
         try diffAugment.validate()
         if let p = datasetScalePercentile, !(p > 0 && p <= 100) {
             throw bad("dataset_scale_percentile", "dataset_scale_percentile must be in (0, 100]")
@@ -346,6 +353,7 @@ public struct GANConfig: Sendable, Equatable {
             "dataset_floor_percentile": datasetFloorPercentile.map { JSON.double($0) } ?? JSON.null,
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
+            "texture_matching": .float(textureMatching),
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -415,6 +423,7 @@ public struct GANConfig: Sendable, Equatable {
                   datasetFloorPercentile: try number("dataset_floor_percentile"),
                   discriminatorAverage: try number("discriminator_average").map(Float.init),
                   generatorAverage: try number("generator_average").map(Float.init),
+                  textureMatching: try float("texture_matching", 0),
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }

@@ -83,7 +83,8 @@ public final class GANModel {
                                        generatorOptimizer: generatorOptimizer, discriminatorOptimizer: discriminatorOptimizer,
                                        loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
                                        diffAugment: config.diffAugment, discriminatorAverage: discriminatorAverage,
-                                       generatorAverage: generatorAverage)
+                                       generatorAverage: generatorAverage,
+                                       textureMatching: config.textureMatching > 0 ? TextureMatching(weight: config.textureMatching) : nil)
         step = 0
         cursor = DataCursor(seed: config.seed)
     }

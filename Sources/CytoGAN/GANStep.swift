@@ -18,7 +18,9 @@ public enum GANLoss: String, Sendable, CaseIterable {
 ///    e ~ U(0, 1) per item);
 ///    D's optimizer steps, and the weight average (`discriminatorAverage`) takes D's new weights.
 /// 3. D on fake again; G's loss (towards 1, or -mean D for WGAN-GP) back-propagated through D
-///    (input gradient only) into G; G's optimizer steps.
+///    (input gradient only) into G, plus the spectrum-matching term's gradient when kept
+///    (`textureMatching`, on the un-augmented fake and real batches, included in G's loss);
+///    G's optimizer steps.
 /// With a differentiable augmentation (`diffAugment`), every batch D sees in steps 2 and 3 goes
 /// through fresh random transforms first, and G's gradient comes back through them.
 /// Each purpose draws from its own stream (latent, label smoothing, interpolation, augmentation),
@@ -47,6 +49,8 @@ public final class GANTrainingStep {
     public let discriminatorAverage: WeightAverage?
     /// Moving average of the generator's weights, updated after each of its updates (nil: none).
     public let generatorAverage: WeightAverage?
+    /// The generator's spectrum-matching term (nil: none).
+    public let textureMatching: TextureMatching?
 
     /// The group this step trains with (nil: one process).
     public private(set) var collective: (any Collective)?
@@ -77,7 +81,7 @@ public final class GANTrainingStep {
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
                 diffAugment policy: DiffAugmentPolicy = .none, discriminatorAverage: WeightAverage? = nil,
-                generatorAverage: WeightAverage? = nil) {
+                generatorAverage: WeightAverage? = nil, textureMatching: TextureMatching? = nil) {
         self.generator = generator
         self.discriminator = discriminator
         self.generatorOptimizer = generatorOptimizer
@@ -91,6 +95,7 @@ public final class GANTrainingStep {
         diffAugment = policy.isIdentity ? nil : DiffAugment(policy: policy, rng: RandomStream(seed: seed, purpose: "diff-augment"))
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
+        self.textureMatching = textureMatching
     }
 
     /// Trains as one of `collective.size` processes that share each batch of `globalBatch` items
@@ -206,6 +211,10 @@ public final class GANTrainingStep {
         var lossG = globalShare(try objective(fakeScores))
         var gx = try discriminator.backward(gradient, inputGradient: true, parameterGradients: false)!
         if let a = diffAugment { gx = try a.backward(gx) }
+        if let t = textureMatching {
+            let term = try t.accumulate(fake: fake, real: real, into: gx, collective: collective)
+            lossG += term * (slice.map { Float($0.local) / Float($0.global) } ?? 1)
+        }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)
         if let r = generatorReducer {
             r[extra: 0] = lossG

@@ -67,6 +67,43 @@ import Testing
         }
     }
 
+    /// With texture matching the generator's first gradients are large (a fresh generator draws
+    /// almost no texture), and Adam's first update is about the learning rate times the sign of
+    /// each gradient, so the rounding noise in gradients that are 0 in exact arithmetic (a
+    /// convolution's bias before BatchNorm) moves weights by a whole step. So this compares the
+    /// gradients of one step instead: every generator gradient of each rank equals one process's
+    /// to 1e-5 of the network's largest.
+    @Test(arguments: [2, 4])
+    func textureMatchingGradientsMatchOneProcess(ranks: Int) throws {
+        Engine.setThreads(1)
+        var c = Self.config()
+        c.textureMatching = 1
+        let real = randomTensor(Shape(8, 3, 16, 16), seed: 20, scale: 0.5)
+        let single = try GANModel(config: c)
+        let one = try single.trainingStep.step(real: real)
+        let expected = single.generator.parameters.map { $0.grad.values }
+        let largest = expected.joined().reduce(Float(0)) { max($0, abs($1)) }
+        #expect(largest > 0)
+        let group = ThreadGroup(size: ranks)
+        let local = 8 / ranks
+        let results = try group.run { rank -> ([[Float]], Float) in
+            let m = try GANModel(config: c)
+            try m.trainingStep.distribute(over: group.member(rank), globalBatch: 8)
+            let part = Tensor(real.shape.withBatch(local))
+            let per = real.shape.itemCount
+            part.data.update(from: real.data + rank * local * per, count: local * per)
+            let s = try m.trainingStep.step(real: part)
+            return (m.generator.parameters.map { $0.grad.values }, s.generatorLoss)
+        }
+        for (rank, (gradients, loss)) in results.enumerated() {
+            #expect(abs(loss - one.generatorLoss) <= 1e-5 * abs(one.generatorLoss), "rank \(rank): generator loss \(loss) vs \(one.generatorLoss)")
+            for (p, (mine, theirs)) in zip(single.generator.parameters, zip(gradients, expected)) {
+                let d = zip(mine, theirs).reduce(Float(0)) { max($0, abs($1.0 - $1.1)) }
+                #expect(d <= 1e-5 * largest, "rank \(rank): \(p.name)'s gradient differs by \(d) (largest gradient \(largest))")
+            }
+        }
+    }
+
     @Test func slicedLoadersReadTheSingleLoadersBatches() throws {
         let dir = try Fixture.tempDir("slices")
         defer { try? FileManager.default.removeItem(atPath: dir) }
