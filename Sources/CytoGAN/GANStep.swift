@@ -18,7 +18,7 @@ public enum GANLoss: String, Sendable, CaseIterable {
 ///    e ~ U(0, 1) per item);
 ///    D's optimizer steps, and the weight average (`discriminatorAverage`) takes D's new weights.
 /// 3. D on fake again; G's loss (towards 1, or -mean D for WGAN-GP) back-propagated through D
-///    (input gradient only) into G, plus the spectrum-matching term's gradient when kept
+///    (input gradient only) into G, plus the texture-matching term's gradient when kept
 ///    (`textureMatching`, on the un-augmented fake and real batches, included in G's loss);
 ///    G's optimizer steps.
 /// With a differentiable augmentation (`diffAugment`), every batch D sees in steps 2 and 3 goes
@@ -49,7 +49,7 @@ public final class GANTrainingStep {
     public let discriminatorAverage: WeightAverage?
     /// Moving average of the generator's weights, updated after each of its updates (nil: none).
     public let generatorAverage: WeightAverage?
-    /// The generator's spectrum-matching term (nil: none).
+    /// The generator's texture-matching term (nil: none).
     public let textureMatching: TextureMatching?
 
     /// The group this step trains with (nil: one process).

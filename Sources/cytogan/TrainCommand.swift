@@ -50,6 +50,8 @@ struct TrainCommand: ParsableCommand {
     var discriminatorAverage: String?
     @Option(name: .customLong("generator-average"), help: "Keep a moving average of the generator's weights with this decay (e.g. 0.999) and generate every image from it; 'none' to keep none.")
     var generatorAverage: String?
+    @Option(name: .customLong("texture-matching"), help: "Weight of the loss term that asks the generator for the real crops' finest texture (cells-64: 1; 0: none).")
+    var textureMatching: Float?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -74,7 +76,7 @@ struct TrainCommand: ParsableCommand {
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
-            || discriminatorAverage != nil || generatorAverage != nil
+            || discriminatorAverage != nil || generatorAverage != nil || textureMatching != nil
     }
 
     func validate() throws {
@@ -125,6 +127,7 @@ struct TrainCommand: ParsableCommand {
         // Decay ranges are checked with the rest of the config below.
         if let discriminatorAverage { c.discriminatorAverage = try TrainCommand.decay(discriminatorAverage, option: "--discriminator-average") }
         if let generatorAverage { c.generatorAverage = try TrainCommand.decay(generatorAverage, option: "--generator-average") }
+        if let textureMatching { c.textureMatching = textureMatching }
         if c.name != "custom" && overridesPreset {
             c.name += "+custom"
         }

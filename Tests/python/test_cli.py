@@ -52,3 +52,13 @@ def test_extract_that_produces_nothing_fails(cytogan, tmp_path):
     out = tmp_path / "f.csv"
     p = cytogan("extract", "--features", "intensity", "--manifest", manifest, "--out", out, check=False)
     assert p.returncode != 0 and not out.exists()
+
+
+def test_a_negative_texture_matching_weight_is_refused_by_name(cytogan, tmp_path):
+    """--texture-matching is a loss weight: a negative one stops before any training, naming the
+    config key, and leaves no checkpoint behind."""
+    p = cytogan("train", "--manifest", tmp_path / "none.csv", "--steps", 1, "--texture-matching=-0.5",
+                "--checkpoint-dir", tmp_path / "ck", check=False)
+    assert p.returncode != 0
+    assert "texture_matching" in p.stderr
+    assert not (tmp_path / "ck").exists() or not any((tmp_path / "ck").iterdir())
