@@ -133,11 +133,17 @@ public final class GANTrainingStep {
         z.data.update(from: globalZ.data + slice.offset * latent, count: batch * latent)
     }
 
+    /// This process's fraction of the global batch (1 in one process).
+    private var batchFraction: Float {
+        guard let slice, !slice.isWhole else { return 1 }
+        return Float(slice.local) / Float(slice.global)
+    }
+
     /// Data-parallel: scales the loss gradient from this process's mean to its share of the
     /// global batch's mean, and returns the loss's share of the global mean.
     private func globalShare(_ loss: Float) -> Float {
-        guard let slice, !slice.isWhole else { return loss }
-        let k = Float(slice.local) / Float(slice.global)
+        let k = batchFraction
+        guard k != 1 else { return loss }
         let g = gradient.data
         for i in 0..<gradient.count { g[i] *= k }
         return loss * k
@@ -213,7 +219,7 @@ public final class GANTrainingStep {
         if let a = diffAugment { gx = try a.backward(gx) }
         if let t = textureMatching {
             let term = try t.accumulate(fake: fake, real: real, into: gx, collective: collective)
-            lossG += term * (slice.map { Float($0.local) / Float($0.global) } ?? 1)
+            lossG += term * batchFraction
         }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)
         if let r = generatorReducer {

@@ -5,6 +5,12 @@
 public final class LaplacianEnergy {
     private var planeSums: [Double] = []
 
+    /// The 5-point Laplacian at `row[i]` of a plane `w` pixels wide.
+    @inline(__always)
+    private static func laplacian(_ row: UnsafeMutablePointer<Float>, _ i: Int, _ w: Int) -> Float {
+        4 * row[i] - row[i - 1] - row[i + 1] - row[i - w] - row[i + w]
+    }
+
     public init() {}
 
     /// Writes the energy of each channel, summed over the batch, to `sums[offset + channel]`.
@@ -25,7 +31,7 @@ public final class LaplacianEnergy {
                         let row = base + y * w
                         var r: Float = 0
                         for i in 1..<(w - 1) {
-                            let l = 4 * row[i] - row[i - 1] - row[i + 1] - row[i - w] - row[i + w]
+                            let l = LaplacianEnergy.laplacian(row, i, w)
                             r += l * l
                         }
                         acc += Double(r)
@@ -55,7 +61,7 @@ public final class LaplacianEnergy {
                 for y in 1..<(h - 1) {
                     let row = base + y * w, grow = gb + y * w
                     for i in 1..<(w - 1) {
-                        let l = k * (4 * row[i] - row[i - 1] - row[i + 1] - row[i - w] - row[i + w])
+                        let l = k * LaplacianEnergy.laplacian(row, i, w)
                         grow[i] += 4 * l
                         grow[i - 1] -= l; grow[i + 1] -= l; grow[i - w] -= l; grow[i + w] -= l
                     }

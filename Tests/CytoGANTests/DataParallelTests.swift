@@ -20,6 +20,14 @@ import Testing
         return c
     }
 
+    /// Rank `rank`'s `local` items of a global batch.
+    static func rows(of batch: Tensor, rank: Int, local: Int) -> Tensor {
+        let part = Tensor(batch.shape.withBatch(local))
+        let per = batch.shape.itemCount
+        part.data.update(from: batch.data + rank * local * per, count: local * per)
+        return part
+    }
+
     /// Relative Frobenius difference of two networks' tensors (all of them together).
     static func difference(_ a: Network, _ b: [String: [Float]]) -> Double {
         var num = 0.0, den = 0.0
@@ -47,10 +55,7 @@ import Testing
             try m.trainingStep.distribute(over: group.member(rank), globalBatch: 8)
             var losses: [Float] = []
             for r in reals {
-                let part = Tensor(r.shape.withBatch(local))
-                let per = r.shape.itemCount
-                part.data.update(from: r.data + rank * local * per, count: local * per)
-                let s = try m.trainingStep.step(real: part)
+                let s = try m.trainingStep.step(real: Self.rows(of: r, rank: rank, local: local))
                 losses += [s.discriminatorLoss, s.generatorLoss]
             }
             func named(_ n: Network) -> [String: [Float]] { Dictionary(uniqueKeysWithValues: n.namedTensors.map { ($0.name, $0.tensor.values) }) }
@@ -89,10 +94,7 @@ import Testing
         let results = try group.run { rank -> ([[Float]], Float) in
             let m = try GANModel(config: c)
             try m.trainingStep.distribute(over: group.member(rank), globalBatch: 8)
-            let part = Tensor(real.shape.withBatch(local))
-            let per = real.shape.itemCount
-            part.data.update(from: real.data + rank * local * per, count: local * per)
-            let s = try m.trainingStep.step(real: part)
+            let s = try m.trainingStep.step(real: Self.rows(of: real, rank: rank, local: local))
             return (m.generator.parameters.map { $0.grad.values }, s.generatorLoss)
         }
         for (rank, (gradients, loss)) in results.enumerated() {
