@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 // cytogan: GAN-based morphological profiling of cell images, as a Swift worker process.
 // Modules depend downward only:
-//   C shims (CBLAS, CTIFF, CPNG, CJSONC, CZlib; CMPIShim loads MPI at run time when present)
+//   C shims (CBLAS, CTIFF, CPNG, CJSONC, CZlib; CMPIShim loads MPI at run time when present;
+//   CConvKernels, the engine's direct convolution kernels)
 //   -> CytoCore (JSON, CSV, NPY, atomic files, errors, clocks; the only user of json-c and zlib)
 //   -> CytoNN (the engine: tensors, layers, network, losses, optimizers, safetensors, threads,
 //      the collective of data-parallel training)
@@ -37,7 +38,9 @@ let package = Package(
         .target(name: "CytoCore", dependencies: ["CJSONC", "CZlib"]),
         // Loads libmpi at run time (dlopen): MPI is optional, to build and to run.
         .target(name: "CMPIShim", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "CytoNN", dependencies: ["CytoCore", "CBLAS", "CMPIShim"]),
+        // Direct convolution kernels (AVX-512 / AVX2, chosen at run time) for thin layers.
+        .target(name: "CConvKernels"),
+        .target(name: "CytoNN", dependencies: ["CytoCore", "CBLAS", "CMPIShim", "CConvKernels"]),
         .target(name: "CPNGShim", dependencies: ["CPNG"]),
         .target(name: "CellImage", dependencies: ["CytoCore", "CTIFF", "CPNG", "CPNGShim"]),
         .target(name: "CytoGAN", dependencies: ["CytoCore", "CytoNN", "CellImage", "Profiling"]),

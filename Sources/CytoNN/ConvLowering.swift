@@ -161,6 +161,9 @@ final class ConvLowering {
         }
     }
 
+    /// Marks every worker's U as holding no unfolding (the forward pass did not unfold).
+    func forgetUnfolding() { for w in workers { w.uHolds = nil } }
+
     /// Zeroes every worker's weight-gradient buffer.
     func clearWeightGradients() { for w in workers { w.dW.fill(0) } }
 

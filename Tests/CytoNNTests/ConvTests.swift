@@ -86,6 +86,70 @@ struct ConvTests {
         try checkLayer(conv, input: x, h: 1e-2, rtol: 2e-3, atol: 2e-3, probes: 30, parameterProbes: 30)
     }
 
+    /// Shapes for the direct kernels: the discriminators' thin first layers, widths that are not
+    /// a multiple of the vector length, output channels that are not a multiple of the block.
+    static let directCases: [ConvCase] = [
+        ConvCase(n: 3, c: 3, h: 64, w: 64, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),   // small-64's first layer
+        ConvCase(n: 2, c: 3, h: 96, w: 96, o: 10, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),   // stride 2, partial block
+        ConvCase(n: 2, c: 3, h: 21, w: 37, o: 9, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),    // ragged rows
+        ConvCase(n: 2, c: 4, h: 19, w: 23, o: 5, kh: 3, kw: 5, sh: 2, sw: 1, padding: .same),    // mixed strides
+        ConvCase(n: 2, c: 2, h: 13, w: 50, o: 12, kh: 4, kw: 4, sh: 1, sw: 2, padding: .same),   // even kernel
+        ConvCase(n: 2, c: 3, h: 11, w: 12, o: 9, kh: 3, kw: 3, sh: 2, sw: 2, padding: .valid),
+        ConvCase(n: 1, c: 6, h: 5, w: 5, o: 2, kh: 1, kw: 1, sh: 1, sw: 1, padding: .same),      // 1x1
+    ] + cases.filter { $0.kh * $0.kw > 1 && $0.sh <= 2 && $0.sw <= 2 }
+
+    /// Instruction sets this CPU can run (AVX2 = 1, AVX-512 = 2).
+    static let instructionSets = [Int32(1), 2].filter { $0 <= Conv2D.cpuInstructionSet }
+
+    @Test("direct kernels (each instruction set the CPU has): forward equals the definition, gradients match finite differences",
+          .enabled(if: Conv2D.cpuInstructionSet > 0, "this CPU has neither AVX2 nor AVX-512: the GEMM path serves every layer"),
+          arguments: directCases)
+    func directKernels(_ k: ConvCase) throws {
+        for isa in ConvTests.instructionSets {
+            let conv = k.make()
+            conv.directInstructionSet = isa
+            randomize(conv, seed: 3)
+            let x = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 4)
+            let geo = try conv.geometry(for: x.shape)
+            if conv.transposed { continue }
+            #expect(conv.directKernel(for: geo) == isa, "\(k) isa \(isa) not taken")
+            let y = try conv.forward(x)
+            let py = k.padding.output(input: k.h, kernel: k.kh, stride: k.sh)!, px = k.padding.output(input: k.w, kernel: k.kw, stride: k.sw)!
+            let ref = referenceConv(x, weight: conv.weight.value, bias: conv.bias!.value, stride: (k.sh, k.sw),
+                                    pad: (py.padBefore, px.padBefore), out: (py.size, px.size))
+            #expect(y.shape == Shape(k.n, k.o, py.size, px.size))
+            #expect(maxAbsDiff(y.values, ref) < 1e-4, "\(k) isa \(isa)")
+            // Backward after a direct forward must use this input, not an unfolding left from an older one.
+            let stale = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 9)
+            conv.directInstructionSet = 0
+            _ = try conv.forward(stale)
+            conv.directInstructionSet = isa
+            randomize(conv, seed: 11, scale: 0.3)
+            try checkLayer(conv, input: randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 12), h: 1e-2, rtol: 2e-3, atol: 2e-3,
+                           probes: 20, parameterProbes: 20)
+            // Parameter gradients accumulate; each part is computed only when asked.
+            let r = randomTensor(try conv.forward(x).shape, seed: 21)
+            for p in conv.parameters { p.grad.fill(0) }
+            #expect(try conv.backward(r, inputGradient: false, parameterGradients: true) == nil)
+            let once = conv.weight.grad.values
+            let dx = try #require(try conv.backward(r, inputGradient: true, parameterGradients: true)).values
+            #expect(maxAbsDiff(conv.weight.grad.values, once.map { 2 * $0 }) < 1e-3, "\(k) isa \(isa)")
+            let dxAlone = try #require(try conv.backward(r, inputGradient: true, parameterGradients: false)).values
+            #expect(maxAbsDiff(dxAlone, dx) == 0 && maxAbsDiff(conv.weight.grad.values, once.map { 2 * $0 }) < 1e-3)
+        }
+    }
+
+    @Test("the automatic choice of kernels per pass (direct forward, direct or GEMM gradients) matches finite differences",
+          arguments: [ConvCase(n: 2, c: 32, h: 16, w: 16, o: 16, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),  // 800 taps
+                      ConvCase(n: 2, c: 16, h: 20, w: 20, o: 12, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),  // 400 taps
+                      ConvCase(n: 2, c: 3, h: 20, w: 20, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same)])  // 75 taps
+    func automaticKernels(_ k: ConvCase) throws {
+        let conv = k.make()
+        randomize(conv, seed: 11, scale: 0.3)
+        try checkLayer(conv, input: randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 12), h: 1e-2, rtol: 2e-3, atol: 2e-3,
+                       probes: 20, parameterProbes: 20)
+    }
+
     @Test("backward skips what is not asked and accumulates parameter gradients")
     func backwardOptions() throws {
         let conv = Conv2D(name: "c", inChannels: 3, outChannels: 2, kernel: 3, stride: 1)
