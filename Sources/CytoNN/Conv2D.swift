@@ -41,6 +41,8 @@ public final class Conv2D: Layer {
         default: return best
         }
     }()
+    /// The direct kernels' instruction set by name (avx512, avx2 or none), for logs and benchmarks.
+    public static var directKernelName: String { ["none", "avx2", "avx512"][Int(cpuInstructionSet)] }
     /// The instruction set of the direct kernels this layer uses: nil chooses (the CPU's best,
     /// for layers where unfolding costs more than it saves), 0 never; tests set it.
     var directInstructionSet: Int32? = nil

@@ -55,7 +55,7 @@ struct EngineBench: ParsableCommand {
         let which: [BenchMeasure] = only.isEmpty ? [.layers, .train, .features, .sample] : only
         let bench = try NetworkBench(arch: arch, threads: threads)
         let common: [String: JSON] = [
-            "peer": "cytogan", "blas_kernels": JSON(BLASKernels.current), "threads": JSON(threads), "size": JSON(arch.size), "channels": JSON(arch.channels),
+            "peer": "cytogan", "blas_kernels": JSON(BLASKernels.current), "conv_kernels": JSON(Conv2D.directKernelName), "threads": JSON(threads), "size": JSON(arch.size), "channels": JSON(arch.channels),
             "latent": JSON(arch.latent), "rep": JSON(arch.representation),
             "g_widths": .array(arch.generatorWidths.map { JSON($0) }), "d_widths": .array(arch.discriminatorWidths.map { JSON($0) }),
             "preset": JSON(preset.rawValue), "clock": JSON(clock.rawValue),

@@ -205,7 +205,7 @@ struct TrainCommand: ParsableCommand {
                                                log: { stderrLine($0) })
             if source.skippedRowCount > 0 { stderrLine("\(source.skippedRowCount) manifest row(s) skipped") }
             stderrLine("training \(c.name): \(c.loss.rawValue), \(c.architecture.size)x\(c.architecture.size)x\(c.architecture.channels), "
-                       + "batch \(c.batchSize), \(source.count) crops, \(Engine.threads) thread(s), BLAS kernels \(BLASKernels.current), "
+                       + "batch \(c.batchSize), \(source.count) crops, \(Engine.threads) thread(s), BLAS kernels \(BLASKernels.current), convolution kernels \(Conv2D.directKernelName), "
                        + "G \(model.generator.parameterCount) / D \(model.discriminator.parameterCount) parameters")
 
             if fixedBatch { try runFixedBatch(model, source); return }
