@@ -276,12 +276,17 @@ static const ck_wgrad_kernels ck_wgrad256_set = {4, 2, {ck_wgrad256_1, ck_wgrad2
 
 #endif
 
-int ck_conv_forward(const ck_conv *g, int isa, const float *x, const float *packed, const float *bias,
-                    float *y, float *scratch) {
+/* A geometry the kernels can run, on an instruction set this CPU has. */
+static int ck_usable(const ck_conv *g, int isa) {
     if (g->c <= 0 || g->o <= 0 || g->kh <= 0 || g->kw <= 0 || g->sh <= 0 || g->sw <= 0 || g->ho <= 0 || g->wo <= 0 ||
         g->pad_left < 0 || g->pad_top < 0 || g->pad_left > g->kw || g->pad_top > g->kh)
-        return -1;
-    if (isa == CK_ISA_NONE || isa > ck_conv_cpu_isa()) return -1;
+        return 0;
+    return isa != CK_ISA_NONE && isa <= ck_conv_cpu_isa();
+}
+
+int ck_conv_forward(const ck_conv *g, int isa, const float *x, const float *packed, const float *bias,
+                    float *y, float *scratch) {
+    if (!ck_usable(g, isa)) return -1;
 #ifdef CK_X86
     ck_pad(g, x, scratch);
     ck_forward_rows(g, isa == CK_ISA_AVX512 ? &ck_forward512 : &ck_forward256, scratch, packed, bias, y);
@@ -293,10 +298,7 @@ int ck_conv_forward(const ck_conv *g, int isa, const float *x, const float *pack
 }
 
 int ck_conv_weight_gradient(const ck_conv *g, int isa, const float *x, const float *dy, float *dw, float *scratch) {
-    if (g->c <= 0 || g->o <= 0 || g->kh <= 0 || g->kw <= 0 || g->sh <= 0 || g->sw <= 0 || g->ho <= 0 || g->wo <= 0 ||
-        g->pad_left < 0 || g->pad_top < 0 || g->pad_left > g->kw || g->pad_top > g->kh)
-        return -1;
-    if (isa == CK_ISA_NONE || isa > ck_conv_cpu_isa()) return -1;
+    if (!ck_usable(g, isa)) return -1;
 #ifdef CK_X86
     ck_pad(g, x, scratch);
     ck_weight_gradient_blocks(g, isa == CK_ISA_AVX512 ? &ck_wgrad512_set : &ck_wgrad256_set, scratch, dy, dw);

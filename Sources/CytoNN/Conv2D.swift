@@ -23,6 +23,8 @@ public final class Conv2D: Layer {
     private let out = Tensor(Shape(0))
     private let dx = Tensor(Shape(0))
     private let packed = Tensor(Shape(0))
+    /// Whether `packed` holds the weights of the last forward pass (a direct forward skips it).
+    private var packedCurrent = false
     private var input: Tensor?
     private var forwarded = false
     /// Direct-path buffers: packed and flipped weights, per-thread padded planes.
@@ -208,6 +210,7 @@ public final class Conv2D: Layer {
     /// Packs the weights into the lowering's [tap][out][K] layout.
     private func packWeights() {
         let L = lowering
+        packedCurrent = true
         packed.resize(Shape(L.packedCount))
         let w = weight.value.data, p = packed.data
         for o in 0..<outChannels {
@@ -221,12 +224,18 @@ public final class Conv2D: Layer {
         }
     }
 
-    /// The direct kernel's instruction set for this geometry, or 0 for the GEMM path.
-    func directKernel(for geo: ConvGeometry) -> Int32 {
+    /// The passes of a convolution that may each take the direct kernels or the GEMM path.
+    enum Pass { case forward, inputGradient, weightGradient }
+
+    /// The direct kernel's instruction set for one pass over this geometry, or 0 for the GEMM
+    /// path. The input gradient follows the forward pass; the weight gradient has its own limit.
+    func directKernel(for geo: ConvGeometry, pass: Pass = .forward) -> Int32 {
+        let taps = inChannels * kernelH * kernelW
         let isa = directInstructionSet
-            ?? (inChannels * kernelH * kernelW <= Conv2D.directMaxTaps(Conv2D.cpuInstructionSet) ? Conv2D.cpuInstructionSet : 0)
+            ?? (taps <= Conv2D.directMaxTaps(Conv2D.cpuInstructionSet) ? Conv2D.cpuInstructionSet : 0)
         guard isa > 0, isa <= Conv2D.cpuInstructionSet, !transposed, strideH <= 2, strideW <= 2,
               geo.padTop <= kernelH, geo.padLeft <= kernelW else { return 0 }
+        if pass == .weightGradient && directInstructionSet == nil && taps > Conv2D.directWeightGradientMaxTaps(isa) { return 0 }
         return isa
     }
 
@@ -245,12 +254,13 @@ public final class Conv2D: Layer {
     }
 
     /// Forward through the direct kernel, image by image on the engine's threads. The lowering is
-    /// still planned (the backward pass may use it) and told that it holds no unfolding of `x`.
+    /// still planned (the backward pass may use it) and told that it holds no unfolding of `x`;
+    /// the GEMM-packed weights are left stale until a backward pass needs them.
     private func directForward(_ x: Tensor, _ geo: ConvGeometry, isa: Int32) -> Tensor {
         let L = lowering
         L.plan(geo, rows: outChannels, allowDirect: true)
         L.forgetUnfolding()
-        packWeights()
+        packedCurrent = false
         var g = kernelGeometry(geo)
         directPacked.resize(Shape(ck_conv_packed_count(&g, isa)))
         ck_conv_pack(&g, isa, weight.value.data, directPacked.data)
@@ -444,7 +454,7 @@ public final class Conv2D: Layer {
         if transposed { return transposedBackward(gradOut, x, inputGradient: inputGradient, parameterGradients: parameterGradients) }
         let L = lowering, geo = L.geo
         let hw = geo.ho * geo.wo, O = outChannels, C = inChannels
-        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
+        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data)
         if parameterGradients {
             L.clearWeightGradients()
             if let bias { addBiasGradient(gp, images: geo.n, channels: O, plane: hw, into: bias.grad.data) }
@@ -454,14 +464,15 @@ public final class Conv2D: Layer {
         // Direct kernels where the forward pass used one; the rest unfolds and multiplies.
         let plan = inputGradient ? directInputPlan(geo) : nil
         if let plan { directInputGradient(gp, plan: plan, into: dxp) }
-        let isa = directKernel(for: geo)
-        if parameterGradients && isa > 0 && (plan != nil || !inputGradient)
-            && (directInstructionSet != nil || C * kernelH * kernelW <= Conv2D.directWeightGradientMaxTaps(isa)) {
+        let isa = directKernel(for: geo, pass: .weightGradient)
+        if parameterGradients && isa > 0 && (plan != nil || !inputGradient) {
             directWeightGradient(gp, xp, geo: geo, isa: isa)
             return inputGradient ? dx : nil
         }
         if plan != nil && !parameterGradients { return dx }
         let chunkInputGradient = inputGradient && plan == nil
+        if chunkInputGradient && !packedCurrent { packWeights() }
+        let wp = UnsafePointer(packed.data)
         L.forEachChunk(reverse: true, balanced: parameterGradients) { w, n0, m in
             let dC: UnsafePointer<Float>
             if L.direct {
