@@ -1,4 +1,4 @@
-// Direct convolution kernels; see include/convkernels.h.
+// Direct convolution kernels and Winograd transforms; see include/convkernels.h.
 #include "convkernels.h"
 
 #include <stddef.h>
@@ -307,4 +307,141 @@ int ck_conv_weight_gradient(const ck_conv *g, int isa, const float *x, const flo
     (void)x; (void)dy; (void)dw; (void)scratch;
     return -1;
 #endif
+}
+
+/* ---- Winograd F(2x2, 3x3) transforms ------------------------------------------------------ */
+
+size_t ck_winograd_scratch_count(int h, int w) {
+    const int th = (h + 1) / 2, tw = (w + 1) / 2;
+    return (size_t)2 * (2 * th + 2) * (tw + 1);
+}
+
+/* Row r of B^T d for the four window columns, then times B: (c0 - c2, c1 + c2, c2 - c1, c1 - c3). */
+#define CK_WI_ROW(r, c0, c1, c2, c3)                                 \
+    d[(4 * (r) + 0) * ks + bx] = (c0) - (c2);                       \
+    d[(4 * (r) + 1) * ks + bx] = (c1) + (c2);                       \
+    d[(4 * (r) + 2) * ks + bx] = (c2) - (c1);                       \
+    d[(4 * (r) + 3) * ks + bx] = (c1) - (c3);
+
+CK_INLINE void ck_wino_blocks(const float *restrict e, const float *restrict o, size_t half, int tw,
+                              float *restrict d, size_t ks) {
+    const float *e0 = e, *e1 = e0 + half, *e2 = e1 + half, *e3 = e2 + half;
+    const float *o0 = o, *o1 = o0 + half, *o2 = o1 + half, *o3 = o2 + half;
+    for (int bx = 0; bx < tw; bx++) {
+        /* Window columns 0...3 are even[bx], odd[bx], even[bx + 1], odd[bx + 1]; B^T's rows are
+           (r0 - r2, r1 + r2, r2 - r1, r1 - r3). */
+        const float a0 = e0[bx] - e2[bx], a1 = e1[bx] + e2[bx], a2 = e2[bx] - e1[bx], a3 = e1[bx] - e3[bx];
+        const float b0 = o0[bx] - o2[bx], b1 = o1[bx] + o2[bx], b2 = o2[bx] - o1[bx], b3 = o1[bx] - o3[bx];
+        const float c0 = e0[bx + 1] - e2[bx + 1], c1 = e1[bx + 1] + e2[bx + 1], c2 = e2[bx + 1] - e1[bx + 1], c3 = e1[bx + 1] - e3[bx + 1];
+        const float f0 = o0[bx + 1] - o2[bx + 1], f1 = o1[bx + 1] + o2[bx + 1], f2 = o2[bx + 1] - o1[bx + 1], f3 = o1[bx + 1] - o3[bx + 1];
+        CK_WI_ROW(0, a0, b0, c0, f0)
+        CK_WI_ROW(1, a1, b1, c1, f1)
+        CK_WI_ROW(2, a2, b2, c2, f2)
+        CK_WI_ROW(3, a3, b3, c3, f3)
+    }
+}
+
+CK_INLINE void ck_wino_input(const float *x, long row, long column, int h, int w, float *v, size_t ks, float *s) {
+    const int th = (h + 1) / 2, tw = (w + 1) / 2;
+    const size_t half = (size_t)tw + 1, rows = (size_t)2 * th + 2;
+    /* The zero-padded plane split by column parity: padded column 2i is even[i] (input column
+       2i - 1), padded column 2i + 1 is odd[i] (input column 2i). */
+    float *even = s, *odd = s + rows * half;
+    memset(s, 0, sizeof(float) * 2 * rows * half);
+    for (int y = 0; y < h; y++) {
+        const float *src = x + y * row;
+        float *e = even + (size_t)(y + 1) * half, *o = odd + (size_t)(y + 1) * half;
+        for (int i = 0; 2 * i < w; i++) o[i] = src[2 * i * column];
+        for (int i = 0; 2 * i + 1 < w; i++) e[i + 1] = src[(2 * i + 1) * column];
+    }
+    for (int by = 0; by < th; by++)
+        ck_wino_blocks(even + (size_t)2 * by * half, odd + (size_t)2 * by * half, half, tw, v + (size_t)by * tw, ks);
+}
+
+/* Column j of A^T M: (m0j + m1j + m2j, m1j - m2j - m3j); the two output columns are then
+   (j0 + j1 + j2, j1 - j2 - j3). */
+#define CK_WO_LOAD(p, j, top, bottom)                                                      \
+    const float top = (p)[(j) * ks + bx] + (p)[(4 + (j)) * ks + bx] + (p)[(8 + (j)) * ks + bx]; \
+    const float bottom = (p)[(4 + (j)) * ks + bx] - (p)[(8 + (j)) * ks + bx] - (p)[(12 + (j)) * ks + bx];
+
+/* One block row of one plane (planes == 1) or of two planes interleaved by column (planes == 2:
+   plane p's column x at 2x + p); full blocks only (both output columns inside). */
+CK_INLINE void ck_wino_out_row(const float *restrict m0, const float *restrict m1, size_t ks, int blocks, float bias,
+                               float *restrict r0, float *restrict r1, int planes) {
+    if (planes == 1) {
+        for (int bx = 0; bx < blocks; bx++) {
+            CK_WO_LOAD(m0, 0, t0, u0) CK_WO_LOAD(m0, 1, t1, u1) CK_WO_LOAD(m0, 2, t2, u2) CK_WO_LOAD(m0, 3, t3, u3)
+            r0[2 * bx] = t0 + t1 + t2 + bias;
+            r0[2 * bx + 1] = t1 - t2 - t3 + bias;
+            if (r1) { r1[2 * bx] = u0 + u1 + u2 + bias; r1[2 * bx + 1] = u1 - u2 - u3 + bias; }
+        }
+    } else {
+        for (int bx = 0; bx < blocks; bx++) {
+            CK_WO_LOAD(m0, 0, t0, u0) CK_WO_LOAD(m0, 1, t1, u1) CK_WO_LOAD(m0, 2, t2, u2) CK_WO_LOAD(m0, 3, t3, u3)
+            CK_WO_LOAD(m1, 0, p0, q0) CK_WO_LOAD(m1, 1, p1, q1) CK_WO_LOAD(m1, 2, p2, q2) CK_WO_LOAD(m1, 3, p3, q3)
+            r0[4 * bx] = t0 + t1 + t2 + bias;
+            r0[4 * bx + 1] = p0 + p1 + p2 + bias;
+            r0[4 * bx + 2] = t1 - t2 - t3 + bias;
+            r0[4 * bx + 3] = p1 - p2 - p3 + bias;
+            if (r1) {
+                r1[4 * bx] = u0 + u1 + u2 + bias;
+                r1[4 * bx + 1] = q0 + q1 + q2 + bias;
+                r1[4 * bx + 2] = u1 - u2 - u3 + bias;
+                r1[4 * bx + 3] = q1 - q2 - q3 + bias;
+            }
+        }
+    }
+}
+
+CK_INLINE void ck_wino_output(const float *m0, const float *m1, size_t ks, int h, int w, float bias, float *y, long row) {
+    const int th = (h + 1) / 2, tw = (w + 1) / 2, full = w / 2, planes = m1 ? 2 : 1;
+    for (int by = 0; by < th; by++) {
+        float *r0 = y + (size_t)(2 * by) * row, *r1 = 2 * by + 1 < h ? r0 + row : NULL;
+        const float *p0 = m0 + (size_t)by * tw, *p1 = m1 ? m1 + (size_t)by * tw : NULL;
+        if (r1) ck_wino_out_row(p0, p1, ks, full, bias, r0, r1, planes);
+        else ck_wino_out_row(p0, p1, ks, full, bias, r0, NULL, planes);
+        if (full < tw) {
+            /* The last block of an odd width: its left column only. */
+            const int bx = full;
+            for (int p = 0; p < planes; p++) {
+                const float *q = p ? p1 : p0;
+                CK_WO_LOAD(q, 0, t0, u0) CK_WO_LOAD(q, 1, t1, u1) CK_WO_LOAD(q, 2, t2, u2)
+                r0[planes * 2 * bx + p] = t0 + t1 + t2 + bias;
+                if (r1) r1[planes * 2 * bx + p] = u0 + u1 + u2 + bias;
+            }
+        }
+    }
+}
+
+#ifdef CK_X86
+CK_AVX512 static void ck_wino_input512(const float *x, long row, long column, int h, int w, float *v, size_t ks, float *s) {
+    ck_wino_input(x, row, column, h, w, v, ks, s);
+}
+CK_AVX2 static void ck_wino_input256(const float *x, long row, long column, int h, int w, float *v, size_t ks, float *s) {
+    ck_wino_input(x, row, column, h, w, v, ks, s);
+}
+CK_AVX512 static void ck_wino_output512(const float *m0, const float *m1, size_t ks, int h, int w, float bias, float *y, long row) {
+    ck_wino_output(m0, m1, ks, h, w, bias, y, row);
+}
+CK_AVX2 static void ck_wino_output256(const float *m0, const float *m1, size_t ks, int h, int w, float bias, float *y, long row) {
+    ck_wino_output(m0, m1, ks, h, w, bias, y, row);
+}
+#endif
+
+void ck_winograd_input(int isa, const float *x, long row, long column, int h, int w, float *v, size_t kstride, float *scratch) {
+#ifdef CK_X86
+    if (isa == CK_ISA_AVX512) { ck_wino_input512(x, row, column, h, w, v, kstride, scratch); return; }
+    if (isa == CK_ISA_AVX2) { ck_wino_input256(x, row, column, h, w, v, kstride, scratch); return; }
+#endif
+    (void)isa;
+    ck_wino_input(x, row, column, h, w, v, kstride, scratch);
+}
+
+void ck_winograd_output(int isa, const float *m0, const float *m1, size_t kstride, int h, int w, float bias, float *y, long row) {
+#ifdef CK_X86
+    if (isa == CK_ISA_AVX512) { ck_wino_output512(m0, m1, kstride, h, w, bias, y, row); return; }
+    if (isa == CK_ISA_AVX2) { ck_wino_output256(m0, m1, kstride, h, w, bias, y, row); return; }
+#endif
+    (void)isa;
+    ck_wino_output(m0, m1, kstride, h, w, bias, y, row);
 }

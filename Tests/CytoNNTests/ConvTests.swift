@@ -178,9 +178,24 @@ struct ConvTests {
                       PhaseCase(n: 2, c: 3, h: 4, w: 4, o: 2, k: 3),
                       PhaseCase(n: 2, c: 3, h: 4, w: 5, o: 2, k: 4),    // even kernel (asymmetric padding)
                       PhaseCase(n: 1, c: 2, h: 3, w: 3, o: 2, k: 1),
-                      PhaseCase(n: 7, c: 32, h: 3, w: 3, o: 4, k: 5, chunk: 30)]) // several chunks
+                      PhaseCase(n: 7, c: 32, h: 3, w: 3, o: 4, k: 5, chunk: 30), // several chunks
+                      PhaseCase(n: 3, c: 5, h: 29, w: 30, o: 3, k: 5),  // odd height; one image per Winograd chunk
+                      PhaseCase(n: 2, c: 6, h: 1, w: 2, o: 2, k: 6)])
     func phaseConvolution(_ p: PhaseCase) throws {
+        // Winograd's algorithm where it applies (kernels 3 to 6), its transforms in plain C and
+        // each instruction set the CPU has; and unfolding + GEMM.
+        for isa in [Int32(0)] + ConvTests.instructionSets {
+            let fused = UpsampleConv2D(name: "conv1", inChannels: p.c, outChannels: p.o, kernel: p.k)
+            if !fused.winograd { break }
+            fused.winogradInstructionSet = isa
+            try phaseConvolution(p, fused, label: "winograd isa \(isa)")
+        }
         let fused = UpsampleConv2D(name: "conv1", inChannels: p.c, outChannels: p.o, kernel: p.k)
+        fused.winograd = false
+        try phaseConvolution(p, fused, label: "gemm")
+    }
+
+    func phaseConvolution(_ p: PhaseCase, _ fused: UpsampleConv2D, label: String) throws {
         fused.lowering.targetColumns = p.chunk
         let up = Upsample2x(name: "up1")
         let conv = Conv2D(name: "conv1", inChannels: p.c, outChannels: p.o, kernel: p.k, stride: 1, padding: .same)
@@ -192,21 +207,33 @@ struct ConvTests {
         let yf = try fused.forward(x).values
         let yl = try conv.forward(try up.forward(x)).values
         #expect(yf.count == yl.count)
-        #expect(maxAbsDiff(yf, yl) < 1e-4, "forward \(p)")
+        #expect(maxAbsDiff(yf, yl) < 1e-4, "forward \(p) \(label)")
 
         let r = randomTensor(Shape(p.n, p.o, 2 * p.h, 2 * p.w), seed: 23)
         let dxf = try fused.backward(r).values
         let dxl = try up.backward(try conv.backward(r)).values
-        #expect(maxAbsDiff(dxf, dxl) < 1e-4, "input gradient \(p)")
-        #expect(maxAbsDiff(fused.weight.grad.values, conv.weight.grad.values) < 2e-4, "weight gradient \(p)")
-        #expect(maxAbsDiff(fused.bias!.grad.values, conv.bias!.grad.values) < 2e-4, "bias gradient \(p)")
+        #expect(maxAbsDiff(dxf, dxl) < 1e-4, "input gradient \(p) \(label)")
+        #expect(maxAbsDiff(fused.weight.grad.values, conv.weight.grad.values) < 2e-4, "weight gradient \(p) \(label)")
+        #expect(maxAbsDiff(fused.bias!.grad.values, conv.bias!.grad.values) < 2e-4, "bias gradient \(p) \(label)")
+        // Each part is computed only when asked: the input gradient alone leaves the parameters'
+        // gradients as they were, and the parameters' alone give no input gradient.
+        let weightGrad = fused.weight.grad.values
+        _ = try fused.forward(x)
+        #expect(maxAbsDiff(try fused.backward(r, inputGradient: true, parameterGradients: false)!.values, dxl) < 1e-4)
+        #expect(fused.weight.grad.values == weightGrad)
+        #expect(try fused.backward(r, inputGradient: false, parameterGradients: true) == nil)
+        #expect(maxAbsDiff(fused.weight.grad.values, weightGrad.map { 2 * $0 }) < 4e-4, "accumulated \(p) \(label)")
     }
 
-    @Test("phase convolution gradients match finite differences")
+    @Test("phase convolution gradients match finite differences (Winograd and GEMM)")
     func phaseGradients() throws {
-        let fused = UpsampleConv2D(name: "up", inChannels: 3, outChannels: 2, kernel: 5)
-        randomize(fused, seed: 31, scale: 0.3)
-        try checkLayer(fused, input: randomTensor(Shape(2, 3, 4, 5), seed: 32), rtol: 2e-3, atol: 2e-3)
+        for winograd in [true, false] {
+            let fused = UpsampleConv2D(name: "up", inChannels: 3, outChannels: 2, kernel: 5)
+            #expect(fused.winograd || !UpsampleConv2D.winogradAllowed)
+            fused.winograd = winograd
+            randomize(fused, seed: 31, scale: 0.3)
+            try checkLayer(fused, input: randomTensor(Shape(2, 3, 4, 5), seed: 32), rtol: 2e-3, atol: 2e-3)
+        }
     }
 
     @Test("Upsample2x repeats each pixel and sums gradients over its 2x2 block")

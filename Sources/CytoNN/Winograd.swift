@@ -1,0 +1,117 @@
+import CBLAS
+import CConvKernels
+import CytoCore
+
+/// A 3 x 3, stride-1 convolution with one pixel of zero padding on every side, by Winograd's
+/// F(2x2, 3x3) (Lavin & Gray, 2016): each 2 x 2 block of outputs costs 16 multiply-adds per
+/// (input, output) channel pair instead of 36, as 16 GEMMs of [out x in] by [in x blocks].
+/// Only the order of the sums changes, so results equal the definition to rounding.
+///
+/// Input and output are strided views (`PlaneView`), so a layer can read or write planes that
+/// are interleaved with others (the four phases of an upsampling convolution) without a copy.
+final class Winograd3x3 {
+    /// Where pixel (y, x) of channel c of image i lies: i * image + channel[c] + y * row + x * column.
+    struct PlaneView {
+        var image: Int
+        var channel: [Int]
+        var row: Int
+        var column: Int
+    }
+
+    let inChannels: Int, outChannels: Int
+    /// The transformed weights: 16 matrices [out][in], entry (k, o, c) at (k * out + o) * in + c.
+    private let transformed: Tensor
+    private var scratch: [Tensor] = []
+    /// The instruction set of the transforms (the direct convolution kernels' choice; tests
+    /// force each one the CPU has, and 0 for plain C).
+    var instructionSet: Int32 = Conv2D.cpuInstructionSet
+
+    init(inChannels: Int, outChannels: Int) {
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        transformed = Tensor(Shape(16 * outChannels * inChannels))
+    }
+
+    /// Sets the 3 x 3 kernels: `weight(o, c)` points at kernel (o, c), its 9 taps row by row.
+    /// Each becomes G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+    func setWeights(_ weight: (Int, Int) -> UnsafePointer<Float>) {
+        let O = outChannels, C = inChannels, u = transformed.data, plane = O * C
+        for o in 0..<O {
+            for c in 0..<C {
+                let g = weight(o, c)
+                // Gg, row by row (3 taps each); then each row r times G^T gives entries 4r ... 4r + 3.
+                let dst = u + o * C + c
+                func store(_ r: Int, _ r0: Float, _ r1: Float, _ r2: Float) {
+                    dst[(4 * r) * plane] = r0
+                    dst[(4 * r + 1) * plane] = 0.5 * (r0 + r1 + r2)
+                    dst[(4 * r + 2) * plane] = 0.5 * (r0 - r1 + r2)
+                    dst[(4 * r + 3) * plane] = r2
+                }
+                store(0, g[0], g[1], g[2])
+                store(1, 0.5 * (g[0] + g[3] + g[6]), 0.5 * (g[1] + g[4] + g[7]), 0.5 * (g[2] + g[5] + g[8]))
+                store(2, 0.5 * (g[0] - g[3] + g[6]), 0.5 * (g[1] - g[4] + g[7]), 0.5 * (g[2] - g[5] + g[8]))
+                store(3, g[6], g[7], g[8])
+            }
+        }
+    }
+
+    /// Images per GEMM: as many blocks as a thread's transformed input and products fit in 2 MB
+    /// (16 x (in + out) floats per block), but at least 144 blocks (a GEMM width OpenBLAS runs
+    /// well) and one image. Measured on the generators' layers against 1 to 8 MB.
+    private func chunkImages(_ n: Int, _ perImage: Int) -> Int {
+        let blocks = max(144, (1 << 19) / (16 * (inChannels + outChannels)))
+        return max(1, min(n, blocks / perImage))
+    }
+
+    /// y = conv(x) (+ bias[o]) for `images` images of `height` x `width`, on the engine's threads.
+    /// The output has the input's size; every output pixel is written (nothing accumulates).
+    /// An output view with `column` 2 interleaves pairs of planes: channels 2q and 2q + 1 must
+    /// lie one float apart and have the same bias.
+    func run(images n: Int, height h: Int, width w: Int,
+             input x: UnsafePointer<Float>, _ xv: PlaneView,
+             output y: UnsafeMutablePointer<Float>, _ yv: PlaneView, bias: UnsafePointer<Float>?) {
+        precondition(xv.channel.count == inChannels && yv.channel.count == outChannels)
+        let C = inChannels, O = outChannels, planes = yv.column
+        precondition(planes == 1 || (planes == 2 && O % 2 == 0
+            && stride(from: 0, to: O, by: 2).allSatisfy { yv.channel[$0 + 1] == yv.channel[$0] + 1 && bias?[$0] == bias?[$0 + 1] }),
+            "Winograd3x3: output columns must be 1, or 2 with paired planes")
+        let th = (h + 1) / 2, tw = (w + 1) / 2, perImage = th * tw
+        let chunk = chunkImages(n, perImage)
+        let ld = chunk * perImage, padCount = ck_winograd_scratch_count(Int32(h), Int32(w))
+        let threads = min(Engine.threads, n)
+        while scratch.count < threads { scratch.append(Tensor(Shape(0))) }
+        let need = 16 * C * ld + 16 * O * ld + padCount
+        for s in scratch.prefix(threads) where s.count < need { s.resize(Shape(need)) }
+        let u = UnsafePointer(transformed.data), isa = instructionSet
+        parallelChunks(n, work: n * perImage * 16 * C * O) { t, range in
+            let v = self.scratch[t].data, prod = v + 16 * C * ld, pad = prod + 16 * O * ld
+            var i0 = range.lowerBound
+            while i0 < range.upperBound {
+                let m = min(chunk, range.upperBound - i0), cols = m * perImage
+                // V[k][c][block] = (B^T d B)[k] for each 4 x 4 input window d.
+                for i in 0..<m {
+                    let img = x + (i0 + i) * xv.image
+                    for c in 0..<C {
+                        ck_winograd_input(isa, img + xv.channel[c], xv.row, xv.column, Int32(h), Int32(w),
+                                          v + c * ld + i * perImage, C * ld, pad)
+                    }
+                }
+                // M[k] = U[k] V[k]: [out x in] by [in x blocks].
+                for k in 0..<16 {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(O), Int32(cols), Int32(C),
+                                1, u + k * O * C, Int32(C), v + k * C * ld, Int32(ld), 0, prod + k * O * ld, Int32(ld))
+                }
+                // y = A^T M A + bias for each block.
+                for i in 0..<m {
+                    let img = y + (i0 + i) * yv.image
+                    for o in stride(from: 0, to: O, by: planes) {
+                        let m0 = UnsafePointer(prod + o * ld + i * perImage)
+                        ck_winograd_output(isa, m0, planes == 2 ? m0 + ld : nil, O * ld, Int32(h), Int32(w),
+                                           bias?[o] ?? 0, img + yv.channel[o], yv.row)
+                    }
+                }
+                i0 += m
+            }
+        }
+    }
+}
