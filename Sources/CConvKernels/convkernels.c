@@ -311,6 +311,10 @@ int ck_conv_weight_gradient(const ck_conv *g, int isa, const float *x, const flo
 
 /* ---- Winograd F(2x2, 3x3) transforms ------------------------------------------------------ */
 
+#ifndef CK_INLINE
+#define CK_INLINE static inline
+#endif
+
 size_t ck_winograd_scratch_count(int h, int w) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2;
     return (size_t)2 * (2 * th + 2) * (tw + 1);
