@@ -11,10 +11,11 @@ import Darwin
 /// rows y + floor((a + ky - p) / 2), so each of the four output phases (a, b) is a small
 /// convolution (3 x 3 for k = 5) whose weights are sums of the k x k weights. For k = 5 this does
 /// 9/25 of the multiply-adds of the literal upsample + convolution, forward and backward.
-/// When the phase kernels are 3 x 3 with one pixel of padding (k = 3 to 6), the forward pass runs
-/// on Winograd's F(2x2, 3x3) (`Winograd3x3`): 16 instead of 36 multiply-adds per 2 x 2 outputs.
-/// The backward pass stays on unfolding + GEMM (Winograd's input and weight gradients measured
-/// no faster at these sizes).
+/// When the phase kernels are 3 x 3 with one pixel of padding (k = 3 to 6), the forward pass in
+/// inference mode (sampling, interpolation, encoding) runs on Winograd's F(2x2, 3x3)
+/// (`Winograd3x3`): 16 instead of 36 multiply-adds per 2 x 2 outputs. Training keeps unfolding +
+/// GEMM, whose forward leaves the unfolding that the weight gradient reuses (Winograd's forward,
+/// input and weight gradients measured no faster over whole training steps).
 /// The weights are stored as an ordinary Conv2D's ([out, in, k, k] + bias), so checkpoints are
 /// interchangeable with `Upsample2x` followed by `Conv2D(kernel: k, padding: .same)`.
 public final class UpsampleConv2D: Layer {
@@ -34,8 +35,11 @@ public final class UpsampleConv2D: Layer {
     private let packed = Tensor(Shape(0))
     private var input: Tensor?
     private var forwarded = false
-    /// Whether the forward pass runs on Winograd's algorithm (see above); tests turn it off to compare.
+    /// Whether the inference forward pass runs on Winograd's algorithm (see above); tests turn it
+    /// off to compare.
     var winograd: Bool
+    /// Training mode takes the GEMM path; inference mode Winograd's (see above).
+    public var training = true
     private let phaseWeights = Tensor(Shape(0))
     private let phaseBias = Tensor(Shape(0))
     private var forwardWinograd: Winograd3x3?
@@ -180,9 +184,9 @@ public final class UpsampleConv2D: Layer {
         out.resize(os)
         input = x
         forwarded = true
-        if winograd {
+        if winograd && !training {
             L.forgetUnfolding()
-            packWeights()  // the backward pass's matrix products read them
+            packWeights()  // a backward pass (noise encoding) multiplies by them
             winogradForward(x, h: h, w: w)
             return out
         }
