@@ -80,6 +80,19 @@ static void ck_store(const ck_conv *g, float *y, const float *tmp, int ob, int w
 #define CK_AVX2 __attribute__((target("avx2,fma")))
 #define CK_INLINE static inline __attribute__((always_inline))
 
+/* Where kernel column kx + 1's input vectors start, given kx's at r in column phase *p: the
+   next column phase, or the first phase one column on. */
+CK_INLINE const float *ck_next_column(const float *r, int *p, int sw, size_t phase) {
+    if (++*p == sw) { *p = 0; return r + 1 - (ptrdiff_t)(sw - 1) * (ptrdiff_t)phase; }
+    return r + phase;
+}
+
+/* Offset of tap t's (= (c * kh + ky) * kw + kx) input vectors in the padded, phase-split buffer. */
+CK_INLINE size_t ck_tap_offset(const ck_conv *g, int t, size_t phase, size_t cols) {
+    const int c = t / (g->kh * g->kw), ky = (t / g->kw) % g->kh, kx = t % g->kw;
+    return ((size_t)c * g->sw + kx % g->sw) * phase + (size_t)ky * cols + kx / g->sw;
+}
+
 #define CK_BLOCK_ARGS const ck_conv *g, const float *s, size_t phase, size_t cols, const float *w, \
                       const float *bias, int row, int x0, float *tmp
 #define CK_WGRAD_ARGS const ck_conv *g, const float *s, size_t phase, size_t cols, const float *dy, \
@@ -139,12 +152,9 @@ CK_INLINE CK_AVX512 void ck_block512(const ck_conv *g, const float *s, size_t ph
     for (int k = 0; k < 8; k++) for (int j = 0; j < 3; j++) a[k][j] = _mm512_set1_ps(bias[k]);
     for (int c = 0; c < g->c; c++) {
         for (int ky = 0; ky < g->kh; ky++) {
-            const float *line = s + (size_t)c * g->sw * phase + (size_t)(g->sh * row + ky) * cols + x0;
-            const float *r = line;
+            const float *r = s + (size_t)c * g->sw * phase + (size_t)(g->sh * row + ky) * cols + x0;
             for (int kx = 0, p = 0; kx < g->kw; kx++) {
-                if (kx > 0) {  // the next column phase, or the first phase one column on
-                    if (++p == g->sw) { p = 0; r += 1 - (ptrdiff_t)(g->sw - 1) * (ptrdiff_t)phase; } else r += phase;
-                }
+                if (kx > 0) r = ck_next_column(r, &p, g->sw, phase);
                 __m512 v[3];
                 for (int j = 0; j < NV; j++) v[j] = _mm512_loadu_ps(r + 16 * j);
                 for (int k = 0; k < 8; k++) {
@@ -172,12 +182,9 @@ CK_INLINE CK_AVX2 void ck_block256(const ck_conv *g, const float *s, size_t phas
     for (int k = 0; k < 4; k++) for (int v = 0; v < 3; v++) a[k][v] = _mm256_set1_ps(bias[k]);
     for (int c = 0; c < g->c; c++) {
         for (int ky = 0; ky < g->kh; ky++) {
-            const float *line = s + (size_t)c * g->sw * phase + (size_t)(g->sh * row + ky) * cols + x0;
-            const float *r = line;
+            const float *r = s + (size_t)c * g->sw * phase + (size_t)(g->sh * row + ky) * cols + x0;
             for (int kx = 0, p = 0; kx < g->kw; kx++) {
-                if (kx > 0) {  // the next column phase, or the first phase one column on
-                    if (++p == g->sw) { p = 0; r += 1 - (ptrdiff_t)(g->sw - 1) * (ptrdiff_t)phase; } else r += phase;
-                }
+                if (kx > 0) r = ck_next_column(r, &p, g->sw, phase);
                 __m256 v[3];
                 for (int j = 0; j < NV; j++) v[j] = _mm256_loadu_ps(r + 8 * j);
                 for (int k = 0; k < 4; k++) {
@@ -204,10 +211,7 @@ CK_INLINE CK_AVX512 void ck_wgrad512(const ck_conv *g, const float *s, size_t ph
     const int taps = g->c * g->kh * g->kw, plane = g->ho * g->wo;
     const int on = g->o - o0 < 8 ? g->o - o0 : 8;
     size_t off[3];
-    for (int j = 0; j < NT; j++) {
-        const int t = t0 + j, c = t / (g->kh * g->kw), ky = (t / g->kw) % g->kh, kx = t % g->kw;
-        off[j] = ((size_t)c * g->sw + kx % g->sw) * phase + (size_t)ky * cols + kx / g->sw;
-    }
+    for (int j = 0; j < NT; j++) off[j] = ck_tap_offset(g, t0 + j, phase, cols);
     __m512 a[8][3];
     for (int k = 0; k < 8; k++) for (int j = 0; j < 3; j++) a[k][j] = _mm512_setzero_ps();
     for (int y = 0; y < g->ho; y++) {
@@ -246,10 +250,7 @@ CK_INLINE CK_AVX2 void ck_wgrad256(const ck_conv *g, const float *s, size_t phas
     const int taps = g->c * g->kh * g->kw, plane = g->ho * g->wo;
     const int on = g->o - o0 < 4 ? g->o - o0 : 4;
     size_t off[2];
-    for (int j = 0; j < NT; j++) {
-        const int t = t0 + j, c = t / (g->kh * g->kw), ky = (t / g->kw) % g->kh, kx = t % g->kw;
-        off[j] = ((size_t)c * g->sw + kx % g->sw) * phase + (size_t)ky * cols + kx / g->sw;
-    }
+    for (int j = 0; j < NT; j++) off[j] = ck_tap_offset(g, t0 + j, phase, cols);
     __m256 a[4][2];
     for (int k = 0; k < 4; k++) for (int j = 0; j < 2; j++) a[k][j] = _mm256_setzero_ps();
     for (int y = 0; y < g->ho; y++) {

@@ -35,6 +35,8 @@ public final class UpsampleConv2D: Layer {
     private let packed = Tensor(Shape(0))
     private var input: Tensor?
     private var forwarded = false
+    /// Whether `packed` holds this forward pass's weights (a Winograd forward leaves it stale).
+    private var packedCurrent = false
     /// Whether the inference forward pass runs on Winograd's algorithm (see above); tests turn it
     /// off to compare.
     var winograd: Bool
@@ -65,19 +67,25 @@ public final class UpsampleConv2D: Layer {
     /// The four phase kernels, summed from the k x k weights: [(a * out + o) * 2 + b][in][3][3]
     /// for phase (a, b) (row a, column b of each 2 x 2 output block) of output channel o.
     private func sumPhaseWeights() {
-        let O = outChannels, C = inChannels, k = kernel
+        let O = outChannels, C = inChannels
         phaseWeights.resize(Shape(4 * O, C, 3, 3))
         phaseWeights.fill(0)
-        let w = weight.value.data, p = phaseWeights.data
+        let p = phaseWeights.data
+        sumIntoPhases { o, c, a, b, ty, tx, v in p[(((a * O + o) * 2 + b) * C + c) * 9 + ty * 3 + tx] += v }
+    }
+
+    /// Calls `add(o, c, a, b, ty, tx, v)` for every k x k weight v (output o, input c) and each
+    /// phase (a, b): v is one term of that phase kernel's tap (ty, tx).
+    @inline(__always)
+    private func sumIntoPhases(_ add: (Int, Int, Int, Int, Int, Int, Float) -> Void) {
+        let O = outChannels, C = inChannels, k = kernel, w = weight.value.data
         for o in 0..<O {
             for c in 0..<C {
                 for ky in 0..<k {
                     for kx in 0..<k {
                         let v = w[((o * C + c) * k + ky) * k + kx]
                         for a in 0..<2 {
-                            for b in 0..<2 {
-                                p[(((a * O + o) * 2 + b) * C + c) * 9 + phaseTap(a, ky) * 3 + phaseTap(b, kx)] += v
-                            }
+                            for b in 0..<2 { add(o, c, a, b, phaseTap(a, ky), phaseTap(b, kx), v) }
                         }
                     }
                 }
@@ -154,24 +162,12 @@ public final class UpsampleConv2D: Layer {
     /// Sums the k x k weights into the four phase kernels, packed for the lowering
     /// (GEMM row = phase * out + o, phase = 2a + b).
     private func packWeights() {
-        let L = lowering, O = outChannels, C = inChannels, k = kernel
+        let L = lowering, O = outChannels
+        packedCurrent = true
         packed.resize(Shape(L.packedCount))
         packed.fill(0)
-        let w = weight.value.data, p = packed.data
-        for o in 0..<O {
-            for c in 0..<C {
-                for ky in 0..<k {
-                    for kx in 0..<k {
-                        let v = w[((o * C + c) * k + ky) * k + kx]
-                        for a in 0..<2 {
-                            for b in 0..<2 {
-                                p[L.weightIndex(ky: phaseTap(a, ky), row: (2 * a + b) * O + o, c: c, kx: phaseTap(b, kx))] += v
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let p = packed.data
+        sumIntoPhases { o, c, a, b, ty, tx, v in p[L.weightIndex(ky: ty, row: (2 * a + b) * O + o, c: c, kx: tx)] += v }
     }
 
     public func forward(_ x: Tensor) throws -> Tensor {
@@ -186,7 +182,7 @@ public final class UpsampleConv2D: Layer {
         forwarded = true
         if winograd && !training {
             L.forgetUnfolding()
-            packWeights()  // a backward pass (noise encoding) multiplies by them
+            packedCurrent = false  // packed by a backward pass (noise encoding) if one follows
             winogradForward(x, h: h, w: w)
             return out
         }
@@ -226,6 +222,7 @@ public final class UpsampleConv2D: Layer {
         let L = lowering, geo = L.geo
         let n = geo.n, h = geo.h, w = geo.w, O = outChannels, C = inChannels, k = kernel
         let W2 = 2 * w, plane = 4 * h * w
+        if !packedCurrent { packWeights() }
         let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
         if parameterGradients {
             L.clearWeightGradients()
