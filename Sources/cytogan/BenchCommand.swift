@@ -24,7 +24,7 @@ struct BenchCommand: ParsableCommand {
 struct EngineBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
-        abstract: "(development) Time the CytoGAN networks: per layer, features (batch 256), sampling (batch 64), one LSGAN step (batch 64).",
+        abstract: "(development) Time the CytoGAN networks: per layer, features (batch 256), sampling and one LSGAN step (at the preset's training batch: paper-96 64, small-64 32).",
         shouldDisplay: false)
 
     @Option(help: "The networks: paper-96 (the paper's 96x96 networks) or small-64.")
@@ -35,6 +35,8 @@ struct EngineBench: ParsableCommand {
     var reps: Int = 5
     @Option(help: "Only these measures (repeatable; feature-layers: the discriminator's layers at batch 256, inference).")
     var only: [BenchMeasure] = []
+    @Option(help: "Batch of the training step and of sampling (default: the preset's training batch, as the PyTorch peer uses).")
+    var batch: Int?
     @Option(help: "Timed repetitions per layer in the per-layer table.")
     var layerReps: Int = 3
     @Option(help: "wall, or cpu: the calling thread's CPU time, steadier on a busy machine (needs --threads 1).")
@@ -42,6 +44,7 @@ struct EngineBench: ParsableCommand {
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard (batch ?? 1) >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard reps >= 1, layerReps >= 1 else { throw ValidationError("--reps and --layer-reps must be at least 1") }
         guard clock == .wall || threads == 1 else {
             throw ValidationError("--clock takes wall, or cpu with --threads 1")
@@ -53,7 +56,7 @@ struct EngineBench: ParsableCommand {
         useCPUClock = clock == .cpu
         let arch = preset.architecture
         let which: [BenchMeasure] = only.isEmpty ? [.layers, .train, .features, .sample] : only
-        let bench = try NetworkBench(arch: arch, threads: threads)
+        let bench = try NetworkBench(arch: arch, threads: threads, batch: batch ?? preset.trainingBatch)
         let common: [String: JSON] = [
             "peer": "cytogan", "blas_kernels": JSON(BLASKernels.current), "conv_kernels": JSON(Conv2D.directKernelName), "threads": JSON(threads), "size": JSON(arch.size), "channels": JSON(arch.channels),
             "latent": JSON(arch.latent), "rep": JSON(arch.representation),
@@ -81,6 +84,8 @@ enum BenchPreset: String, CaseIterable, ExpressibleByArgument {
     case paper96 = "paper-96", small64 = "small-64"
 
     var architecture: DCGANArchitecture { self == .paper96 ? .paper96 : .small64 }
+    /// The batch the preset trains with (`GANConfig.preset`), which the peer's script is given too.
+    var trainingBatch: Int { self == .paper96 ? 64 : 32 }
 }
 
 /// `bench engine --only`: one measurement.
@@ -128,12 +133,15 @@ private func rounded(_ v: Double, _ digits: Int = 2) -> JSON {
 private struct NetworkBench {
     let arch: DCGANArchitecture
     let threads: Int
+    /// Batch of the training step and of sampling.
+    let batch: Int
     let g: Network
     let d: Network
 
-    init(arch: DCGANArchitecture, threads: Int) throws {
+    init(arch: DCGANArchitecture, threads: Int, batch: Int) throws {
         self.arch = arch
         self.threads = threads
+        self.batch = batch
         g = try arch.makeGenerator()
         d = try arch.makeDiscriminator(noise: RandomStream(seed: 42, purpose: "noise"))
         var rng = RandomStream(seed: 42, purpose: "init")
@@ -181,9 +189,8 @@ private struct NetworkBench {
                 "ms": rounded(t * 1000, 1)]
     }
 
-    /// One LSGAN step as CytoGAN takes it (batch 64).
+    /// One LSGAN step as CytoGAN takes it (at `batch`).
     func trainStep(reps: Int) throws -> [String: JSON] {
-        let batch = 64
         let step = GANTrainingStep(generator: g, discriminator: d,
                                    generatorOptimizer: Adam(parameters: g.parameters, learningRate: .paper(2e-4), beta1: 0.5),
                                    discriminatorOptimizer: Adam(parameters: d.parameters, learningRate: .paper(7e-5), beta1: 0.5),
@@ -213,9 +220,8 @@ private struct NetworkBench {
         return throughput("features", batch: batch, secs: secs, flops: f, effective: f)
     }
 
-    /// Generator samples (inference, batch 64), latent draw included.
+    /// Generator samples (inference, at `batch`), latent draw included.
     func sample(reps: Int) throws -> [String: JSON] {
-        let batch = 64
         g.training = false
         var rng = RandomStream(seed: 3, purpose: "bench-latent")
         let z = Tensor(Shape(batch, arch.latent))
@@ -227,13 +233,13 @@ private struct NetworkBench {
         return throughput("sample", batch: batch, secs: secs, flops: f, effective: e)
     }
 
-    /// Forward and backward time of each layer on its input inside the network (G at batch 64,
-    /// D at batch 128 as in the training step), training mode; with `features`, the
+    /// Forward and backward time of each layer on its input inside the network (G at `batch`,
+    /// D at twice that as in the training step), training mode; with `features`, the
     /// discriminator up to its representation at batch 256 in inference mode.
     func layerTable(reps: Int, features: Bool = false) throws -> [[String: JSON]] {
         var lines: [[String: JSON]] = []
         let nets = features ? [("discriminator", d, images(256, seed: 5))]
-                            : [("generator", g, latent(64, seed: 4)), ("discriminator", d, images(128, seed: 5))]
+                            : [("generator", g, latent(batch, seed: 4)), ("discriminator", d, images(2 * batch, seed: 5))]
         for (netName, net, input) in nets {
             net.training = !features
             let last = features ? net.index(of: DCGANArchitecture.representationLayer)! : net.layers.count - 1
