@@ -240,7 +240,9 @@ public struct GANConfig: Sendable, Equatable {
     ///   over the crop's 8 mirrors and quarter turns ("pooled,pooled-std@dihedral").
     /// - `cells-64`: the recipe for realistic generated cells on a CPU budget
     ///   (examples/cpu-recipe): small-64 with the crops' dataset range (1st to 99.9th percentile
-    ///   of each channel, so the background is -1 and bright nuclei keep their texture), no input
+    ///   of each channel, so the background is -1 and bright nuclei keep their texture), crops
+    ///   larger or smaller than 64 x 64 cropped or padded about their centre rather than resampled
+    ///   (generated cells then have the crops' own pixel texture, which resampling blurs), no input
     ///   noise and no differentiable augmentation in the discriminator (both hid the background
     ///   level and blurred what it could see), a generator that draws 4 pixels beyond each side
     ///   and crops them (no zero-padding rim), a discriminator that learns as fast as the
@@ -274,6 +276,7 @@ public struct GANConfig: Sendable, Equatable {
             c.name = name
             c.architecture.noiseStd = 0
             c.architecture.outputMargin = 4
+            c.preprocessing.resize = .padCrop
             c.datasetScalePercentile = 99.9
             c.datasetFloorPercentile = 1
             c.generatorAverage = 0.995

@@ -595,3 +595,31 @@ func checkResume(_ config: GANConfig) throws {
     for j in 0..<cells.count { let e = Double(random[j] - cells[j]); base += e * e }
     #expect(Double(r.pixelError.reduce(0, +)) * 768 < 0.5 * base)
 }
+
+/// cells-64 cuts each crop's centre instead of resampling it: a 68-pixel crop reaches the model
+/// as its pixels 2..<66 in both axes, each scaled by the dataset range, untouched by any filter.
+@Test func cells64CutsTheCentreOfLargerCrops() throws {
+    let cells = try GANConfig.preset("cells-64")
+    #expect(cells.preprocessing.resize == .padCrop && cells.preprocessing.size == 64)
+    let dir = try Fixture.tempDir("centre")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let paths = try Fixture.writeCrops(in: dir, count: 1, side: 68)
+    var p = cells.preprocessing
+    let low: [Float] = [100, 150, 200], high: [Float] = [3000, 3100, 3200]
+    p.normalization = .fixedRange(low: low, high: high)
+    let loader = CropLoader(preprocessing: p)
+    let raw = try loader.raw(.file(dir + "/" + paths[0])), values = raw.floatPlanes
+    let got = try loader.load(.file(dir + "/" + paths[0]))
+    #expect(got.count == 3 * 64 * 64)
+    var worst: Float = 0
+    for c in 0..<3 {
+        for y in 0..<64 {
+            for x in 0..<64 {
+                let v = values[(c * 68 + y + 2) * 68 + x + 2]
+                let expected = 2 * (v - low[c]) / (high[c] - low[c]) - 1
+                worst = max(worst, abs(got[(c * 64 + y) * 64 + x] - max(-1, min(1, expected))))
+            }
+        }
+    }
+    #expect(worst < 1e-5, "largest difference from the centre pixels: \(worst)")
+}
