@@ -56,7 +56,7 @@ struct EngineBench: ParsableCommand {
         useCPUClock = clock == .cpu
         let arch = preset.architecture
         let which: [BenchMeasure] = only.isEmpty ? [.layers, .train, .features, .sample] : only
-        let bench = try NetworkBench(arch: arch, threads: threads, batch: batch ?? preset.trainingBatch)
+        let bench = try NetworkBench(arch: arch, threads: threads, batch: batch ?? preset.trainingBatch())
         let common: [String: JSON] = [
             "peer": "cytogan", "blas_kernels": JSON(BLASKernels.current), "conv_kernels": JSON(Conv2D.directKernelName), "threads": JSON(threads), "size": JSON(arch.size), "channels": JSON(arch.channels),
             "latent": JSON(arch.latent), "rep": JSON(arch.representation),
@@ -84,8 +84,8 @@ enum BenchPreset: String, CaseIterable, ExpressibleByArgument {
     case paper96 = "paper-96", small64 = "small-64"
 
     var architecture: DCGANArchitecture { self == .paper96 ? .paper96 : .small64 }
-    /// The batch the preset trains with (`GANConfig.preset`), which the peer's script is given too.
-    var trainingBatch: Int { self == .paper96 ? 64 : 32 }
+    /// The batch the preset trains with, which the peer's script is given too.
+    func trainingBatch() throws -> Int { try GANConfig.preset(rawValue).batchSize }
 }
 
 /// `bench engine --only`: one measurement.
