@@ -9,6 +9,8 @@
 #define CK_X86 1
 #endif
 
+#define CK_INLINE static inline __attribute__((always_inline))
+
 static int ck_rows(const ck_conv *g) { return (g->ho - 1) * g->sh + g->kh; }
 static int ck_cols(const ck_conv *g) { return ((g->wo + 15) / 16) * 16 + (g->kw - 1) / g->sw + 1; }
 
@@ -78,7 +80,6 @@ static void ck_store(const ck_conv *g, float *y, const float *tmp, int ob, int w
 
 #define CK_AVX512 __attribute__((target("avx512f,fma")))
 #define CK_AVX2 __attribute__((target("avx2,fma")))
-#define CK_INLINE static inline __attribute__((always_inline))
 
 /* Where kernel column kx + 1's input vectors start, given kx's at r in column phase *p: the
    next column phase, or the first phase one column on. */
@@ -312,10 +313,6 @@ int ck_conv_weight_gradient(const ck_conv *g, int isa, const float *x, const flo
 
 /* ---- Winograd F(2x2, 3x3) transforms ------------------------------------------------------ */
 
-#ifndef CK_INLINE
-#define CK_INLINE static inline
-#endif
-
 size_t ck_winograd_scratch_count(int h, int w) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2;
     return (size_t)2 * (2 * th + 2) * (tw + 1);
@@ -403,8 +400,7 @@ CK_INLINE void ck_wino_output(const float *m0, const float *m1, size_t ks, int h
     for (int by = 0; by < th; by++) {
         float *r0 = y + (size_t)(2 * by) * row, *r1 = 2 * by + 1 < h ? r0 + row : NULL;
         const float *p0 = m0 + (size_t)by * tw, *p1 = m1 ? m1 + (size_t)by * tw : NULL;
-        if (r1) ck_wino_out_row(p0, p1, ks, full, bias, r0, r1, planes);
-        else ck_wino_out_row(p0, p1, ks, full, bias, r0, NULL, planes);
+        ck_wino_out_row(p0, p1, ks, full, bias, r0, r1, planes);
         if (full < tw) {
             /* The last block of an odd width: its left column only. */
             const int bx = full;
