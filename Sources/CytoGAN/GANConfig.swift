@@ -170,7 +170,8 @@ public struct GANConfig: Sendable, Equatable {
     /// When set, an exponential moving average of the generator's weights (and BatchNorm
     /// statistics) with this decay per update is kept (checkpointed), and every generated image
     /// (samples, interpolation, algebra, encoding) comes from it: smoother and more realistic
-    /// than the generator of whichever step a run stopped at.
+    /// than the generator of whichever step a run stopped at. Its horizon is at most a tenth of
+    /// the updates so far, so a short run's pictures follow its recent weights.
     public var generatorAverage: Float?
     /// Weight of a generator loss term matching the generated batch's finest texture (the energy
     /// of the 5-point Laplacian, per channel) to the real batch's (0: none; TextureMatching).

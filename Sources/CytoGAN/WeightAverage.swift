@@ -8,33 +8,43 @@ import CytoNN
 /// the discriminator.
 ///
 /// After update t (counted from 1) every parameter and state tensor (BatchNorm statistics) becomes
-/// `average = d * average + (1 - d) * current` with `d = min(decay, 1 - 1/t)`: a plain mean of
-/// the weights after updates 1...t until it spans 1 / (1 - decay) updates, an exponential average
-/// with that horizon after; the initial weights never weigh in.
+/// `average = d * average + (1 - d) * current` with `d = min(decay, 1 - 1/(rampup * t))` (0 while
+/// `rampup * t <= 1`): with `rampup` 1 a plain mean of the weights after updates 1...t until it
+/// spans 1 / (1 - decay) updates, an exponential average with that horizon after. A smaller
+/// `rampup` lets the horizon grow as that fraction of the updates so far (StyleGAN's ramp), so
+/// early in a run the average follows the recent weights instead of dragging along the first,
+/// unformed ones. The initial weights never weigh in.
 public final class WeightAverage {
     /// The averaged network (read features from it; never train it).
     public let average: Network
     /// Decay per update, in (0, 1).
     public let decay: Float
+    /// The horizon early in a run, as a fraction of the updates so far, in (0, 1].
+    public let rampup: Float
     private let pairs: [(source: Tensor, target: Tensor)]
 
     /// Averages `source` into `average`, which must have the same tensors (names and shapes); the
     /// average starts as a copy of `source`.
-    public init(source: Network, average: Network, decay: Float) throws {
+    public init(source: Network, average: Network, decay: Float, rampup: Float = 1) throws {
         guard decay > 0, decay < 1 else { throw CytoError(.invalidInput, "weight average decay must be in (0, 1), got \(decay)") }
+        guard rampup > 0, rampup <= 1 else { throw CytoError(.invalidInput, "weight average ramp-up must be in (0, 1], got \(rampup)") }
         let s = source.namedTensors, a = average.namedTensors
         guard s.count == a.count, zip(s, a).allSatisfy({ $0.name == $1.name && $0.tensor.shape == $1.tensor.shape }) else {
             throw CytoError(.shapeMismatch, "weight average: the two networks have different tensors")
         }
         self.average = average
         self.decay = decay
+        self.rampup = rampup
         pairs = zip(s, a).map { ($0.tensor, $1.tensor) }
         average.training = false
         copyFromSource()
     }
 
     /// The decay used at update `t` (1-based).
-    public func decay(atUpdate t: Int) -> Float { t <= 1 ? 0 : min(decay, 1 - 1 / Float(t)) }
+    public func decay(atUpdate t: Int) -> Float {
+        let horizon = rampup * Float(t)
+        return horizon <= 1 ? 0 : min(decay, 1 - 1 / horizon)
+    }
 
     /// Sets the average to the source's current weights.
     public func copyFromSource() {
