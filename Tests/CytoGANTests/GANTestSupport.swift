@@ -72,8 +72,8 @@ enum Fixture {
     /// that `average` reads against one kept here in Double from `network`'s weights after every
     /// update (decay min(`decay`, 1 - 1/t)). Returns the model, the average's tensors by name, and
     /// the batch tensor with its stream for further draws.
-    static func trainCheckingAverage(_ config: GANConfig, decay: Double, network: (GANModel) -> Network,
-                                     average: (GANModel) -> WeightAverage?) throws
+    static func trainCheckingAverage(_ config: GANConfig, decay: Double, rampup: Double = 1, steps: Int = 6,
+                                     network: (GANModel) -> Network, average: (GANModel) -> WeightAverage?) throws
         -> (model: GANModel, tensors: [String: Tensor], real: Tensor, rng: RandomStream) {
         Engine.setThreads(1)
         let model = try GANModel(config: config)
@@ -81,10 +81,11 @@ enum Fixture {
         let a = config.architecture
         let real = Tensor(Shape(4, a.channels, a.size, a.size))
         var expected: [String: [Double]] = [:]
-        for t in 1...6 {
+        for t in 1...steps {
             rng.fillNormal(real.buffer, std: 0.5)
             _ = try model.trainingStep.step(real: real)
-            let d = min(decay, 1 - 1 / Double(t))
+            let horizon = rampup * Double(t)
+            let d = horizon <= 1 ? 0 : min(decay, 1 - 1 / horizon)
             for (name, tensor) in network(model).namedTensors {
                 let now = tensor.values.map(Double.init)
                 expected[name] = zip(expected[name] ?? now, now).map { d * $0 + (1 - d) * $1 }

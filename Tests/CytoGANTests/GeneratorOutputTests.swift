@@ -5,14 +5,15 @@ import Foundation
 import Testing
 @testable import CytoGAN
 
-/// With `generator_average`, the model keeps the running mean / exponential average of the
-/// generator's weights and BatchNorm statistics (checked against snapshots taken after every
-/// update and averaged here in Double); samples come from it unless asked for the current
-/// generator, and it is saved and loaded with the model.
+/// With `generator_average`, the model keeps the ramped exponential average of the generator's
+/// weights and BatchNorm statistics (checked against snapshots taken after every update and
+/// averaged here in Double; 25 updates, so the horizon has grown past one update); samples come
+/// from it unless asked for the current generator, and it is saved and loaded with the model.
 @Test func samplesComeFromTheGeneratorsAverage() throws {
     var c = Fixture.tinyConfig(loss: .lsgan)
     c.generatorAverage = 0.6
-    let (model, tensors, _, _) = try Fixture.trainCheckingAverage(c, decay: 0.6, network: \.generator, average: \.generatorAverage)
+    let (model, tensors, _, _) = try Fixture.trainCheckingAverage(c, decay: 0.6, rampup: Double(GANModel.generatorAverageRampup), steps: 25,
+                                                                  network: \.generator, average: \.generatorAverage)
     let z = NoiseSpace.draw(count: 3, latent: c.architecture.latent, seed: 9)
     let averaged = try Sampler(model: model).generate(z)
     let current = try Sampler(model: model, averaged: false).generate(z)
