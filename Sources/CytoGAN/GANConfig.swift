@@ -243,9 +243,7 @@ public struct GANConfig: Sendable, Equatable {
     ///   (examples/cpu-recipe): small-64 with the crops' dataset range (1st to 99.9th percentile
     ///   of each channel, so the background is -1 and bright nuclei keep their texture), crops
     ///   larger or smaller than 64 x 64 cropped or padded about their centre rather than resampled
-    ///   (generated cells then have the crops' own pixel texture, which resampling blurs), mirrors
-    ///   but no quarter turns (the crops' rows are twice as smooth as their columns; a quarter turn
-    ///   would teach the generator the columns' texture along rows too), no input
+    ///   (generated cells then have the crops' own pixel texture, which resampling blurs), no input
     ///   noise and no differentiable augmentation in the discriminator (both hid the background
     ///   level and blurred what it could see), a generator that draws 4 pixels beyond each side
     ///   and crops them (no zero-padding rim), a discriminator that learns as fast as the
@@ -280,7 +278,6 @@ public struct GANConfig: Sendable, Equatable {
             c.architecture.noiseStd = 0
             c.architecture.outputMargin = 4
             c.preprocessing.resize = .padCrop
-            c.augmentation = Augmentation(flips: true, rotations: false)
             c.datasetScalePercentile = 99.9
             c.datasetFloorPercentile = 1
             c.generatorAverage = 0.995

@@ -623,22 +623,3 @@ func checkResume(_ config: GANConfig) throws {
     }
     #expect(worst < 1e-5, "largest difference from the centre pixels: \(worst)")
 }
-
-/// cells-64 mirrors crops but never turns them a quarter: the crops' rows are smoother than their
-/// columns (the camera's), and a quarter turn would teach the generator rows that are not. Every
-/// drawn symmetry sends rows to rows (checked on pixel coordinates), and all four such symmetries
-/// turn up.
-@Test func cells64KeepsTheCropsRowsAsRows() throws {
-    let cells = try GANConfig.preset("cells-64")
-    #expect(cells.augmentation.flips && !cells.augmentation.rotations)
-    var rng = RandomStream(seed: 3, purpose: "augmentation")
-    var seen = Set<Int>()
-    for _ in 0..<200 {
-        let s = SquareSymmetry.draw(cells.augmentation, rng: &rng)
-        // A symmetry keeps rows as rows when the pixels of one output row come from one source row.
-        let rows = Set((0..<8).map { x in s.source(3, x, 8).0 })
-        #expect(rows.count == 1, "\(s) sends a row to a column")
-        seen.insert((s.mirror ? 4 : 0) + s.turns)
-    }
-    #expect(seen.count == 4, "symmetries drawn: \(seen.sorted())")
-}
