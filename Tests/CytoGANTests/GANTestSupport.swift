@@ -68,10 +68,11 @@ enum Fixture {
         return path
     }
 
-    /// Six training steps of `config` on seeded batches (one thread), checking the moving average
-    /// that `average` reads against one kept here in Double from `network`'s weights after every
-    /// update (decay min(`decay`, 1 - 1/t)). Returns the model, the average's tensors by name, and
-    /// the batch tensor with its stream for further draws.
+    /// `steps` training steps of `config` on seeded batches (one thread), checking the moving
+    /// average that `average` reads against one kept here in Double from `network`'s weights after
+    /// every update (decay 0 while `rampup` t <= 1, else min(`decay`, 1 - 1/(`rampup` t))).
+    /// Returns the model, the average's tensors by name, and the batch tensor with its stream for
+    /// further draws.
     static func trainCheckingAverage(_ config: GANConfig, decay: Double, rampup: Double = 1, steps: Int = 6,
                                      network: (GANModel) -> Network, average: (GANModel) -> WeightAverage?) throws
         -> (model: GANModel, tensors: [String: Tensor], real: Tensor, rng: RandomStream) {
