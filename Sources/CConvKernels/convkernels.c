@@ -23,10 +23,13 @@ int ck_conv_cpu_isa(void) {
     return CK_ISA_NONE;
 }
 
-int ck_conv_block(int isa) { return isa == CK_ISA_AVX512 ? 8 : 4; }
+/* Output channels per register block: AVX-512 takes 8, or 4 for layers of at most 4 outputs
+   (the input gradient of a first layer, a generator's last layer), where 8 would waste more
+   than half of every FMA; AVX2 takes 4. */
+static int ck_block_of(const ck_conv *g, int isa) { return isa == CK_ISA_AVX512 ? (g->o <= 4 ? 4 : 8) : 4; }
 
 size_t ck_conv_packed_count(const ck_conv *g, int isa) {
-    int ob = ck_conv_block(isa);
+    int ob = ck_block_of(g, isa);
     return (size_t)((g->o + ob - 1) / ob) * ob * g->c * g->kh * g->kw;
 }
 
@@ -35,7 +38,7 @@ size_t ck_conv_scratch_count(const ck_conv *g) {
 }
 
 void ck_conv_pack(const ck_conv *g, int isa, const float *weights, float *packed) {
-    const int ob = ck_conv_block(isa), taps = g->c * g->kh * g->kw, blocks = (g->o + ob - 1) / ob;
+    const int ob = ck_block_of(g, isa), taps = g->c * g->kh * g->kw, blocks = (g->o + ob - 1) / ob;
     for (int b = 0; b < blocks; b++)
         for (int t = 0; t < taps; t++)
             for (int k = 0; k < ob; k++) {
@@ -99,35 +102,35 @@ CK_INLINE size_t ck_tap_offset(const ck_conv *g, int t, size_t phase, size_t col
 #define CK_WGRAD_ARGS const ck_conv *g, const float *s, size_t phase, size_t cols, const float *dy, \
                       int o0, int t0, float *dw
 
-/// One instruction set's forward blocks: `ob` output channels by 1, 2 or 3 vectors of `vl`
-/// columns, written to a temporary of ob rows of 3 * vl.
+/// One instruction set's forward blocks: `ob` output channels by 1 ..< `nv` + 1 vectors of `vl`
+/// columns, written to a temporary of ob rows of nv * vl (at most 384 floats).
 typedef struct ck_forward_kernels {
-    int ob, vl;
-    void (*block[3])(CK_BLOCK_ARGS);
+    int ob, vl, nv;
+    void (*block[4])(CK_BLOCK_ARGS);
 } ck_forward_kernels;
 
 /// One instruction set's weight-gradient blocks: `ob` output channels by 1 ..< `nt` + 1 taps.
 typedef struct ck_wgrad_kernels {
     int ob, nt;
-    void (*block[3])(CK_WGRAD_ARGS);
+    void (*block[6])(CK_WGRAD_ARGS);
 } ck_wgrad_kernels;
 
-/// Every output row of every block of channels, in runs of up to three vectors (four as two
-/// and two, so no run is a single vector where two would do).
+/// Every output row of every block of channels, in runs of up to `nv` vectors (with nv = 3,
+/// four as two and two, so no run is a single vector where two would do).
 static void ck_forward_rows(const ck_conv *g, const ck_forward_kernels *k, const float *s, const float *packed,
                             const float *bias, float *y) {
     const size_t cols = ck_cols(g), phase = (size_t)ck_rows(g) * cols;
     const int ob = k->ob, vl = k->vl, taps = g->c * g->kh * g->kw, nvec = (g->wo + vl - 1) / vl;
-    float tmp[8 * 48], b[8];
+    float tmp[384], b[8];
     for (int o0 = 0; o0 < g->o; o0 += ob) {
         for (int j = 0; j < ob; j++) b[j] = (bias && o0 + j < g->o) ? bias[o0 + j] : 0.0f;
         const float *w = packed + (size_t)(o0 / ob) * taps * ob;
         for (int row = 0; row < g->ho; row++) {
             for (int v = 0; v < nvec;) {
-                const int rem = nvec - v, nv = rem == 4 ? 2 : rem >= 3 ? 3 : rem, x0 = v * vl;
+                const int rem = nvec - v, nv = rem <= k->nv ? rem : rem == 4 && k->nv == 3 ? 2 : k->nv, x0 = v * vl;
                 const int n = g->wo - x0 < vl * nv ? g->wo - x0 : vl * nv;
                 k->block[nv - 1](g, s, phase, cols, w, b, row, x0, tmp);
-                ck_store(g, y, tmp, ob, 3 * vl, o0, row, x0, n);
+                ck_store(g, y, tmp, ob, k->nv * vl, o0, row, x0, n);
                 v += nv;
             }
         }
@@ -173,7 +176,38 @@ CK_INLINE CK_AVX512 void ck_block512(const ck_conv *g, const float *s, size_t ph
 CK_AVX512 static void ck_block512_1(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 1); }
 CK_AVX512 static void ck_block512_2(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 2); }
 CK_AVX512 static void ck_block512_3(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 3); }
-static const ck_forward_kernels ck_forward512 = {8, 16, {ck_block512_1, ck_block512_2, ck_block512_3}};
+static const ck_forward_kernels ck_forward512 = {8, 16, 3, {ck_block512_1, ck_block512_2, ck_block512_3, NULL}};
+
+/// 4 output channels x NV (up to 4) vectors of 16 columns: a whole 64-pixel row in 16
+/// accumulators, for layers of at most 4 outputs.
+CK_INLINE CK_AVX512 void ck_block512n(const ck_conv *g, const float *s, size_t phase, size_t cols, const float *w,
+                                       const float *bias, int row, int x0, float *tmp, const int NV) {
+    __m512 a[4][4];
+    for (int k = 0; k < 4; k++) for (int j = 0; j < 4; j++) a[k][j] = _mm512_set1_ps(bias[k]);
+    for (int c = 0; c < g->c; c++) {
+        for (int ky = 0; ky < g->kh; ky++) {
+            const float *r = s + (size_t)c * g->sw * phase + (size_t)(g->sh * row + ky) * cols + x0;
+            for (int kx = 0, p = 0; kx < g->kw; kx++) {
+                if (kx > 0) r = ck_next_column(r, &p, g->sw, phase);
+                __m512 v[4];
+                for (int j = 0; j < NV; j++) v[j] = _mm512_loadu_ps(r + 16 * j);
+                for (int k = 0; k < 4; k++) {
+                    const __m512 wk = _mm512_set1_ps(w[k]);
+                    for (int j = 0; j < NV; j++) a[k][j] = _mm512_fmadd_ps(wk, v[j], a[k][j]);
+                }
+                w += 4;
+            }
+        }
+    }
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < NV; j++) _mm512_storeu_ps(tmp + k * 64 + 16 * j, a[k][j]);
+}
+
+CK_AVX512 static void ck_block512n_1(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 1); }
+CK_AVX512 static void ck_block512n_2(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 2); }
+CK_AVX512 static void ck_block512n_3(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 3); }
+CK_AVX512 static void ck_block512n_4(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 4); }
+static const ck_forward_kernels ck_forward512n = {4, 16, 4, {ck_block512n_1, ck_block512n_2, ck_block512n_3, ck_block512n_4}};
 
 /// 4 output channels x NV vectors of 8 columns, accumulated over every tap (12 accumulators at
 /// NV = 3, enough to keep two FMA units busy through their latency).
@@ -203,42 +237,67 @@ CK_INLINE CK_AVX2 void ck_block256(const ck_conv *g, const float *s, size_t phas
 CK_AVX2 static void ck_block256_1(CK_BLOCK_ARGS) { ck_block256(g, s, phase, cols, w, bias, row, x0, tmp, 1); }
 CK_AVX2 static void ck_block256_2(CK_BLOCK_ARGS) { ck_block256(g, s, phase, cols, w, bias, row, x0, tmp, 2); }
 CK_AVX2 static void ck_block256_3(CK_BLOCK_ARGS) { ck_block256(g, s, phase, cols, w, bias, row, x0, tmp, 3); }
-static const ck_forward_kernels ck_forward256 = {4, 8, {ck_block256_1, ck_block256_2, ck_block256_3}};
+static const ck_forward_kernels ck_forward256 = {4, 8, 3, {ck_block256_1, ck_block256_2, ck_block256_3, NULL}};
 
-/// Weight gradient for output channels o0 ..< o0 + 8 (those below g->o) and the NT taps from
-/// tap t0 (tap = (c * kh + ky) * kw + kx): 8 x NT vector sums over every output position.
+/* Channel k of a weight-gradient block reads dy's plane o0 + k, or the block's last real channel
+   where o0 + k is past the layer's outputs (its sums are computed and dropped, so every load is
+   valid and the inner loop has no branch). */
+CK_INLINE const float *ck_wgrad_plane(const ck_conv *g, const float *dy, int o0, int k) {
+    const int o = o0 + k < g->o ? o0 + k : g->o - 1;
+    return dy + (size_t)o * g->ho * g->wo;
+}
+
+/// Weight gradient for output channels o0 ..< o0 + 4 (those below g->o) and the NT taps from
+/// tap t0 (tap = (c * kh + ky) * kw + kx): 4 x NT vector sums over every output position, in
+/// 24 accumulators + 4 gradient vectors + 1 input vector (of 32 registers), 10 loads per 24
+/// FMAs. Full vectors first, then each row's masked tail.
 CK_INLINE CK_AVX512 void ck_wgrad512(const ck_conv *g, const float *s, size_t phase, size_t cols, const float *dy,
                                       int o0, int t0, float *dw, const int NT) {
-    const int taps = g->c * g->kh * g->kw, plane = g->ho * g->wo;
-    const int on = g->o - o0 < 8 ? g->o - o0 : 8;
-    size_t off[3];
-    for (int j = 0; j < NT; j++) off[j] = ck_tap_offset(g, t0 + j, phase, cols);
-    __m512 a[8][3];
-    for (int k = 0; k < 8; k++) for (int j = 0; j < 3; j++) a[k][j] = _mm512_setzero_ps();
-    for (int y = 0; y < g->ho; y++) {
-        const float *line = s + (size_t)g->sh * y * cols;
-        for (int x0 = 0; x0 < g->wo; x0 += 16) {
-            const int n = g->wo - x0 < 16 ? g->wo - x0 : 16;
-            const __mmask16 m = (__mmask16)((1u << n) - 1u);
-            __m512 d[8];
-            for (int k = 0; k < 8; k++)
-                d[k] = k < on ? _mm512_maskz_loadu_ps(m, dy + (size_t)(o0 + k) * plane + (size_t)y * g->wo + x0) : _mm512_setzero_ps();
-            for (int j = 0; j < NT; j++) {
-                const __m512 v = _mm512_loadu_ps(line + off[j] + x0);
-                for (int k = 0; k < 8; k++) a[k][j] = _mm512_fmadd_ps(d[k], v, a[k][j]);
-            }
+    const int taps = g->c * g->kh * g->kw, wo = g->wo, full = wo / 16 * 16;
+    const float *p0 = ck_wgrad_plane(g, dy, o0, 0), *p1 = ck_wgrad_plane(g, dy, o0, 1);
+    const float *p2 = ck_wgrad_plane(g, dy, o0, 2), *p3 = ck_wgrad_plane(g, dy, o0, 3);
+    const float *in[6];
+    for (int j = 0; j < NT; j++) in[j] = s + ck_tap_offset(g, t0 + j, phase, cols);
+    const __mmask16 tail = (__mmask16)((1u << (wo - full)) - 1u);
+    __m512 a0[6], a1[6], a2[6], a3[6];
+    for (int j = 0; j < 6; j++) a0[j] = a1[j] = a2[j] = a3[j] = _mm512_setzero_ps();
+    /* One loop over every vector of every row (a nest of two makes the compiler shuffle the
+       accumulators through the stack). */
+    const int nvec = (wo + 15) / 16, count = g->ho * nvec;
+    size_t line = 0, d = 0;
+    for (int i = 0, x = 0; i < count; i++) {
+        const __mmask16 m = x < full ? (__mmask16)0xFFFF : tail;
+        const __m512 d0 = _mm512_maskz_loadu_ps(m, p0 + d + x), d1 = _mm512_maskz_loadu_ps(m, p1 + d + x);
+        const __m512 d2 = _mm512_maskz_loadu_ps(m, p2 + d + x), d3 = _mm512_maskz_loadu_ps(m, p3 + d + x);
+        for (int j = 0; j < NT; j++) {
+            const __m512 v = _mm512_loadu_ps(in[j] + line + x);
+            a0[j] = _mm512_fmadd_ps(d0, v, a0[j]); a1[j] = _mm512_fmadd_ps(d1, v, a1[j]);
+            a2[j] = _mm512_fmadd_ps(d2, v, a2[j]); a3[j] = _mm512_fmadd_ps(d3, v, a3[j]);
         }
+        x += 16;
+        if (x >= wo) { x = 0; line += (size_t)g->sh * cols; d += (size_t)wo; }
     }
-    for (int k = 0; k < on; k++)
-        for (int j = 0; j < NT; j++) dw[(size_t)(o0 + k) * taps + t0 + j] += _mm512_reduce_add_ps(a[k][j]);
+    float *w = dw + (size_t)o0 * taps + t0;
+    const int on = g->o - o0;
+    for (int j = 0; j < NT; j++) {
+        w[j] += _mm512_reduce_add_ps(a0[j]);
+        if (on > 1) w[taps + j] += _mm512_reduce_add_ps(a1[j]);
+        if (on > 2) w[2 * taps + j] += _mm512_reduce_add_ps(a2[j]);
+        if (on > 3) w[3 * taps + j] += _mm512_reduce_add_ps(a3[j]);
+    }
 }
 
 CK_AVX512 static void ck_wgrad512_1(CK_WGRAD_ARGS) { ck_wgrad512(g, s, phase, cols, dy, o0, t0, dw, 1); }
 CK_AVX512 static void ck_wgrad512_2(CK_WGRAD_ARGS) { ck_wgrad512(g, s, phase, cols, dy, o0, t0, dw, 2); }
 CK_AVX512 static void ck_wgrad512_3(CK_WGRAD_ARGS) { ck_wgrad512(g, s, phase, cols, dy, o0, t0, dw, 3); }
-static const ck_wgrad_kernels ck_wgrad512_set = {8, 3, {ck_wgrad512_1, ck_wgrad512_2, ck_wgrad512_3}};
+CK_AVX512 static void ck_wgrad512_4(CK_WGRAD_ARGS) { ck_wgrad512(g, s, phase, cols, dy, o0, t0, dw, 4); }
+CK_AVX512 static void ck_wgrad512_5(CK_WGRAD_ARGS) { ck_wgrad512(g, s, phase, cols, dy, o0, t0, dw, 5); }
+CK_AVX512 static void ck_wgrad512_6(CK_WGRAD_ARGS) { ck_wgrad512(g, s, phase, cols, dy, o0, t0, dw, 6); }
+static const ck_wgrad_kernels ck_wgrad512_set = {4, 6, {ck_wgrad512_1, ck_wgrad512_2, ck_wgrad512_3,
+                                                        ck_wgrad512_4, ck_wgrad512_5, ck_wgrad512_6}};
 
-/// The same with AVX2: 4 output channels x NT (up to 2) taps.
+/// The same with AVX2 (16 registers): 4 output channels x NT (up to 2) taps, 8 accumulators +
+/// 4 gradient vectors + 2 input vectors, 6 loads per 8 FMAs.
 CK_INLINE CK_AVX2 float ck_hsum256(__m256 v) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -248,33 +307,42 @@ CK_INLINE CK_AVX2 float ck_hsum256(__m256 v) {
 
 CK_INLINE CK_AVX2 void ck_wgrad256(const ck_conv *g, const float *s, size_t phase, size_t cols, const float *dy,
                                     int o0, int t0, float *dw, const int NT) {
-    const int taps = g->c * g->kh * g->kw, plane = g->ho * g->wo;
-    const int on = g->o - o0 < 4 ? g->o - o0 : 4;
-    size_t off[2];
-    for (int j = 0; j < NT; j++) off[j] = ck_tap_offset(g, t0 + j, phase, cols);
-    __m256 a[4][2];
-    for (int k = 0; k < 4; k++) for (int j = 0; j < 2; j++) a[k][j] = _mm256_setzero_ps();
-    for (int y = 0; y < g->ho; y++) {
-        const float *line = s + (size_t)g->sh * y * cols;
-        for (int x0 = 0; x0 < g->wo; x0 += 8) {
-            const int n = g->wo - x0 < 8 ? g->wo - x0 : 8;
-            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            __m256 d[4];
-            for (int k = 0; k < 4; k++)
-                d[k] = k < on ? _mm256_maskload_ps(dy + (size_t)(o0 + k) * plane + (size_t)y * g->wo + x0, m) : _mm256_setzero_ps();
-            for (int j = 0; j < NT; j++) {
-                const __m256 v = _mm256_loadu_ps(line + off[j] + x0);
-                for (int k = 0; k < 4; k++) a[k][j] = _mm256_fmadd_ps(d[k], v, a[k][j]);
-            }
+    const int taps = g->c * g->kh * g->kw, wo = g->wo, full = wo / 8 * 8;
+    const float *p0 = ck_wgrad_plane(g, dy, o0, 0), *p1 = ck_wgrad_plane(g, dy, o0, 1);
+    const float *p2 = ck_wgrad_plane(g, dy, o0, 2), *p3 = ck_wgrad_plane(g, dy, o0, 3);
+    const float *in[2];
+    for (int j = 0; j < NT; j++) in[j] = s + ck_tap_offset(g, t0 + j, phase, cols);
+    const __m256i all = _mm256_set1_epi32(-1);
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(wo - full), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 a0[2], a1[2], a2[2], a3[2];
+    for (int j = 0; j < 2; j++) a0[j] = a1[j] = a2[j] = a3[j] = _mm256_setzero_ps();
+    const int nvec = (wo + 7) / 8, count = g->ho * nvec;
+    size_t line = 0, d = 0;
+    for (int i = 0, x = 0; i < count; i++) {
+        const __m256i m = x < full ? all : tail;
+        const __m256 d0 = _mm256_maskload_ps(p0 + d + x, m), d1 = _mm256_maskload_ps(p1 + d + x, m);
+        const __m256 d2 = _mm256_maskload_ps(p2 + d + x, m), d3 = _mm256_maskload_ps(p3 + d + x, m);
+        for (int j = 0; j < NT; j++) {
+            const __m256 v = _mm256_loadu_ps(in[j] + line + x);
+            a0[j] = _mm256_fmadd_ps(d0, v, a0[j]); a1[j] = _mm256_fmadd_ps(d1, v, a1[j]);
+            a2[j] = _mm256_fmadd_ps(d2, v, a2[j]); a3[j] = _mm256_fmadd_ps(d3, v, a3[j]);
         }
+        x += 8;
+        if (x >= wo) { x = 0; line += (size_t)g->sh * cols; d += (size_t)wo; }
     }
-    for (int k = 0; k < on; k++)
-        for (int j = 0; j < NT; j++) dw[(size_t)(o0 + k) * taps + t0 + j] += ck_hsum256(a[k][j]);
+    float *w = dw + (size_t)o0 * taps + t0;
+    const int on = g->o - o0;
+    for (int j = 0; j < NT; j++) {
+        w[j] += ck_hsum256(a0[j]);
+        if (on > 1) w[taps + j] += ck_hsum256(a1[j]);
+        if (on > 2) w[2 * taps + j] += ck_hsum256(a2[j]);
+        if (on > 3) w[3 * taps + j] += ck_hsum256(a3[j]);
+    }
 }
 
 CK_AVX2 static void ck_wgrad256_1(CK_WGRAD_ARGS) { ck_wgrad256(g, s, phase, cols, dy, o0, t0, dw, 1); }
 CK_AVX2 static void ck_wgrad256_2(CK_WGRAD_ARGS) { ck_wgrad256(g, s, phase, cols, dy, o0, t0, dw, 2); }
-static const ck_wgrad_kernels ck_wgrad256_set = {4, 2, {ck_wgrad256_1, ck_wgrad256_2, NULL}};
+static const ck_wgrad_kernels ck_wgrad256_set = {4, 2, {ck_wgrad256_1, ck_wgrad256_2}};
 
 #endif
 
@@ -291,7 +359,8 @@ int ck_conv_forward(const ck_conv *g, int isa, const float *x, const float *pack
     if (!ck_usable(g, isa)) return -1;
 #ifdef CK_X86
     ck_pad(g, x, scratch);
-    ck_forward_rows(g, isa == CK_ISA_AVX512 ? &ck_forward512 : &ck_forward256, scratch, packed, bias, y);
+    const ck_forward_kernels *k = isa != CK_ISA_AVX512 ? &ck_forward256 : ck_block_of(g, isa) == 4 ? &ck_forward512n : &ck_forward512;
+    ck_forward_rows(g, k, scratch, packed, bias, y);
     return 0;
 #else
     (void)x; (void)packed; (void)bias; (void)y; (void)scratch;

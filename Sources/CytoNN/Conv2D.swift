@@ -27,11 +27,14 @@ public final class Conv2D: Layer {
     private var packedCurrent = false
     private var input: Tensor?
     private var forwarded = false
-    /// Direct-path buffers: packed and flipped weights, per-thread padded planes.
-    /// Stride-1 layers with few output channels (the generator's 32 -> 3 layer) are lowered the
-    /// other way round (`transposedForward`): a GEMM with those channels as M would run at a
-    /// few GFLOP/s.
-    var transposed: Bool { strideH == 1 && strideW == 1 && outChannels <= 8 && kernelH * kernelW > 1 }
+    /// Stride-1 layers with few output channels (a generator's last layer) that the direct
+    /// kernels do not serve are lowered the other way round (`transposedForward`): a GEMM with
+    /// those channels as M would run at a few GFLOP/s. Where the direct kernels serve them they
+    /// win every pass (small-64's 16 -> 3 layer, one thread, AMD Zen 4: 12.4 ms against 26.5
+    /// with AVX-512, 19.7 against 26.9 with AVX2; forward, input and weight gradients summed).
+    var transposed: Bool {
+        strideH == 1 && strideW == 1 && outChannels <= 8 && kernelH * kernelW > 1 && preferredInstructionSet == 0
+    }
 
     /// The direct kernels' instruction set: the CPU's best (0: none), or a lower one named by
     /// CYTOGAN_CONV_KERNELS (avx2, or none for unfolding + GEMM everywhere), to compare them.
@@ -52,8 +55,17 @@ public final class Conv2D: Layer {
     /// measured per layer against OpenBLAS's own kernels for the same instruction set, AVX-512
     /// wins up to 800 (the discriminators' second layers), AVX2 up to 400.
     static func directMaxTaps(_ isa: Int32) -> Int { isa >= 2 ? 800 : 400 }
-    /// The same for the weight gradient (measured the same way): AVX-512 up to 400, AVX2 up to 100.
-    static func directWeightGradientMaxTaps(_ isa: Int32) -> Int { isa >= 2 ? 400 : 100 }
+    /// The weight gradient takes the direct kernels (within `directMaxTaps`) up to 400 weights per
+    /// output, and beyond where the matrix product is thin (at most 8 outputs) or each image's
+    /// output plane is large enough (1,024 pixels) to pay for the kernel's per-image sums across
+    /// its vectors. Measured the same way, with OpenBLAS's Cooperlake and Haswell kernels: both
+    /// instruction sets win at 400 (small-64's second layer), AVX-512 loses at 800 on 16 x 16
+    /// outputs (small-64's third) and wins on 48 x 48 (paper-96's second) and with 3 outputs
+    /// (paper-96's last generator layer).
+    static func directWeightGradient(taps: Int, outputs: Int, plane: Int) -> Bool {
+        taps <= 400 || outputs <= 8 || plane >= 1024
+    }
+    /// Direct-path buffers: packed weights, per-thread padded planes.
     private let directPacked = Tensor(Shape(0))
     private var directScratch: [Tensor] = []
 
@@ -227,15 +239,20 @@ public final class Conv2D: Layer {
     /// The passes of a convolution that may each take the direct kernels or the GEMM path.
     enum Pass { case forward, inputGradient, weightGradient }
 
+    /// The direct kernels' instruction set for this layer before its geometry is known (0: none).
+    private var preferredInstructionSet: Int32 {
+        directInstructionSet
+            ?? (inChannels * kernelH * kernelW <= Conv2D.directMaxTaps(Conv2D.cpuInstructionSet) ? Conv2D.cpuInstructionSet : 0)
+    }
+
     /// The direct kernel's instruction set for one pass over this geometry, or 0 for the GEMM
     /// path. The input gradient follows the forward pass; the weight gradient has its own limit.
     func directKernel(for geo: ConvGeometry, pass: Pass = .forward) -> Int32 {
-        let taps = inChannels * kernelH * kernelW
-        let isa = directInstructionSet
-            ?? (taps <= Conv2D.directMaxTaps(Conv2D.cpuInstructionSet) ? Conv2D.cpuInstructionSet : 0)
+        let taps = inChannels * kernelH * kernelW, isa = preferredInstructionSet
         guard isa > 0, isa <= Conv2D.cpuInstructionSet, !transposed, strideH <= 2, strideW <= 2,
               geo.padTop <= kernelH, geo.padLeft <= kernelW else { return 0 }
-        if pass == .weightGradient && directInstructionSet == nil && taps > Conv2D.directWeightGradientMaxTaps(isa) { return 0 }
+        if pass == .weightGradient && directInstructionSet == nil
+            && !Conv2D.directWeightGradient(taps: taps, outputs: outChannels, plane: geo.ho * geo.wo) { return 0 }
         return isa
     }
 

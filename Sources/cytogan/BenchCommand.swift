@@ -254,15 +254,23 @@ private struct NetworkBench {
                 rng.fillNormal(grad.buffer, mean: 0, std: 1e-3)
                 let fwd = median(try timed(reps: reps) { _ = try layer.forward(xin) })
                 let bwd = median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: true, parameterGradients: true) })
+                // The training step runs the two halves apart: D's own step wants only its weights'
+                // gradient, G's step only the gradient through D (and the first layer never the input's).
+                let bwdInput = i == 0 ? 0 : median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: true, parameterGradients: false) })
+                let bwdWeights = layer.parameters.isEmpty ? 0
+                    : median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: false, parameterGradients: true) })
                 let c = layer.flops(for: xin.shape)
                 var line: [String: JSON] = [
                     "measure": "layer", "net": .string(netName), "layer": .string(layer.name), "kind": .string(layer.kind),
                     "input": .array(xin.shape.dims.map { JSON($0) }), "output": .array(out.shape.dims.map { JSON($0) }),
                     "batch": JSON(xin.shape.batch), "forward_ms": rounded(fwd * 1000, 3), "backward_ms": rounded(bwd * 1000, 3),
+                    "input_gradient_ms": rounded(bwdInput * 1000, 3), "weight_gradient_ms": rounded(bwdWeights * 1000, 3),
                 ]
                 if c.forward > 0 {
                     line["forward_gflop_per_s"] = rounded(c.forward / fwd / 1e9, 1)
                     line["backward_gflop_per_s"] = rounded((c.backwardInput + c.backwardParameters) / bwd / 1e9, 1)
+                    if bwdInput > 0 { line["input_gradient_gflop_per_s"] = rounded(c.backwardInput / bwdInput / 1e9, 1) }
+                    if bwdWeights > 0 { line["weight_gradient_gflop_per_s"] = rounded(c.backwardParameters / bwdWeights / 1e9, 1) }
                     if c.effectiveForward != c.forward {
                         line["effective_forward_gflop_per_s"] = rounded(c.effectiveForward / fwd / 1e9, 1)
                     }

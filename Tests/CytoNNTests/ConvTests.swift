@@ -28,9 +28,11 @@ struct ConvTests {
         var chunk = 2048
         var description: String { "n\(n) c\(c) \(h)x\(w) -> o\(o) k\(kh)x\(kw) s\(sh)x\(sw) \(padding) chunk \(chunk)" }
 
-        func make() -> Conv2D {
+        /// `direct`: the direct kernels' instruction set (nil: the layer chooses; 0: the GEMM paths).
+        func make(direct: Int32? = nil) -> Conv2D {
             let conv = Conv2D(name: "conv", inChannels: c, outChannels: o, kernel: (kh, kw), stride: (sh, sw), padding: padding)
             conv.lowering.targetColumns = chunk
+            conv.directInstructionSet = direct
             return conv
         }
     }
@@ -56,9 +58,11 @@ struct ConvTests {
         ConvCase(n: 2, c: 4, h: 9, w: 11, o: 2, kh: 3, kw: 5, sh: 1, sw: 1, padding: .valid),
     ]
 
+    // The GEMM paths (unfolding, transposed lowering) on every CPU; `directKernels` runs the same
+    // cases through the direct kernels.
     @Test("Conv2D forward equals the definition", arguments: cases)
     func forwardMatchesReference(_ k: ConvCase) throws {
-        let conv = k.make()
+        let conv = k.make(direct: 0)
         randomize(conv, seed: 3)
         let x = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 4)
         let y = try conv.forward(x)
@@ -79,7 +83,7 @@ struct ConvTests {
 
     @Test("Conv2D gradients (input, weight, bias) match finite differences", arguments: cases)
     func gradients(_ k: ConvCase) throws {
-        let conv = k.make()
+        let conv = k.make(direct: 0)
         randomize(conv, seed: 11, scale: 0.3)
         let x = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 12)
         // Convolution is linear in x and in the weights: central differences are exact up to rounding.
@@ -111,7 +115,6 @@ struct ConvTests {
             randomize(conv, seed: 3)
             let x = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 4)
             let geo = try conv.geometry(for: x.shape)
-            if conv.transposed { continue }
             #expect(conv.directKernel(for: geo) == isa, "\(k) isa \(isa) not taken")
             let y = try conv.forward(x)
             let py = k.padding.output(input: k.h, kernel: k.kh, stride: k.sh)!, px = k.padding.output(input: k.w, kernel: k.kw, stride: k.sw)!
@@ -142,7 +145,8 @@ struct ConvTests {
     @Test("the automatic choice of kernels per pass (direct forward, direct or GEMM gradients) matches finite differences",
           arguments: [ConvCase(n: 2, c: 32, h: 16, w: 16, o: 16, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),  // 800 taps
                       ConvCase(n: 2, c: 16, h: 20, w: 20, o: 12, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),  // 400 taps
-                      ConvCase(n: 2, c: 3, h: 20, w: 20, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same)])  // 75 taps
+                      ConvCase(n: 2, c: 3, h: 20, w: 20, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same),  // 75 taps
+                      ConvCase(n: 2, c: 32, h: 12, w: 12, o: 3, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same)])  // 800 taps, 3 outputs
     func automaticKernels(_ k: ConvCase) throws {
         let conv = k.make()
         randomize(conv, seed: 11, scale: 0.3)

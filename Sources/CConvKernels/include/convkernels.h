@@ -30,9 +30,6 @@ enum { CK_ISA_NONE = 0, CK_ISA_AVX2 = 1, CK_ISA_AVX512 = 2 };
 /// The best instruction set this CPU offers (CK_ISA_NONE where neither).
 int ck_conv_cpu_isa(void);
 
-/// Output channels per register block for an instruction set (the packed weights' unit).
-int ck_conv_block(int isa);
-
 /// Floats of packed weights for a geometry and instruction set.
 size_t ck_conv_packed_count(const ck_conv *g, int isa);
 
