@@ -110,9 +110,7 @@ public final class BatchNorm: Layer {
                     var sum = 0.0
                     for i in 0..<n {
                         let p = xp + (i * C + c) * inner
-                        var t: Float = 0
-                        for j in 0..<inner { t += p[j] }
-                        sum += Double(t)
+                        sum += Double(laneSum(p, inner))
                     }
                     st[c] = sum
                 }
@@ -129,9 +127,7 @@ public final class BatchNorm: Layer {
                     var sq = 0.0
                     for i in 0..<n {
                         let p = xp + (i * C + c) * inner
-                        var t: Float = 0
-                        for j in 0..<inner { let d = p[j] - muF; t += d * d }
-                        sq += Double(t)
+                        sq += Double(laneSquaredDeviation(p, inner, from: muF))
                     }
                     st[C + 1 + c] = sq
                 }
@@ -184,8 +180,7 @@ public final class BatchNorm: Layer {
                 var sumDy = 0.0, sumDyXhat = 0.0
                 for i in 0..<n {
                     let p = xp + (i * C + c) * inner, g = gp + (i * C + c) * inner
-                    var a: Float = 0, b: Float = 0
-                    for j in 0..<inner { a += g[j]; b += g[j] * (p[j] - mu) }
+                    let (a, b) = laneSumAndMoment(g, p, inner, center: mu)
                     sumDy += Double(a); sumDyXhat += Double(b)
                 }
                 sumDyXhat *= Double(inv)

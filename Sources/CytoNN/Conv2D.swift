@@ -530,12 +530,7 @@ func addBiasGradient(_ g: UnsafePointer<Float>, images n: Int, channels: Int, pl
     parallelFor(channels, work: n * channels * plane) { range in
         for o in range {
             var s: Float = 0
-            for i in 0..<n {
-                let p = g + (i * channels + o) * plane
-                var t: Float = 0
-                for j in 0..<plane { t += p[j] }
-                s += t
-            }
+            for i in 0..<n { s += laneSum(g + (i * channels + o) * plane, plane) }
             db[o] += s
         }
     }
