@@ -149,41 +149,13 @@ static void ck_weight_gradient_blocks(const ck_conv *g, const ck_wgrad_kernels *
         }
 }
 
-/// 8 output channels x NV vectors of 16 columns, accumulated over every tap.
+/// OB output channels x NV vectors of 16 columns, accumulated over every tap; row k of the
+/// temporary starts at k * W. Two shapes: 8 channels by up to 3 vectors, and 4 channels by up to
+/// 4 (a whole 64-pixel row) for layers of at most 4 outputs.
 CK_INLINE CK_AVX512 void ck_block512(const ck_conv *g, const float *s, size_t phase, size_t cols, const float *w,
-                                      const float *bias, int row, int x0, float *tmp, const int NV) {
-    __m512 a[8][3];
-    for (int k = 0; k < 8; k++) for (int j = 0; j < 3; j++) a[k][j] = _mm512_set1_ps(bias[k]);
-    for (int c = 0; c < g->c; c++) {
-        for (int ky = 0; ky < g->kh; ky++) {
-            const float *r = s + (size_t)c * g->sw * phase + (size_t)(g->sh * row + ky) * cols + x0;
-            for (int kx = 0, p = 0; kx < g->kw; kx++) {
-                if (kx > 0) r = ck_next_column(r, &p, g->sw, phase);
-                __m512 v[3];
-                for (int j = 0; j < NV; j++) v[j] = _mm512_loadu_ps(r + 16 * j);
-                for (int k = 0; k < 8; k++) {
-                    const __m512 wk = _mm512_set1_ps(w[k]);
-                    for (int j = 0; j < NV; j++) a[k][j] = _mm512_fmadd_ps(wk, v[j], a[k][j]);
-                }
-                w += 8;
-            }
-        }
-    }
-    for (int k = 0; k < 8; k++)
-        for (int j = 0; j < NV; j++) _mm512_storeu_ps(tmp + k * 48 + 16 * j, a[k][j]);
-}
-
-CK_AVX512 static void ck_block512_1(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 1); }
-CK_AVX512 static void ck_block512_2(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 2); }
-CK_AVX512 static void ck_block512_3(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 3); }
-static const ck_forward_kernels ck_forward512 = {8, 16, 3, {ck_block512_1, ck_block512_2, ck_block512_3, NULL}};
-
-/// 4 output channels x NV (up to 4) vectors of 16 columns: a whole 64-pixel row in 16
-/// accumulators, for layers of at most 4 outputs.
-CK_INLINE CK_AVX512 void ck_block512n(const ck_conv *g, const float *s, size_t phase, size_t cols, const float *w,
-                                       const float *bias, int row, int x0, float *tmp, const int NV) {
-    __m512 a[4][4];
-    for (int k = 0; k < 4; k++) for (int j = 0; j < 4; j++) a[k][j] = _mm512_set1_ps(bias[k]);
+                                      const float *bias, int row, int x0, float *tmp, const int OB, const int NV, const int W) {
+    __m512 a[8][4];
+    for (int k = 0; k < OB; k++) for (int j = 0; j < NV; j++) a[k][j] = _mm512_set1_ps(bias[k]);
     for (int c = 0; c < g->c; c++) {
         for (int ky = 0; ky < g->kh; ky++) {
             const float *r = s + (size_t)c * g->sw * phase + (size_t)(g->sh * row + ky) * cols + x0;
@@ -191,22 +163,26 @@ CK_INLINE CK_AVX512 void ck_block512n(const ck_conv *g, const float *s, size_t p
                 if (kx > 0) r = ck_next_column(r, &p, g->sw, phase);
                 __m512 v[4];
                 for (int j = 0; j < NV; j++) v[j] = _mm512_loadu_ps(r + 16 * j);
-                for (int k = 0; k < 4; k++) {
+                for (int k = 0; k < OB; k++) {
                     const __m512 wk = _mm512_set1_ps(w[k]);
                     for (int j = 0; j < NV; j++) a[k][j] = _mm512_fmadd_ps(wk, v[j], a[k][j]);
                 }
-                w += 4;
+                w += OB;
             }
         }
     }
-    for (int k = 0; k < 4; k++)
-        for (int j = 0; j < NV; j++) _mm512_storeu_ps(tmp + k * 64 + 16 * j, a[k][j]);
+    for (int k = 0; k < OB; k++)
+        for (int j = 0; j < NV; j++) _mm512_storeu_ps(tmp + k * W + 16 * j, a[k][j]);
 }
 
-CK_AVX512 static void ck_block512n_1(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 1); }
-CK_AVX512 static void ck_block512n_2(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 2); }
-CK_AVX512 static void ck_block512n_3(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 3); }
-CK_AVX512 static void ck_block512n_4(CK_BLOCK_ARGS) { ck_block512n(g, s, phase, cols, w, bias, row, x0, tmp, 4); }
+CK_AVX512 static void ck_block512_1(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 8, 1, 48); }
+CK_AVX512 static void ck_block512_2(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 8, 2, 48); }
+CK_AVX512 static void ck_block512_3(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 8, 3, 48); }
+static const ck_forward_kernels ck_forward512 = {8, 16, 3, {ck_block512_1, ck_block512_2, ck_block512_3, NULL}};
+CK_AVX512 static void ck_block512n_1(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 4, 1, 64); }
+CK_AVX512 static void ck_block512n_2(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 4, 2, 64); }
+CK_AVX512 static void ck_block512n_3(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 4, 3, 64); }
+CK_AVX512 static void ck_block512n_4(CK_BLOCK_ARGS) { ck_block512(g, s, phase, cols, w, bias, row, x0, tmp, 4, 4, 64); }
 static const ck_forward_kernels ck_forward512n = {4, 16, 4, {ck_block512n_1, ck_block512n_2, ck_block512n_3, ck_block512n_4}};
 
 /// 4 output channels x NV vectors of 8 columns, accumulated over every tap (12 accumulators at
