@@ -92,7 +92,7 @@ public final class GANModel {
     /// The generator's average spans at most a tenth of the updates so far: a plain mean from the
     /// first update drew the same grey blob for every vector after 225 steps (what a slow
     /// machine reaches in the demo), where the ramped average draws nuclei, cytoplasm and outline.
-    /// From 2,000 updates on (decay 0.995) the two are the same exponential average.
+    /// From 1,000 updates on (decay 0.99, `cells-64`) the two are the same exponential average.
     static let generatorAverageRampup: Float = 0.1
 
     /// The network features are read from: the discriminator's moving average when kept, else
