@@ -251,7 +251,7 @@ public struct GANConfig: Sendable, Equatable {
     ///   sharp detail sooner), texture matching at weight 1 (the generator is asked for the real
     ///   batch's finest texture: nuclear granules and fibres), and every generated image drawn
     ///   from a moving average of the generator's weights (decay 0.99: its last 100 or so updates;
-    ///   0.995 and 0.999 read no better on three seeds); features as in cpu-64.
+    ///   0.995 read no better on three seeds, 0.999 worse on two); features as in cpu-64.
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
