@@ -249,7 +249,7 @@ public final class Conv2D: Layer {
     /// path. The input gradient follows the forward pass; the weight gradient has its own limit.
     func directKernel(for geo: ConvGeometry, pass: Pass = .forward) -> Int32 {
         let taps = inChannels * kernelH * kernelW, isa = preferredInstructionSet
-        guard isa > 0, isa <= Conv2D.cpuInstructionSet, !transposed, strideH <= 2, strideW <= 2,
+        guard isa > 0, isa <= Conv2D.cpuInstructionSet, strideH <= 2, strideW <= 2,
               geo.padTop <= kernelH, geo.padLeft <= kernelW else { return 0 }
         if pass == .weightGradient && directInstructionSet == nil
             && !Conv2D.directWeightGradient(taps: taps, outputs: outChannels, plane: geo.ho * geo.wo) { return 0 }

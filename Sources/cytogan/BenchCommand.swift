@@ -255,8 +255,9 @@ private struct NetworkBench {
                 let fwd = median(try timed(reps: reps) { _ = try layer.forward(xin) })
                 let bwd = median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: true, parameterGradients: true) })
                 // The training step runs the two halves apart: D's own step wants only its weights'
-                // gradient, G's step only the gradient through D (and the first layer never the input's).
-                let bwdInput = i == 0 ? 0 : median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: true, parameterGradients: false) })
+                // gradient, G's step only the gradient through D, down to D's input (G's own input,
+                // the latent vector, needs none).
+                let bwdInput = i == 0 && net === g ? 0 : median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: true, parameterGradients: false) })
                 let bwdWeights = layer.parameters.isEmpty ? 0
                     : median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: false, parameterGradients: true) })
                 let c = layer.flops(for: xin.shape)
