@@ -358,103 +358,132 @@ int ck_conv_weight_gradient(const ck_conv *g, int isa, const float *x, const flo
 
 /* ---- Winograd F(2x2, 3x3) transforms ------------------------------------------------------ */
 
+/* 16 floats as one value (one zmm under AVX-512, two ymm under AVX2, four xmm otherwise), loaded
+   and stored unaligned: the transforms below are written once over it and compiled per instruction set. */
+typedef float ck_vf __attribute__((vector_size(64), aligned(4), may_alias));
+enum { CK_VL = 16 };
+#define CK_VLD(ptr) (*(const ck_vf *)(ptr))
+#define CK_VST(ptr, val) (*(ck_vf *)(ptr) = (val))
+#define CK_SLD(ptr) (*(ptr))
+#define CK_SST(ptr, val) (*(ptr) = (val))
+
 size_t ck_winograd_scratch_count(int h, int w) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2;
-    return (size_t)2 * (2 * th + 2) * (tw + 1);
+    return (size_t)8 * (th + 1) * tw + 2 * (size_t)tw + 4;
 }
 
-/* Row r of B^T d for the four window columns, then times B: (c0 - c2, c1 + c2, c2 - c1, c1 - c3). */
-#define CK_WI_ROW(r, c0, c1, c2, c3)                                 \
-    d[(4 * (r) + 0) * ks + bx] = (c0) - (c2);                       \
-    d[(4 * (r) + 1) * ks + bx] = (c1) + (c2);                       \
-    d[(4 * (r) + 2) * ks + bx] = (c2) - (c1);                       \
-    d[(4 * (r) + 3) * ks + bx] = (c1) - (c3);
-
-CK_INLINE void ck_wino_blocks(const float *restrict e, const float *restrict o, size_t half, int tw,
-                              float *restrict d, size_t ks) {
-    const float *e0 = e, *e1 = e0 + half, *e2 = e1 + half, *e3 = e2 + half;
-    const float *o0 = o, *o1 = o0 + half, *o2 = o1 + half, *o3 = o2 + half;
-    for (int bx = 0; bx < tw; bx++) {
-        /* Window columns 0...3 are even[bx], odd[bx], even[bx + 1], odd[bx + 1]; B^T's rows are
-           (r0 - r2, r1 + r2, r2 - r1, r1 - r3). */
-        const float a0 = e0[bx] - e2[bx], a1 = e1[bx] + e2[bx], a2 = e2[bx] - e1[bx], a3 = e1[bx] - e3[bx];
-        const float b0 = o0[bx] - o2[bx], b1 = o1[bx] + o2[bx], b2 = o2[bx] - o1[bx], b3 = o1[bx] - o3[bx];
-        const float c0 = e0[bx + 1] - e2[bx + 1], c1 = e1[bx + 1] + e2[bx + 1], c2 = e2[bx + 1] - e1[bx + 1], c3 = e1[bx + 1] - e3[bx + 1];
-        const float f0 = o0[bx + 1] - o2[bx + 1], f1 = o1[bx + 1] + o2[bx + 1], f2 = o2[bx + 1] - o1[bx + 1], f3 = o1[bx + 1] - o3[bx + 1];
-        CK_WI_ROW(0, a0, b0, c0, f0)
-        CK_WI_ROW(1, a1, b1, c1, f1)
-        CK_WI_ROW(2, a2, b2, c2, f2)
-        CK_WI_ROW(3, a3, b3, c3, f3)
-    }
-}
-
+/* The input transform runs over every block of a plane at once (one flat loop the compiler
+   vectorises whatever the plane's width): the zero-padded plane is first spread into eight
+   arrays X[p][j] of (th + 1) rows x tw, X[p][j][y * tw + bx] = padded pixel (2y + p, 2bx + j), so
+   that window row i, column j of every block b = by * tw + bx lies at X[i % 2][j][b + (i / 2) * tw]. */
 CK_INLINE void ck_wino_input(const float *x, long row, long column, int h, int w, float *v, size_t ks, float *s) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2;
-    const size_t half = (size_t)tw + 1, rows = (size_t)2 * th + 2;
-    /* The zero-padded plane split by column parity: padded column 2i is even[i] (input column
-       2i - 1), padded column 2i + 1 is odd[i] (input column 2i). */
-    float *even = s, *odd = s + rows * half;
-    memset(s, 0, sizeof(float) * 2 * rows * half);
-    for (int y = 0; y < h; y++) {
-        const float *src = x + y * row;
-        float *e = even + (size_t)(y + 1) * half, *o = odd + (size_t)(y + 1) * half;
-        for (int i = 0; 2 * i < w; i++) o[i] = src[2 * i * column];
-        for (int i = 0; 2 * i + 1 < w; i++) e[i + 1] = src[(2 * i + 1) * column];
+    const size_t plane = (size_t)(th + 1) * tw, n = (size_t)th * tw;
+    float *rb = s + 8 * plane; /* one padded input row: rb[i] is input column i - 1 */
+    for (int i = 0; i < 2 * tw + 4; i++) rb[i] = 0;
+    for (int pr = 0; pr < 2 * th + 2; pr++) {
+        float *d0 = s + (size_t)(pr & 1) * 4 * plane + (size_t)(pr >> 1) * tw;
+        float *restrict d1 = d0 + plane, *restrict d2 = d1 + plane, *restrict d3 = d2 + plane;
+        const int yin = pr - 1;
+        if (yin < 0 || yin >= h) {
+            memset(d0, 0, sizeof(float) * tw); memset(d1, 0, sizeof(float) * tw);
+            memset(d2, 0, sizeof(float) * tw); memset(d3, 0, sizeof(float) * tw);
+            continue;
+        }
+        const float *src = x + yin * row;
+        if (column == 1) memcpy(rb + 1, src, sizeof(float) * w);
+        else for (int i = 0; i < w; i++) rb[i + 1] = src[i * column];
+        for (int bx = 0; bx < tw; bx++) {
+            d0[bx] = rb[2 * bx]; d1[bx] = rb[2 * bx + 1]; d2[bx] = rb[2 * bx + 2]; d3[bx] = rb[2 * bx + 3];
+        }
     }
-    for (int by = 0; by < th; by++)
-        ck_wino_blocks(even + (size_t)2 * by * half, odd + (size_t)2 * by * half, half, tw, v + (size_t)by * tw, ks);
+    const float *p[8];
+    float *d[16];
+    for (int k = 0; k < 8; k++) p[k] = s + k * plane;
+    for (int k = 0; k < 16; k++) d[k] = v + k * ks;
+    /* Column j of B^T d (rows r0 - r2, r1 + r2, r2 - r1, r1 - r3), window rows 0 and 2 from
+       X[0][j], 1 and 3 from X[1][j]; then each row times B: (t0 - t2, t1 + t2, t2 - t1, t1 - t3). */
+#define CK_WI_COL(T, LD, j)                                                                         \
+    const T r0##j = LD(p[j] + b), r1##j = LD(p[4 + j] + b), r2##j = LD(p[j] + b + tw), r3##j = LD(p[4 + j] + b + tw); \
+    const T a##j = r0##j - r2##j, c##j = r1##j + r2##j, e##j = r2##j - r1##j, f##j = r1##j - r3##j;
+#define CK_WI_BODY(T, LD, ST)                                                                        \
+    {                                                                                                \
+        CK_WI_COL(T, LD, 0) CK_WI_COL(T, LD, 1) CK_WI_COL(T, LD, 2) CK_WI_COL(T, LD, 3)             \
+        ST(d[0] + b, a0 - a2); ST(d[1] + b, a1 + a2); ST(d[2] + b, a2 - a1); ST(d[3] + b, a1 - a3);  \
+        ST(d[4] + b, c0 - c2); ST(d[5] + b, c1 + c2); ST(d[6] + b, c2 - c1); ST(d[7] + b, c1 - c3);  \
+        ST(d[8] + b, e0 - e2); ST(d[9] + b, e1 + e2); ST(d[10] + b, e2 - e1); ST(d[11] + b, e1 - e3); \
+        ST(d[12] + b, f0 - f2); ST(d[13] + b, f1 + f2); ST(d[14] + b, f2 - f1); ST(d[15] + b, f1 - f3); \
+    }
+    size_t b = 0;
+    for (; b + CK_VL <= n; b += CK_VL) CK_WI_BODY(ck_vf, CK_VLD, CK_VST)
+    for (; b < n; b++) CK_WI_BODY(float, CK_SLD, CK_SST)
+#undef CK_WI_BODY
+#undef CK_WI_COL
 }
 
-/* Column j of A^T M: (m0j + m1j + m2j, m1j - m2j - m3j); the two output columns are then
-   (j0 + j1 + j2, j1 - j2 - j3). */
-#define CK_WO_LOAD(p, j, top, bottom)                                                      \
-    const float top = (p)[(j) * ks + bx] + (p)[(4 + (j)) * ks + bx] + (p)[(8 + (j)) * ks + bx]; \
-    const float bottom = (p)[(4 + (j)) * ks + bx] - (p)[(8 + (j)) * ks + bx] - (p)[(12 + (j)) * ks + bx];
+/* The output transform, A^T M A + bias, also over all blocks of a plane: 64 blocks at a time into
+   four arrays (the block's top-left, top-right, bottom-left, bottom-right output), then written
+   into the plane row by row (one plane, or two interleaved by column), clipped to h x w. */
+enum { CK_WO_CHUNK = 64 };
 
-/* One block row of one plane (planes == 1) or of two planes interleaved by column (planes == 2:
-   plane p's column x at 2x + p); full blocks only (both output columns inside). */
-CK_INLINE void ck_wino_out_row(const float *restrict m0, const float *restrict m1, size_t ks, int blocks, float bias,
-                               float *restrict r0, float *restrict r1, int planes) {
-    if (planes == 1) {
-        for (int bx = 0; bx < blocks; bx++) {
-            CK_WO_LOAD(m0, 0, t0, u0) CK_WO_LOAD(m0, 1, t1, u1) CK_WO_LOAD(m0, 2, t2, u2) CK_WO_LOAD(m0, 3, t3, u3)
-            r0[2 * bx] = t0 + t1 + t2 + bias;
-            r0[2 * bx + 1] = t1 - t2 - t3 + bias;
-            if (r1) { r1[2 * bx] = u0 + u1 + u2 + bias; r1[2 * bx + 1] = u1 - u2 - u3 + bias; }
-        }
-    } else {
-        for (int bx = 0; bx < blocks; bx++) {
-            CK_WO_LOAD(m0, 0, t0, u0) CK_WO_LOAD(m0, 1, t1, u1) CK_WO_LOAD(m0, 2, t2, u2) CK_WO_LOAD(m0, 3, t3, u3)
-            CK_WO_LOAD(m1, 0, p0, q0) CK_WO_LOAD(m1, 1, p1, q1) CK_WO_LOAD(m1, 2, p2, q2) CK_WO_LOAD(m1, 3, p3, q3)
-            r0[4 * bx] = t0 + t1 + t2 + bias;
-            r0[4 * bx + 1] = p0 + p1 + p2 + bias;
-            r0[4 * bx + 2] = t1 - t2 - t3 + bias;
-            r0[4 * bx + 3] = p1 - p2 - p3 + bias;
-            if (r1) {
-                r1[4 * bx] = u0 + u1 + u2 + bias;
-                r1[4 * bx + 1] = q0 + q1 + q2 + bias;
-                r1[4 * bx + 2] = u1 - u2 - u3 + bias;
-                r1[4 * bx + 3] = q1 - q2 - q3 + bias;
-            }
-        }
+CK_INLINE void ck_wino_out_chunk(const float *m, size_t ks, size_t cn, float bias, float *t) {
+#define CK_WO_COL(T, LD, j)                                                                         \
+    const T z0##j = LD(m + (j) * ks + b) + LD(m + (4 + (j)) * ks + b) + LD(m + (8 + (j)) * ks + b);  \
+    const T z1##j = LD(m + (4 + (j)) * ks + b) - LD(m + (8 + (j)) * ks + b) - LD(m + (12 + (j)) * ks + b);
+#define CK_WO_BODY(T, LD, ST)                                                                        \
+    {                                                                                                \
+        CK_WO_COL(T, LD, 0) CK_WO_COL(T, LD, 1) CK_WO_COL(T, LD, 2) CK_WO_COL(T, LD, 3)             \
+        ST(t + b, z00 + z01 + z02 + bias);                                                           \
+        ST(t + CK_WO_CHUNK + b, z01 - z02 - z03 + bias);                                             \
+        ST(t + 2 * CK_WO_CHUNK + b, z10 + z11 + z12 + bias);                                         \
+        ST(t + 3 * CK_WO_CHUNK + b, z11 - z12 - z13 + bias);                                         \
     }
+    size_t b = 0;
+    for (; b + CK_VL <= cn; b += CK_VL) CK_WO_BODY(ck_vf, CK_VLD, CK_VST)
+    for (; b < cn; b++) CK_WO_BODY(float, CK_SLD, CK_SST)
+#undef CK_WO_BODY
+#undef CK_WO_COL
 }
 
 CK_INLINE void ck_wino_output(const float *m0, const float *m1, size_t ks, int h, int w, float bias, float *y, long row) {
-    const int th = (h + 1) / 2, tw = (w + 1) / 2, full = w / 2, planes = m1 ? 2 : 1;
-    for (int by = 0; by < th; by++) {
-        float *r0 = y + (size_t)(2 * by) * row, *r1 = 2 * by + 1 < h ? r0 + row : NULL;
-        const float *p0 = m0 + (size_t)by * tw, *p1 = m1 ? m1 + (size_t)by * tw : NULL;
-        ck_wino_out_row(p0, p1, ks, full, bias, r0, r1, planes);
-        if (full < tw) {
-            /* The last block of an odd width: its left column only. */
-            const int bx = full;
-            for (int p = 0; p < planes; p++) {
-                const float *q = p ? p1 : p0;
-                CK_WO_LOAD(q, 0, t0, u0) CK_WO_LOAD(q, 1, t1, u1) CK_WO_LOAD(q, 2, t2, u2)
-                r0[planes * 2 * bx + p] = t0 + t1 + t2 + bias;
-                if (r1) r1[planes * 2 * bx + p] = u0 + u1 + u2 + bias;
+    const int th = (h + 1) / 2, tw = (w + 1) / 2, full = w / 2;
+    const size_t n = (size_t)th * tw;
+    float t0[4 * CK_WO_CHUNK], t1[4 * CK_WO_CHUNK];
+    for (size_t b0 = 0; b0 < n; b0 += CK_WO_CHUNK) {
+        const size_t cn = n - b0 < CK_WO_CHUNK ? n - b0 : CK_WO_CHUNK;
+        ck_wino_out_chunk(m0 + b0, ks, cn, bias, t0);
+        if (m1) ck_wino_out_chunk(m1 + b0, ks, cn, bias, t1);
+        size_t b = b0;
+        while (b < b0 + cn) {
+            const int by = (int)(b / tw), bx0 = (int)(b % tw);
+            const int bx1 = (size_t)(tw - bx0) < b0 + cn - b ? tw : bx0 + (int)(b0 + cn - b);
+            const int end = bx1 < full ? bx1 : full;
+            float *r0 = y + (size_t)(2 * by) * row, *r1 = 2 * by + 1 < h ? r0 + row : NULL;
+            const float *q = t0 + (b - b0) - bx0, *u = t1 + (b - b0) - bx0;
+            if (!m1) {
+                for (int bx = bx0; bx < end; bx++) { r0[2 * bx] = q[bx]; r0[2 * bx + 1] = q[CK_WO_CHUNK + bx]; }
+                if (r1) for (int bx = bx0; bx < end; bx++) {
+                    r1[2 * bx] = q[2 * CK_WO_CHUNK + bx]; r1[2 * bx + 1] = q[3 * CK_WO_CHUNK + bx];
+                }
+                if (bx1 > full) { /* the last block of an odd width: its left column only */
+                    r0[2 * full] = q[full];
+                    if (r1) r1[2 * full] = q[2 * CK_WO_CHUNK + full];
+                }
+            } else {
+                for (int bx = bx0; bx < end; bx++) {
+                    r0[4 * bx] = q[bx]; r0[4 * bx + 1] = u[bx];
+                    r0[4 * bx + 2] = q[CK_WO_CHUNK + bx]; r0[4 * bx + 3] = u[CK_WO_CHUNK + bx];
+                }
+                if (r1) for (int bx = bx0; bx < end; bx++) {
+                    r1[4 * bx] = q[2 * CK_WO_CHUNK + bx]; r1[4 * bx + 1] = u[2 * CK_WO_CHUNK + bx];
+                    r1[4 * bx + 2] = q[3 * CK_WO_CHUNK + bx]; r1[4 * bx + 3] = u[3 * CK_WO_CHUNK + bx];
+                }
+                if (bx1 > full) {
+                    r0[4 * full] = q[full]; r0[4 * full + 1] = u[full];
+                    if (r1) { r1[4 * full] = q[2 * CK_WO_CHUNK + full]; r1[4 * full + 1] = u[2 * CK_WO_CHUNK + full]; }
+                }
             }
+            b += bx1 - bx0;
         }
     }
 }

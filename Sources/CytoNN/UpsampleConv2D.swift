@@ -11,11 +11,10 @@ import Darwin
 /// rows y + floor((a + ky - p) / 2), so each of the four output phases (a, b) is a small
 /// convolution (3 x 3 for k = 5) whose weights are sums of the k x k weights. For k = 5 this does
 /// 9/25 of the multiply-adds of the literal upsample + convolution, forward and backward.
-/// When the phase kernels are 3 x 3 with one pixel of padding (k = 3 to 6), the forward pass in
-/// inference mode (sampling, interpolation, encoding) runs on Winograd's F(2x2, 3x3)
-/// (`Winograd3x3`): 16 instead of 36 multiply-adds per 2 x 2 outputs. Training keeps unfolding +
-/// GEMM, whose forward leaves the unfolding that the weight gradient reuses (Winograd's forward,
-/// input and weight gradients measured no faster over whole training steps).
+/// When the phase kernels are 3 x 3 with one pixel of padding (k = 3 to 6), the forward pass
+/// runs on Winograd's F(2x2, 3x3) (`Winograd3x3`): 16 instead of 36 multiply-adds per 2 x 2
+/// outputs. The backward passes keep unfolding + GEMM (Winograd's input and weight gradients
+/// measured no faster over whole training steps).
 /// The weights are stored as an ordinary Conv2D's ([out, in, k, k] + bias), so checkpoints are
 /// interchangeable with `Upsample2x` followed by `Conv2D(kernel: k, padding: .same)`.
 public final class UpsampleConv2D: Layer {
@@ -37,14 +36,22 @@ public final class UpsampleConv2D: Layer {
     private var forwarded = false
     /// Whether `packed` holds this forward pass's weights (a Winograd forward leaves it stale).
     private var packedCurrent = false
-    /// Whether the inference forward pass runs on Winograd's algorithm (see above); tests turn it
-    /// off to compare.
+    /// Whether the forward pass runs on Winograd's algorithm (see above); tests turn it off to
+    /// compare.
     var winograd: Bool
-    /// Training mode takes the GEMM path; inference mode Winograd's (see above).
     public var training = true
+    /// The weights and bias the Winograd kernels were last computed from: sampling runs the same
+    /// weights batch after batch, and comparing costs far less than summing and transforming.
+    private let winogradSource = Tensor(Shape(0))
     private let phaseWeights = Tensor(Shape(0))
     private let phaseBias = Tensor(Shape(0))
     private var forwardWinograd: Winograd3x3?
+    /// The input gradient on Winograd's algorithm: a 3 x 3 convolution of the output gradient's
+    /// 4 * out phase planes with the phase kernels flipped and transposed ([in][4 * out][3][3]).
+    private var backwardWinograd: Winograd3x3?
+    private let flippedPhaseWeights = Tensor(Shape(0))
+    /// Whether each Winograd kernel set still has to be computed from `phaseWeights`.
+    private var forwardStale = true, backwardStale = true
     /// The instruction set of the Winograd transforms (tests force each).
     var winogradInstructionSet: Int32 = Conv2D.cpuInstructionSet
 
@@ -112,14 +119,38 @@ public final class UpsampleConv2D: Layer {
     }
     private var cachedViews: (h: Int, w: Int, low: Winograd3x3.PlaneView, phases: Winograd3x3.PlaneView)?
 
+    /// Whether `winogradSource` holds the current weights and bias; if not, copies them there.
+    private func winogradWeightsCurrent() -> Bool {
+        let n = weight.count, nb = bias?.count ?? 0, src = winogradSource.data
+        if winogradSource.count == n + nb && memcmp(src, weight.value.data, 4 * n) == 0
+            && (bias.map { memcmp(src + n, $0.value.data, 4 * nb) == 0 } ?? true) {
+            return true
+        }
+        winogradSource.resize(Shape(n + nb))
+        let dst = winogradSource.data
+        dst.update(from: weight.value.data, count: n)
+        if let bias { (dst + n).update(from: bias.value.data, count: nb) }
+        return false
+    }
+
+    /// Sums the phase kernels again if the weights changed since they were last summed.
+    private func refreshPhaseWeights() {
+        if winogradWeightsCurrent() { return }
+        sumPhaseWeights()
+        forwardStale = true; backwardStale = true
+    }
+
     private func winogradForward(_ x: Tensor, h: Int, w: Int) {
         let O = outChannels, C = inChannels
-        sumPhaseWeights()
         let wg = forwardWinograd ?? Winograd3x3(inChannels: C, outChannels: 4 * O)
         forwardWinograd = wg
         wg.instructionSet = winogradInstructionSet
-        let p = UnsafePointer(phaseWeights.data)
-        wg.setWeights { o, c in p + (o * C + c) * 9 }
+        refreshPhaseWeights()
+        if forwardStale {
+            let p = UnsafePointer(phaseWeights.data)
+            wg.setWeights { o, c in p + (o * C + c) * 9 }
+            forwardStale = false
+        }
         // The bias of output channel o serves all four of its phases.
         if let b = bias {
             phaseBias.resize(Shape(4 * O))
@@ -128,6 +159,28 @@ public final class UpsampleConv2D: Layer {
         let v = views(h: h, w: w)
         wg.run(images: x.shape[0], height: h, width: w, input: x.data, v.low, output: out.data, v.phases,
                bias: bias == nil ? nil : UnsafePointer(phaseBias.data))
+    }
+
+    private func winogradInputGradient(_ gradOut: Tensor, h: Int, w: Int) {
+        let O = outChannels, C = inChannels, Q = 4 * O
+        let wg = backwardWinograd ?? Winograd3x3(inChannels: Q, outChannels: C)
+        backwardWinograd = wg
+        wg.instructionSet = winogradInstructionSet
+        refreshPhaseWeights()
+        if backwardStale {
+            flippedPhaseWeights.resize(Shape(C, Q, 3, 3))
+            let src = phaseWeights.data, dst = flippedPhaseWeights.data
+            for q in 0..<Q {
+                for c in 0..<C {
+                    for t in 0..<9 { dst[(c * Q + q) * 9 + 8 - t] = src[(q * C + c) * 9 + t] }
+                }
+            }
+            let p = UnsafePointer(dst)
+            wg.setWeights { c, q in p + (c * Q + q) * 9 }
+            backwardStale = false
+        }
+        let v = views(h: h, w: w)
+        wg.run(images: gradOut.shape[0], height: h, width: w, input: gradOut.data, v.phases, output: dx.data, v.low, bias: nil)
     }
 
     private static func floorDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
@@ -180,7 +233,7 @@ public final class UpsampleConv2D: Layer {
         out.resize(os)
         input = x
         forwarded = true
-        if winograd && !training {
+        if winograd {
             L.forgetUnfolding()
             packedCurrent = false  // packed by a backward pass (noise encoding) if one follows
             winogradForward(x, h: h, w: w)
@@ -222,7 +275,10 @@ public final class UpsampleConv2D: Layer {
         let L = lowering, geo = L.geo
         let n = geo.n, h = geo.h, w = geo.w, O = outChannels, C = inChannels, k = kernel
         let W2 = 2 * w, plane = 4 * h * w
-        if !packedCurrent { packWeights() }
+        // The input gradient on Winograd's algorithm where the forward pass may use it; the
+        // chunks below then serve the weight gradient only.
+        let gemmInput = inputGradient && !winograd
+        if gemmInput && !packedCurrent { packWeights() }
         let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
         if parameterGradients {
             L.clearWeightGradients()
@@ -230,6 +286,8 @@ public final class UpsampleConv2D: Layer {
         }
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
+        if inputGradient && winograd { winogradInputGradient(gradOut, h: h, w: w) }
+        if !gemmInput && !parameterGradients { return inputGradient ? dx : nil }
         L.forEachChunk(reverse: true, balanced: parameterGradients) { worker, n0, m in
             let cb = worker.cbuf.data, cs = L.columns(m)
             // Split the output gradient into its four phases (GEMM layout).
@@ -253,7 +311,7 @@ public final class UpsampleConv2D: Layer {
                 worker.unfold(L, xp, n0: n0, m: m, reuse: true)
                 worker.gemmWeightGradient(L, dC: cb, m: m)
             }
-            if inputGradient {
+            if gemmInput {
                 worker.gemmInputGradient(L, weights: wp, dC: cb, m: m)
                 (dxp + n0 * C * h * w).update(repeating: 0, count: m * C * h * w)
                 worker.fold(L, into: dxp, n0: n0, m: m)

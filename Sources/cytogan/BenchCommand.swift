@@ -33,7 +33,7 @@ struct EngineBench: ParsableCommand {
     var threads: Int = 2
     @Option(help: "Timed repetitions per measurement (after one warm-up).")
     var reps: Int = 5
-    @Option(help: "Only these measures (repeatable; feature-layers: the discriminator's layers at batch 256, inference).")
+    @Option(help: "Only these measures (repeatable; feature-layers: the discriminator's layers at batch 256, inference; sample-layers: the generator's, forward only).")
     var only: [BenchMeasure] = []
     @Option(help: "Batch of the training step and of sampling (default: the preset's training batch, as the PyTorch peer uses).")
     var batch: Int?
@@ -71,7 +71,10 @@ struct EngineBench: ParsableCommand {
             for line in try bench.layerTable(reps: layerReps) { emit(line) }
         }
         if which.contains(.featureLayers) {
-            for line in try bench.layerTable(reps: layerReps, features: true) { emit(line) }
+            for line in try bench.layerTable(reps: layerReps, mode: .features) { emit(line) }
+        }
+        if which.contains(.sampleLayers) {
+            for line in try bench.layerTable(reps: layerReps, mode: .sampling) { emit(line) }
         }
         if which.contains(.train) { emit(try bench.trainStep(reps: reps)) }
         if which.contains(.features) { emit(try bench.features(reps: reps)) }
@@ -92,6 +95,7 @@ enum BenchPreset: String, CaseIterable, ExpressibleByArgument {
 enum BenchMeasure: String, CaseIterable, ExpressibleByArgument {
     case train, features, sample, layers
     case featureLayers = "feature-layers"
+    case sampleLayers = "sample-layers"
 }
 
 /// `bench engine --clock`: what a timing reads.
@@ -233,15 +237,23 @@ private struct NetworkBench {
         return throughput("sample", batch: batch, secs: secs, flops: f, effective: e)
     }
 
+    /// Which passes `layerTable` times.
+    enum LayerMode { case training, features, sampling }
+
     /// Forward and backward time of each layer on its input inside the network (G at `batch`,
-    /// D at twice that as in the training step), training mode; with `features`, the
-    /// discriminator up to its representation at batch 256 in inference mode.
-    func layerTable(reps: Int, features: Bool = false) throws -> [[String: JSON]] {
+    /// D at twice that as in the training step), training mode; `.features`: the discriminator up
+    /// to its representation at batch 256, `.sampling`: the generator at `batch`, both in
+    /// inference mode and forward only.
+    func layerTable(reps: Int, mode: LayerMode = .training) throws -> [[String: JSON]] {
         var lines: [[String: JSON]] = []
-        let nets = features ? [("discriminator", d, images(256, seed: 5))]
-                            : [("generator", g, latent(batch, seed: 4)), ("discriminator", d, images(2 * batch, seed: 5))]
+        let features = mode == .features, inference = mode != .training
+        let nets = switch mode {
+        case .training: [("generator", g, latent(batch, seed: 4)), ("discriminator", d, images(2 * batch, seed: 5))]
+        case .features: [("discriminator", d, images(256, seed: 5))]
+        case .sampling: [("generator", g, latent(batch, seed: 4))]
+        }
         for (netName, net, input) in nets {
-            net.training = !features
+            net.training = !inference
             let last = features ? net.index(of: DCGANArchitecture.representationLayer)! : net.layers.count - 1
             _ = try net.forward(input, through: net.layers[last].name)
             var x = input
@@ -253,6 +265,17 @@ private struct NetworkBench {
                 var rng = RandomStream(seed: UInt64(i), purpose: "bench-grad")
                 rng.fillNormal(grad.buffer, mean: 0, std: 1e-3)
                 let fwd = median(try timed(reps: reps) { _ = try layer.forward(xin) })
+                if inference {
+                    let c = layer.flops(for: xin.shape)
+                    var line: [String: JSON] = [
+                        "measure": "layer", "net": .string(netName), "layer": .string(layer.name), "kind": .string(layer.kind),
+                        "input": .array(xin.shape.dims.map { JSON($0) }), "output": .array(out.shape.dims.map { JSON($0) }),
+                        "batch": JSON(xin.shape.batch), "forward_ms": rounded(fwd * 1000, 3),
+                    ]
+                    if c.forward > 0 { line["forward_gflop_per_s"] = rounded(c.forward / fwd / 1e9, 1) }
+                    lines.append(line)
+                    continue
+                }
                 let bwd = median(try timed(reps: reps) { _ = try layer.backward(grad, inputGradient: true, parameterGradients: true) })
                 // The training step runs the two halves apart: D's own step wants only its weights'
                 // gradient, G's step only the gradient through D, down to D's input (G's own input,
