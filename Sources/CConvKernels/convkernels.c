@@ -488,6 +488,42 @@ CK_INLINE void ck_wino_output(const float *m0, const float *m1, size_t ks, int h
     }
 }
 
+/* The transform of the weight gradient: each 2 x 2 block of an output gradient dy (zero past
+   h x w) becomes the 16 entries of A dy A^T, entry k at g[k * ks + by * tw + bx]; with the input
+   transform's B^T d B they give the gradient of the transformed kernel, entry by entry. Spread
+   into four arrays D[i][j][b] = dy(2by + i, 2bx + j) first, then one vector loop over all blocks. */
+CK_INLINE void ck_wino_grad(const float *dy, long row, long column, int h, int w, float *g, size_t ks, float *s) {
+    const int th = (h + 1) / 2, tw = (w + 1) / 2;
+    const size_t n = (size_t)th * tw;
+    float *q[4] = { s, s + n, s + 2 * n, s + 3 * n };
+    for (int by = 0; by < th; by++) {
+        for (int i = 0; i < 2; i++) {
+            float *d0 = q[2 * i] + (size_t)by * tw, *d1 = q[2 * i + 1] + (size_t)by * tw;
+            const int y = 2 * by + i;
+            if (y >= h) { memset(d0, 0, sizeof(float) * tw); memset(d1, 0, sizeof(float) * tw); continue; }
+            const float *src = dy + y * row;
+            for (int bx = 0; bx < w / 2; bx++) { d0[bx] = src[2 * bx * column]; d1[bx] = src[(2 * bx + 1) * column]; }
+            if (w & 1) { d0[tw - 1] = src[(w - 1) * column]; d1[tw - 1] = 0; }
+        }
+    }
+    float *d[16];
+    for (int k = 0; k < 16; k++) d[k] = g + k * ks;
+    /* A dy: rows (a, b), (a + c, b + d), (a - c, b - d), (-c, -d) for dy = [a b; c d]; then each
+       row (x, y) times A^T: (x, x + y, x - y, -y). */
+#define CK_WG_ROW(ST, r, x, y) ST(d[4 * (r)] + b, x); ST(d[4 * (r) + 1] + b, (x) + (y)); ST(d[4 * (r) + 2] + b, (x) - (y)); ST(d[4 * (r) + 3] + b, -(y));
+#define CK_WG_BODY(T, LD, ST)                                                                         \
+    {                                                                                                \
+        const T a = LD(q[0] + b), bb = LD(q[1] + b), c = LD(q[2] + b), dd = LD(q[3] + b);            \
+        const T s0 = a + c, s1 = bb + dd, t0 = a - c, t1 = bb - dd, u0 = -c, u1 = -dd;              \
+        CK_WG_ROW(ST, 0, a, bb) CK_WG_ROW(ST, 1, s0, s1) CK_WG_ROW(ST, 2, t0, t1) CK_WG_ROW(ST, 3, u0, u1) \
+    }
+    size_t b = 0;
+    for (; b + CK_VL <= n; b += CK_VL) CK_WG_BODY(ck_vf, CK_VLD, CK_VST)
+    for (; b < n; b++) CK_WG_BODY(float, CK_SLD, CK_SST)
+#undef CK_WG_BODY
+#undef CK_WG_ROW
+}
+
 #ifdef CK_X86
 CK_AVX512 static void ck_wino_input512(const float *x, long row, long column, int h, int w, float *v, size_t ks, float *s) {
     ck_wino_input(x, row, column, h, w, v, ks, s);
@@ -500,6 +536,12 @@ CK_AVX512 static void ck_wino_output512(const float *m0, const float *m1, size_t
 }
 CK_AVX2 static void ck_wino_output256(const float *m0, const float *m1, size_t ks, int h, int w, float bias, float *y, long row) {
     ck_wino_output(m0, m1, ks, h, w, bias, y, row);
+}
+CK_AVX512 static void ck_wino_grad512(const float *dy, long row, long column, int h, int w, float *g, size_t ks, float *s) {
+    ck_wino_grad(dy, row, column, h, w, g, ks, s);
+}
+CK_AVX2 static void ck_wino_grad256(const float *dy, long row, long column, int h, int w, float *g, size_t ks, float *s) {
+    ck_wino_grad(dy, row, column, h, w, g, ks, s);
 }
 #endif
 
@@ -519,4 +561,13 @@ void ck_winograd_output(int isa, const float *m0, const float *m1, size_t kstrid
 #endif
     (void)isa;
     ck_wino_output(m0, m1, kstride, h, w, bias, y, row);
+}
+
+void ck_winograd_gradient(int isa, const float *dy, long row, long column, int h, int w, float *g, size_t kstride, float *scratch) {
+#ifdef CK_X86
+    if (isa == CK_ISA_AVX512) { ck_wino_grad512(dy, row, column, h, w, g, kstride, scratch); return; }
+    if (isa == CK_ISA_AVX2) { ck_wino_grad256(dy, row, column, h, w, g, kstride, scratch); return; }
+#endif
+    (void)isa;
+    ck_wino_grad(dy, row, column, h, w, g, kstride, scratch);
 }

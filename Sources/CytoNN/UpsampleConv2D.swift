@@ -183,6 +183,35 @@ public final class UpsampleConv2D: Layer {
         wg.run(images: gradOut.shape[0], height: h, width: w, input: gradOut.data, v.phases, output: dx.data, v.low, bias: nil)
     }
 
+    /// The phase kernels' gradient on Winograd's algorithm, summed into the k x k weights' (each
+    /// k x k weight fed one tap of each of the four phase kernels).
+    private func winogradWeightGradient(_ x: Tensor, _ gradOut: Tensor, h: Int, w: Int) {
+        let O = outChannels, C = inChannels, k = kernel
+        let wg = forwardWinograd ?? Winograd3x3(inChannels: C, outChannels: 4 * O)
+        forwardWinograd = wg
+        wg.instructionSet = winogradInstructionSet
+        phaseGradient.resize(Shape(4 * O, C, 3, 3))
+        phaseGradient.fill(0)
+        let v = views(h: h, w: w)
+        wg.weightGradient(images: x.shape[0], height: h, width: w, input: x.data, v.low,
+                          gradient: gradOut.data, v.phases, into: phaseGradient.data)
+        let gw = weight.grad.data, p = UnsafePointer(phaseGradient.data)
+        for o in 0..<O {
+            for c in 0..<C {
+                for ky in 0..<k {
+                    for kx in 0..<k {
+                        var s: Float = 0
+                        for a in 0..<2 {
+                            for b in 0..<2 { s += p[(((a * O + o) * 2 + b) * C + c) * 9 + phaseTap(a, ky) * 3 + phaseTap(b, kx)] }
+                        }
+                        gw[((o * C + c) * k + ky) * k + kx] += s
+                    }
+                }
+            }
+        }
+    }
+    private let phaseGradient = Tensor(Shape(0))
+
     private static func floorDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
 
     /// Tap of the phase kernel that kernel row (or column) `k` of phase `a` lands on.
@@ -275,19 +304,17 @@ public final class UpsampleConv2D: Layer {
         let L = lowering, geo = L.geo
         let n = geo.n, h = geo.h, w = geo.w, O = outChannels, C = inChannels, k = kernel
         let W2 = 2 * w, plane = 4 * h * w
-        // The input gradient on Winograd's algorithm where the forward pass may use it; the
-        // chunks below then serve the weight gradient only.
-        let gemmInput = inputGradient && !winograd
-        if gemmInput && !packedCurrent { packWeights() }
-        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data), wp = UnsafePointer(packed.data)
-        if parameterGradients {
-            L.clearWeightGradients()
-            if let bias { addBiasGradient(gp, images: n, channels: O, plane: plane, into: bias.grad.data) }
-        }
+        let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data)
+        if parameterGradients, let bias { addBiasGradient(gp, images: n, channels: O, plane: plane, into: bias.grad.data) }
         if inputGradient { dx.resize(x.shape) }
-        let dxp = dx.data
-        if inputGradient && winograd { winogradInputGradient(gradOut, h: h, w: w) }
-        if !gemmInput && !parameterGradients { return inputGradient ? dx : nil }
+        if winograd {
+            if inputGradient { winogradInputGradient(gradOut, h: h, w: w) }
+            if parameterGradients { winogradWeightGradient(x, gradOut, h: h, w: w) }
+            return inputGradient ? dx : nil
+        }
+        if !packedCurrent { packWeights() }
+        let wp = UnsafePointer(packed.data), dxp = dx.data
+        if parameterGradients { L.clearWeightGradients() }
         L.forEachChunk(reverse: true, balanced: parameterGradients) { worker, n0, m in
             let cb = worker.cbuf.data, cs = L.columns(m)
             // Split the output gradient into its four phases (GEMM layout).
@@ -311,7 +338,7 @@ public final class UpsampleConv2D: Layer {
                 worker.unfold(L, xp, n0: n0, m: m, reuse: true)
                 worker.gemmWeightGradient(L, dC: cb, m: m)
             }
-            if gemmInput {
+            if inputGradient {
                 worker.gemmInputGradient(L, weights: wp, dC: cb, m: m)
                 (dxp + n0 * C * h * w).update(repeating: 0, count: m * C * h * w)
                 worker.fold(L, into: dxp, n0: n0, m: m)

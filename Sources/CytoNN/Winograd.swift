@@ -55,6 +55,82 @@ final class Winograd3x3 {
         }
     }
 
+    /// Per-thread sums of the transformed kernels' gradient, [16][out][in] each.
+    private var gradientSums: [Tensor] = []
+
+    /// dw[o][c][3][3] += the gradient of the kernels for y = conv(x) given the output gradient dy
+    /// (both `images` x `height` x `width`, as strided views). The transformed kernel's gradient,
+    /// summed over every block of every image, is sum (A dy A^T) * (B^T d B) entry by entry (16 GEMMs
+    /// of [out x blocks] by [blocks x in]); the kernel's own is G^T (that) G.
+    func weightGradient(images n: Int, height h: Int, width w: Int,
+                        input x: UnsafePointer<Float>, _ xv: PlaneView,
+                        gradient dy: UnsafePointer<Float>, _ dyv: PlaneView, into dw: UnsafeMutablePointer<Float>) {
+        precondition(xv.channel.count == inChannels && dyv.channel.count == outChannels)
+        let C = inChannels, O = outChannels
+        let th = (h + 1) / 2, tw = (w + 1) / 2, perImage = th * tw
+        let chunk = chunkImages(n, perImage)
+        let ld = chunk * perImage, padCount = ck_winograd_scratch_count(Int32(h), Int32(w))
+        let threads = min(Engine.threads, n)
+        while scratch.count < threads { scratch.append(Tensor(Shape(0))) }
+        while gradientSums.count < threads { gradientSums.append(Tensor(Shape(0))) }
+        let need = 16 * C * ld + 16 * O * ld + padCount
+        for s in scratch.prefix(threads) where s.count < need { s.resize(Shape(need)) }
+        for s in gradientSums.prefix(threads) {
+            s.resize(Shape(16 * O * C))
+            s.fill(0)
+        }
+        let isa = instructionSet
+        parallelChunks(n, work: n * perImage * 16 * C * O) { t, range in
+            let v = self.scratch[t].data, g = v + 16 * C * ld, pad = g + 16 * O * ld
+            let sums = self.gradientSums[t].data
+            var i0 = range.lowerBound
+            while i0 < range.upperBound {
+                let m = min(chunk, range.upperBound - i0), cols = m * perImage
+                for i in 0..<m {
+                    let img = x + (i0 + i) * xv.image
+                    for c in 0..<C {
+                        ck_winograd_input(isa, img + xv.channel[c], xv.row, xv.column, Int32(h), Int32(w),
+                                          v + c * ld + i * perImage, C * ld, pad)
+                    }
+                    let grad = dy + (i0 + i) * dyv.image
+                    for o in 0..<O {
+                        ck_winograd_gradient(isa, grad + dyv.channel[o], dyv.row, dyv.column, Int32(h), Int32(w),
+                                             g + o * ld + i * perImage, O * ld, pad)
+                    }
+                }
+                for k in 0..<16 {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(O), Int32(C), Int32(cols),
+                                1, g + k * O * ld, Int32(ld), v + k * C * ld, Int32(ld), 1, sums + k * O * C, Int32(C))
+                }
+                i0 += m
+            }
+        }
+        // Sum the threads' parts, then G^T M G per kernel (G as in `setWeights`).
+        let total = gradientSums[0].data, plane = O * C
+        for t in 1..<max(threads, 1) {
+            let s = UnsafePointer(gradientSums[t].data)
+            for j in 0..<16 * plane { total[j] += s[j] }
+        }
+        for o in 0..<O {
+            for c in 0..<C {
+                let mp = UnsafePointer(total + o * C + c), d = dw + (o * C + c) * 9
+                // Rows of G^T M (3 x 4), then each times G (4 x 3).
+                func row(_ r: Int) -> SIMD4<Float> {
+                    SIMD4(mp[4 * r * plane], mp[(4 * r + 1) * plane], mp[(4 * r + 2) * plane], mp[(4 * r + 3) * plane])
+                }
+                let m0 = row(0), m1 = row(1), m2 = row(2), m3 = row(3)
+                func add(_ i: Int, _ a: SIMD4<Float>) {
+                    d[3 * i] += a[0] + 0.5 * (a[1] + a[2])
+                    d[3 * i + 1] += 0.5 * (a[1] - a[2])
+                    d[3 * i + 2] += 0.5 * (a[1] + a[2]) + a[3]
+                }
+                add(0, m0 + 0.5 * (m1 + m2))
+                add(1, 0.5 * (m1 - m2))
+                add(2, 0.5 * (m1 + m2) + m3)
+            }
+        }
+    }
+
     /// Images per GEMM: as many blocks as a thread's transformed input and products fit in 2 MB
     /// (16 x (in + out) floats per block), but at least 144 blocks (a GEMM width OpenBLAS runs
     /// well) and one image. Measured on the generators' layers against 1 to 8 MB.

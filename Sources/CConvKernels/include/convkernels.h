@@ -66,6 +66,12 @@ void ck_winograd_input(int isa, const float *x, long row, long column, int h, in
 /// column x at 2x, plane 1's at 2x + 1 (both with the same bias).
 void ck_winograd_output(int isa, const float *m0, const float *m1, size_t kstride, int h, int w, float bias, float *y, long row);
 
+/// The weight gradient's transform of one h x w output-gradient plane (pixel (y, x) at
+/// dy[y * row + x * column], zero past h x w): each 2 x 2 block (by, bx) becomes the 16 entries of
+/// A dy A^T, entry k at g[k * kstride + by * tw + bx]. Scratch: 4 * th * tw floats (at most
+/// `ck_winograd_scratch_count`).
+void ck_winograd_gradient(int isa, const float *dy, long row, long column, int h, int w, float *g, size_t kstride, float *scratch);
+
 #ifdef __cplusplus
 }
 #endif
