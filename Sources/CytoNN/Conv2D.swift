@@ -51,6 +51,8 @@ public final class Conv2D: Layer {
     /// The instruction set of the direct kernels this layer uses: nil chooses (the CPU's best,
     /// for layers where unfolding costs more than it saves), 0 never; tests set it.
     var directInstructionSet: Int32? = nil
+    /// The instruction set of the Winograd transforms (tests force each).
+    var winogradInstructionSet: Int32 = Conv2D.cpuInstructionSet
     /// Direct kernels beat unfolding + GEMM up to this many weights per output (C * kh * kw):
     /// measured per layer against OpenBLAS's own kernels for the same instruction set, AVX-512
     /// wins up to 800 (the discriminators' second layers), AVX2 up to 400.
@@ -65,6 +67,35 @@ public final class Conv2D: Layer {
     static func directWeightGradient(taps: Int, outputs: Int, plane: Int) -> Bool {
         taps <= 400 || outputs <= 8 || plane >= 1024
     }
+    /// Whether the 5 x 5, stride-2 layers run on `PolyphaseWinograd`: nil chooses per pass (see
+    /// `polyphase(for:pass:)`), false never, true in every pass the geometry allows; tests set it.
+    var winograd: Bool? = UpsampleConv2D.winogradAllowed ? nil : false
+    private var polyphaseAlgorithm: PolyphaseWinograd?
+
+    /// The polyphase Winograd algorithm for one pass over this geometry, or nil. It replaces
+    /// unfolding + GEMM in every pass, and the direct kernels in the input gradient, where it
+    /// measured faster on every layer of at least 16 input channels; the direct kernels keep the
+    /// forward passes and weight gradients they serve (small-64's second and third layers with
+    /// AVX-512, at batch 64, one thread: forward 18.5 and 17.3 ms direct against 19.1 and 19.5).
+    private func polyphase(for geo: ConvGeometry, pass: Pass) -> PolyphaseWinograd? {
+        guard winograd != false,
+              PolyphaseWinograd.applies(kernel: (kernelH, kernelW), stride: (strideH, strideW), h: geo.h, w: geo.w,
+                                        padTop: geo.padTop, padLeft: geo.padLeft, ho: geo.ho, wo: geo.wo)
+        else { return nil }
+        if winograd == nil {
+            guard inChannels >= 16 else { return nil }
+            switch pass {
+            case .forward: if directKernel(for: geo) > 0 { return nil }
+            case .inputGradient: break
+            case .weightGradient: if directKernel(for: geo, pass: .weightGradient) > 0 { return nil }
+            }
+        }
+        let p = polyphaseAlgorithm ?? PolyphaseWinograd(inChannels: inChannels, outChannels: outChannels)
+        polyphaseAlgorithm = p
+        p.instructionSet = winogradInstructionSet
+        return p
+    }
+
     /// Direct-path buffers: packed weights, per-thread padded planes.
     private let directPacked = Tensor(Shape(0))
     private var directScratch: [Tensor] = []
@@ -438,6 +469,17 @@ public final class Conv2D: Layer {
     public func forward(_ x: Tensor) throws -> Tensor {
         let geo = try geometry(for: x.shape)
         if transposed { return transposedForward(x, geo) }
+        if let p = polyphase(for: geo, pass: .forward) {
+            lowering.plan(geo, rows: outChannels, allowDirect: true)
+            lowering.forgetUnfolding()
+            packedCurrent = false
+            out.resize(Shape(geo.n, outChannels, geo.ho, geo.wo))
+            input = x
+            forwarded = true
+            p.forward(x.data, images: geo.n, h: geo.h, w: geo.w, weight: weight.value,
+                      bias: bias.map { UnsafePointer($0.value.data) }, into: out.data)
+            return out
+        }
         let isa = directKernel(for: geo)
         if isa > 0 { return directForward(x, geo, isa: isa) }
         let L = lowering
@@ -478,19 +520,30 @@ public final class Conv2D: Layer {
         }
         if inputGradient { dx.resize(x.shape) }
         let dxp = dx.data
+        // The polyphase Winograd algorithm where it serves a pass (see `polyphase(for:pass:)`).
+        var inputLeft = inputGradient, weightsLeft = parameterGradients
+        if inputLeft, let p = polyphase(for: geo, pass: .inputGradient) {
+            p.inputGradient(gp, images: geo.n, h: geo.h, w: geo.w, weight: weight.value, into: dxp)
+            inputLeft = false
+        }
+        if weightsLeft, let p = polyphase(for: geo, pass: .weightGradient) {
+            p.weightGradient(xp, gp, images: geo.n, h: geo.h, w: geo.w, into: weight.grad.data)
+            weightsLeft = false
+        }
+        if !inputLeft && !weightsLeft { return inputGradient ? dx : nil }
         // Direct kernels where the forward pass used one; the rest unfolds and multiplies.
-        let plan = inputGradient ? directInputPlan(geo) : nil
+        let plan = inputLeft ? directInputPlan(geo) : nil
         if let plan { directInputGradient(gp, plan: plan, into: dxp) }
         let isa = directKernel(for: geo, pass: .weightGradient)
-        if parameterGradients && isa > 0 && (plan != nil || !inputGradient) {
+        if weightsLeft && isa > 0 && (plan != nil || !inputLeft) {
             directWeightGradient(gp, xp, geo: geo, isa: isa)
             return inputGradient ? dx : nil
         }
-        if plan != nil && !parameterGradients { return dx }
-        let chunkInputGradient = inputGradient && plan == nil
+        if plan != nil && !weightsLeft { return dx }
+        let chunkInputGradient = inputLeft && plan == nil
         if chunkInputGradient && !packedCurrent { packWeights() }
         let wp = UnsafePointer(packed.data)
-        L.forEachChunk(reverse: true, balanced: parameterGradients) { w, n0, m in
+        L.forEachChunk(reverse: true, balanced: weightsLeft) { w, n0, m in
             let dC: UnsafePointer<Float>
             if L.direct {
                 dC = gp + n0 * O * hw
@@ -498,7 +551,7 @@ public final class Conv2D: Layer {
                 L.gather(gp, m: m, n0: n0, channels: O, into: w.cbuf.data)
                 dC = UnsafePointer(w.cbuf.data)
             }
-            if parameterGradients {
+            if weightsLeft {
                 w.unfold(L, xp, n0: n0, m: m, reuse: true)
                 w.gemmWeightGradient(L, dC: dC, m: m)
             }
@@ -508,7 +561,7 @@ public final class Conv2D: Layer {
                 w.fold(L, into: dxp, n0: n0, m: m)
             }
         }
-        if parameterGradients {
+        if weightsLeft {
             let gw = weight.grad.data, p = L.summedWeightGradient()
             for o in 0..<O {
                 for c in 0..<C {

@@ -39,10 +39,8 @@ public final class UpsampleConv2D: Layer {
     /// Whether the forward pass runs on Winograd's algorithm (see above); tests turn it off to
     /// compare.
     var winograd: Bool
-    public var training = true
-    /// The weights and bias the Winograd kernels were last computed from: sampling runs the same
-    /// weights batch after batch, and comparing costs far less than summing and transforming.
-    private let winogradSource = Tensor(Shape(0))
+    /// The weights the phase kernels were last summed from.
+    private let summedWeights = WeightSnapshot()
     private let phaseWeights = Tensor(Shape(0))
     private let phaseBias = Tensor(Shape(0))
     private var forwardWinograd: Winograd3x3?
@@ -119,23 +117,9 @@ public final class UpsampleConv2D: Layer {
     }
     private var cachedViews: (h: Int, w: Int, low: Winograd3x3.PlaneView, phases: Winograd3x3.PlaneView)?
 
-    /// Whether `winogradSource` holds the current weights and bias; if not, copies them there.
-    private func winogradWeightsCurrent() -> Bool {
-        let n = weight.count, nb = bias?.count ?? 0, src = winogradSource.data
-        if winogradSource.count == n + nb && memcmp(src, weight.value.data, 4 * n) == 0
-            && (bias.map { memcmp(src + n, $0.value.data, 4 * nb) == 0 } ?? true) {
-            return true
-        }
-        winogradSource.resize(Shape(n + nb))
-        let dst = winogradSource.data
-        dst.update(from: weight.value.data, count: n)
-        if let bias { (dst + n).update(from: bias.value.data, count: nb) }
-        return false
-    }
-
     /// Sums the phase kernels again if the weights changed since they were last summed.
     private func refreshPhaseWeights() {
-        if winogradWeightsCurrent() { return }
+        if summedWeights.unchanged(weight.value) { return }
         sumPhaseWeights()
         forwardStale = true; backwardStale = true
     }

@@ -28,11 +28,14 @@ struct ConvTests {
         var chunk = 2048
         var description: String { "n\(n) c\(c) \(h)x\(w) -> o\(o) k\(kh)x\(kw) s\(sh)x\(sw) \(padding) chunk \(chunk)" }
 
-        /// `direct`: the direct kernels' instruction set (nil: the layer chooses; 0: the GEMM paths).
-        func make(direct: Int32? = nil) -> Conv2D {
+        /// `direct`: the direct kernels' instruction set (nil: the layer chooses; 0: the GEMM paths);
+        /// `winograd`: the polyphase Winograd algorithm for 5 x 5 stride-2 layers (nil: the layer
+        /// chooses; off unless a test asks, so that the other paths are tested on those shapes too).
+        func make(direct: Int32? = nil, winograd: Bool? = false) -> Conv2D {
             let conv = Conv2D(name: "conv", inChannels: c, outChannels: o, kernel: (kh, kw), stride: (sh, sw), padding: padding)
             conv.lowering.targetColumns = chunk
             conv.directInstructionSet = direct
+            conv.winograd = winograd
             return conv
         }
     }
@@ -152,6 +155,54 @@ struct ConvTests {
         randomize(conv, seed: 11, scale: 0.3)
         try checkLayer(conv, input: randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 12), h: 1e-2, rtol: 2e-3, atol: 2e-3,
                        probes: 20, parameterProbes: 20)
+    }
+
+    /// 5 x 5, stride-2 'same' layers on even-sized inputs: the discriminators' downsampling layers.
+    static let polyphaseCases: [ConvCase] = [
+        ConvCase(n: 3, c: 16, h: 16, w: 16, o: 32, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),
+        ConvCase(n: 2, c: 5, h: 10, w: 14, o: 7, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),   // rectangular
+        ConvCase(n: 5, c: 3, h: 6, w: 4, o: 3, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),     // 3 x 2 parity planes
+        ConvCase(n: 2, c: 4, h: 68, w: 36, o: 6, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),   // vectors and remainders
+    ]
+
+    @Test("5 x 5 stride-2 layers on polyphase Winograd (plain C and each instruction set): forward equals the definition, gradients equal the GEMM path's and match finite differences",
+          arguments: polyphaseCases)
+    func polyphaseWinograd(_ k: ConvCase) throws {
+        let x = randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 4)
+        let ref = k.make(direct: 0)
+        randomize(ref, seed: 3)
+        let yRef = try ref.forward(x).values
+        let r = randomTensor(Shape(k.n, k.o, k.h / 2, k.w / 2), seed: 21)
+        let dxRef = try ref.backward(r).values
+        for isa in [Int32(0)] + ConvTests.instructionSets {
+            let conv = k.make(winograd: true)
+            conv.winogradInstructionSet = isa
+            conv.weight.value.copy(from: ref.weight.value)
+            conv.bias!.value.copy(from: ref.bias!.value)
+            let y = try conv.forward(x).values
+            let ref0 = referenceConv(x, weight: conv.weight.value, bias: conv.bias!.value, stride: (2, 2), pad: (1, 1),
+                                     out: (k.h / 2, k.w / 2))
+            #expect(maxAbsDiff(y, ref0) < 1e-4 && maxAbsDiff(y, yRef) < 1e-4, "\(k) isa \(isa)")
+            #expect(maxAbsDiff(try conv.backward(r).values, dxRef) < 1e-4, "input gradient \(k) isa \(isa)")
+            #expect(maxAbsDiff(conv.weight.grad.values, ref.weight.grad.values) < 2e-4, "weight gradient \(k) isa \(isa)")
+            #expect(maxAbsDiff(conv.bias!.grad.values, ref.bias!.grad.values) < 2e-4, "bias gradient \(k) isa \(isa)")
+            // Weights changed in place between two forward passes are seen.
+            conv.weight.value.data[conv.weight.count / 2] += 0.25
+            let y1 = referenceConv(x, weight: conv.weight.value, bias: conv.bias!.value, stride: (2, 2), pad: (1, 1),
+                                   out: (k.h / 2, k.w / 2))
+            #expect(maxAbsDiff(try conv.forward(x).values, y1) < 1e-4, "after a weight change \(k) isa \(isa)")
+            randomize(conv, seed: 11, scale: 0.3)
+            try checkLayer(conv, input: randomTensor(Shape(k.n, k.c, k.h, k.w), seed: 12), h: 1e-2, rtol: 2e-3, atol: 2e-3,
+                           probes: 20, parameterProbes: 20)
+        }
+        // Odd sizes do not take it, and are still right.
+        let odd = ConvCase(n: 2, c: k.c, h: k.h + 1, w: k.w, o: k.o, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same).make(winograd: true)
+        randomize(odd, seed: 3)
+        let xo = randomTensor(Shape(2, k.c, k.h + 1, k.w), seed: 5)
+        let po = Padding.same.output(input: k.h + 1, kernel: 5, stride: 2)!
+        #expect(maxAbsDiff(try odd.forward(xo).values,
+                           referenceConv(xo, weight: odd.weight.value, bias: odd.bias!.value, stride: (2, 2),
+                                         pad: (po.padBefore, 1), out: (po.size, k.w / 2))) < 1e-4)
     }
 
     @Test("backward skips what is not asked and accumulates parameter gradients")
