@@ -9,7 +9,8 @@ import Darwin
 /// 2-D convolution (cross-correlation, as every framework) on NCHW input with any kernel,
 /// stride and TensorFlow padding. Weight [out, in, kh, kw] (PyTorch's layout), bias [out].
 /// Computed by `ConvLowering` (unfolding + sgemm) with buffers reused across calls; thin layers
-/// (few input channels) run forward and backward on direct kernels instead (`CConvKernels`).
+/// (few input channels) run forward and backward on direct kernels instead (`CConvKernels`), and
+/// 5 x 5 stride-2 layers on Winograd's algorithm through a polyphase split (`PolyphaseWinograd`).
 public final class Conv2D: Layer {
     public let name: String
     public var kind: String { "Conv2D" }
