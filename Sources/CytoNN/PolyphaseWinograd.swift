@@ -42,7 +42,7 @@ final class PolyphaseWinograd {
         forwardAlgorithm = Winograd3x3(inChannels: 4 * inChannels, outChannels: outChannels)
         backwardAlgorithm = Winograd3x3(inChannels: outChannels, outChannels: 4 * inChannels)
         embedded = Tensor(Shape(outChannels, 4 * inChannels, 3, 3))
-        flipped = Tensor(Shape(4 * inChannels, outChannels, 3, 3))
+        flipped = Tensor(Shape(0))
         gradient = Tensor(Shape(outChannels, 4 * inChannels, 3, 3))
     }
 
@@ -104,16 +104,8 @@ final class PolyphaseWinograd {
     func inputGradient(_ dy: UnsafePointer<Float>, images n: Int, h: Int, w: Int, weight: Tensor,
                        into dx: UnsafeMutablePointer<Float>) {
         refresh(weight)
-        let O = outChannels, Q = 4 * inChannels
         if backwardStale {
-            let e = embedded.data, f = flipped.data
-            for o in 0..<O {
-                for q in 0..<Q {
-                    for t in 0..<9 { f[(q * O + o) * 9 + 8 - t] = e[(o * Q + q) * 9 + t] }
-                }
-            }
-            let p = UnsafePointer(f)
-            backwardAlgorithm.setWeights { q, o in p + (q * O + o) * 9 }
+            backwardAlgorithm.setTransposedWeights(of: embedded.data, scratch: flipped)
             backwardStale = false
         }
         let v = views(h: h, w: w)

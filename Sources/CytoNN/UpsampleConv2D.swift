@@ -98,6 +98,26 @@ public final class UpsampleConv2D: Layer {
         }
     }
 
+    /// gw[o][c][ky][kx] += the gradients of the four phase-kernel taps that k x k weight fed:
+    /// `phase(o, c, a, b, ty, tx)` reads tap (ty, tx) of phase (a, b)'s kernel for (o, c).
+    @inline(__always)
+    private func addPhaseGradients(_ phase: (Int, Int, Int, Int, Int, Int) -> Float) {
+        let O = outChannels, C = inChannels, k = kernel, gw = weight.grad.data
+        for o in 0..<O {
+            for c in 0..<C {
+                for ky in 0..<k {
+                    for kx in 0..<k {
+                        var s: Float = 0
+                        for a in 0..<2 {
+                            for b in 0..<2 { s += phase(o, c, a, b, phaseTap(a, ky), phaseTap(b, kx)) }
+                        }
+                        gw[((o * C + c) * k + ky) * k + kx] += s
+                    }
+                }
+            }
+        }
+    }
+
     /// Plane views of a low-resolution input [N, C, h, w] and of the four phases of the
     /// full-resolution output [N, O, 2h, 2w] as 4 * O low-resolution planes (phase (a, b) of
     /// channel o is plane (a * O + o) * 2 + b; planes b = 0 and 1 interleave by column).
@@ -152,15 +172,7 @@ public final class UpsampleConv2D: Layer {
         wg.instructionSet = winogradInstructionSet
         refreshPhaseWeights()
         if backwardStale {
-            flippedPhaseWeights.resize(Shape(C, Q, 3, 3))
-            let src = phaseWeights.data, dst = flippedPhaseWeights.data
-            for q in 0..<Q {
-                for c in 0..<C {
-                    for t in 0..<9 { dst[(c * Q + q) * 9 + 8 - t] = src[(q * C + c) * 9 + t] }
-                }
-            }
-            let p = UnsafePointer(dst)
-            wg.setWeights { c, q in p + (c * Q + q) * 9 }
+            wg.setTransposedWeights(of: phaseWeights.data, scratch: flippedPhaseWeights)
             backwardStale = false
         }
         let v = views(h: h, w: w)
@@ -170,7 +182,7 @@ public final class UpsampleConv2D: Layer {
     /// The phase kernels' gradient on Winograd's algorithm, summed into the k x k weights' (each
     /// k x k weight fed one tap of each of the four phase kernels).
     private func winogradWeightGradient(_ x: Tensor, _ gradOut: Tensor, h: Int, w: Int) {
-        let O = outChannels, C = inChannels, k = kernel
+        let O = outChannels, C = inChannels
         let wg = forwardWinograd ?? Winograd3x3(inChannels: C, outChannels: 4 * O)
         forwardWinograd = wg
         wg.instructionSet = winogradInstructionSet
@@ -179,20 +191,8 @@ public final class UpsampleConv2D: Layer {
         let v = views(h: h, w: w)
         wg.weightGradient(images: x.shape[0], height: h, width: w, input: x.data, v.low,
                           gradient: gradOut.data, v.phases, into: phaseGradient.data)
-        let gw = weight.grad.data, p = UnsafePointer(phaseGradient.data)
-        for o in 0..<O {
-            for c in 0..<C {
-                for ky in 0..<k {
-                    for kx in 0..<k {
-                        var s: Float = 0
-                        for a in 0..<2 {
-                            for b in 0..<2 { s += p[(((a * O + o) * 2 + b) * C + c) * 9 + phaseTap(a, ky) * 3 + phaseTap(b, kx)] }
-                        }
-                        gw[((o * C + c) * k + ky) * k + kx] += s
-                    }
-                }
-            }
-        }
+        let p = UnsafePointer(phaseGradient.data)
+        addPhaseGradients { o, c, a, b, ty, tx in p[(((a * O + o) * 2 + b) * C + c) * 9 + ty * 3 + tx] }
     }
     private let phaseGradient = Tensor(Shape(0))
 
@@ -286,7 +286,7 @@ public final class UpsampleConv2D: Layer {
         try checkGradient(gradOut, against: out, forwarded: forwarded)
         guard let x = input else { return nil }
         let L = lowering, geo = L.geo
-        let n = geo.n, h = geo.h, w = geo.w, O = outChannels, C = inChannels, k = kernel
+        let n = geo.n, h = geo.h, w = geo.w, O = outChannels, C = inChannels
         let W2 = 2 * w, plane = 4 * h * w
         let gp = UnsafePointer(gradOut.data), xp = UnsafePointer(x.data)
         if parameterGradients, let bias { addBiasGradient(gp, images: n, channels: O, plane: plane, into: bias.grad.data) }
@@ -329,23 +329,8 @@ public final class UpsampleConv2D: Layer {
             }
         }
         if parameterGradients {
-            // Each k x k weight fed one tap of each of the four phase kernels: sum their gradients.
-            let gw = weight.grad.data, p = L.summedWeightGradient()
-            for o in 0..<O {
-                for c in 0..<C {
-                    for ky in 0..<k {
-                        for kx in 0..<k {
-                            var s: Float = 0
-                            for a in 0..<2 {
-                                for b in 0..<2 {
-                                    s += p[L.weightIndex(ky: phaseTap(a, ky), row: (2 * a + b) * O + o, c: c, kx: phaseTap(b, kx))]
-                                }
-                            }
-                            gw[((o * C + c) * k + ky) * k + kx] += s
-                        }
-                    }
-                }
-            }
+            let p = L.summedWeightGradient()
+            addPhaseGradients { o, c, a, b, ty, tx in p[L.weightIndex(ky: ty, row: (2 * a + b) * O + o, c: c, kx: tx)] }
         }
         return inputGradient ? dx : nil
     }

@@ -55,6 +55,23 @@ final class Winograd3x3 {
         }
     }
 
+    /// Sets the kernels of a transposed convolution, the input gradient of a 3 x 3 convolution
+    /// whose kernels [out'][in'][3][3] (out' = this one's inputs, in' = its outputs) are at
+    /// `forward`: kernel (o, c) here is that one's (c, o) turned by 180 degrees. `scratch` keeps
+    /// the turned kernels.
+    func setTransposedWeights(of forward: UnsafePointer<Float>, scratch: Tensor) {
+        let O = outChannels, C = inChannels
+        scratch.resize(Shape(O, C, 3, 3))
+        let f = scratch.data
+        for c in 0..<C {
+            for o in 0..<O {
+                for t in 0..<9 { f[(o * C + c) * 9 + 8 - t] = forward[(c * O + o) * 9 + t] }
+            }
+        }
+        let p = UnsafePointer(f)
+        setWeights { o, c in p + (o * C + c) * 9 }
+    }
+
     /// Per-thread sums of the transformed kernels' gradient, [16][out][in] each.
     private var gradientSums: [Tensor] = []
 
@@ -66,15 +83,10 @@ final class Winograd3x3 {
                         input x: UnsafePointer<Float>, _ xv: PlaneView,
                         gradient dy: UnsafePointer<Float>, _ dyv: PlaneView, into dw: UnsafeMutablePointer<Float>) {
         precondition(xv.channel.count == inChannels && dyv.channel.count == outChannels)
+        guard n > 0 else { return }
         let C = inChannels, O = outChannels
-        let th = (h + 1) / 2, tw = (w + 1) / 2, perImage = th * tw
-        let chunk = chunkImages(n, perImage)
-        let ld = chunk * perImage, padCount = ck_winograd_scratch_count(Int32(h), Int32(w))
-        let threads = min(Engine.threads, n)
-        while scratch.count < threads { scratch.append(Tensor(Shape(0))) }
+        let (perImage, chunk, ld, threads) = reserve(images: n, height: h, width: w)
         while gradientSums.count < threads { gradientSums.append(Tensor(Shape(0))) }
-        let need = 16 * C * ld + 16 * O * ld + padCount
-        for s in scratch.prefix(threads) where s.count < need { s.resize(Shape(need)) }
         for s in gradientSums.prefix(threads) {
             s.resize(Shape(16 * O * C))
             s.fill(0)
@@ -86,12 +98,8 @@ final class Winograd3x3 {
             var i0 = range.lowerBound
             while i0 < range.upperBound {
                 let m = min(chunk, range.upperBound - i0), cols = m * perImage
+                self.transformInputs(x, xv, from: i0, count: m, height: h, width: w, into: v, ld: ld, pad: pad)
                 for i in 0..<m {
-                    let img = x + (i0 + i) * xv.image
-                    for c in 0..<C {
-                        ck_winograd_input(isa, img + xv.channel[c], xv.row, xv.column, Int32(h), Int32(w),
-                                          v + c * ld + i * perImage, C * ld, pad)
-                    }
                     let grad = dy + (i0 + i) * dyv.image
                     for o in 0..<O {
                         ck_winograd_gradient(isa, grad + dyv.channel[o], dyv.row, dyv.column, Int32(h), Int32(w),
@@ -107,7 +115,7 @@ final class Winograd3x3 {
         }
         // Sum the threads' parts, then G^T M G per kernel (G as in `setWeights`).
         let total = gradientSums[0].data, plane = O * C
-        for t in 1..<max(threads, 1) {
+        for t in 1..<threads {
             let s = UnsafePointer(gradientSums[t].data)
             for j in 0..<16 * plane { total[j] += s[j] }
         }
@@ -127,6 +135,32 @@ final class Winograd3x3 {
                 add(0, m0 + 0.5 * (m1 + m2))
                 add(1, 0.5 * (m1 - m2))
                 add(2, 0.5 * (m1 + m2) + m3)
+            }
+        }
+    }
+
+    /// Blocks per image, images per chunk, floats per transformed plane of a chunk and threads for
+    /// `images` images of `height` x `width`; gives each thread its scratch (transformed input,
+    /// 16 x in planes; products or transformed gradient, 16 x out; the transforms' own).
+    private func reserve(images n: Int, height h: Int, width w: Int) -> (perImage: Int, chunk: Int, ld: Int, threads: Int) {
+        let perImage = ((h + 1) / 2) * ((w + 1) / 2)
+        let chunk = chunkImages(n, perImage), ld = chunk * perImage, threads = min(Engine.threads, n)
+        let need = 16 * (inChannels + outChannels) * ld + ck_winograd_scratch_count(Int32(h), Int32(w))
+        while scratch.count < threads { scratch.append(Tensor(Shape(0))) }
+        for s in scratch.prefix(threads) where s.count < need { s.resize(Shape(need)) }
+        return (perImage, chunk, ld, threads)
+    }
+
+    /// V[k][c][block] = (B^T d B)[k] for each 4 x 4 input window d of images i0 ..< i0 + m, into
+    /// a chunk's transformed-input planes `v` (plane c of entry k at v + (k * in + c) * ld).
+    private func transformInputs(_ x: UnsafePointer<Float>, _ xv: PlaneView, from i0: Int, count m: Int, height h: Int,
+                                 width w: Int, into v: UnsafeMutablePointer<Float>, ld: Int, pad: UnsafeMutablePointer<Float>) {
+        let C = inChannels, perImage = ((h + 1) / 2) * ((w + 1) / 2)
+        for i in 0..<m {
+            let img = x + (i0 + i) * xv.image
+            for c in 0..<C {
+                ck_winograd_input(instructionSet, img + xv.channel[c], xv.row, xv.column, Int32(h), Int32(w),
+                                  v + c * ld + i * perImage, C * ld, pad)
             }
         }
     }
@@ -151,27 +185,15 @@ final class Winograd3x3 {
         precondition(planes == 1 || (planes == 2 && O % 2 == 0
             && stride(from: 0, to: O, by: 2).allSatisfy { yv.channel[$0 + 1] == yv.channel[$0] + 1 && bias?[$0] == bias?[$0 + 1] }),
             "Winograd3x3: output columns must be 1, or 2 with paired planes")
-        let th = (h + 1) / 2, tw = (w + 1) / 2, perImage = th * tw
-        let chunk = chunkImages(n, perImage)
-        let ld = chunk * perImage, padCount = ck_winograd_scratch_count(Int32(h), Int32(w))
-        let threads = min(Engine.threads, n)
-        while scratch.count < threads { scratch.append(Tensor(Shape(0))) }
-        let need = 16 * C * ld + 16 * O * ld + padCount
-        for s in scratch.prefix(threads) where s.count < need { s.resize(Shape(need)) }
+        guard n > 0 else { return }
+        let (perImage, chunk, ld, _) = reserve(images: n, height: h, width: w)
         let u = UnsafePointer(transformed.data), isa = instructionSet
         parallelChunks(n, work: n * perImage * 16 * C * O) { t, range in
             let v = self.scratch[t].data, prod = v + 16 * C * ld, pad = prod + 16 * O * ld
             var i0 = range.lowerBound
             while i0 < range.upperBound {
                 let m = min(chunk, range.upperBound - i0), cols = m * perImage
-                // V[k][c][block] = (B^T d B)[k] for each 4 x 4 input window d.
-                for i in 0..<m {
-                    let img = x + (i0 + i) * xv.image
-                    for c in 0..<C {
-                        ck_winograd_input(isa, img + xv.channel[c], xv.row, xv.column, Int32(h), Int32(w),
-                                          v + c * ld + i * perImage, C * ld, pad)
-                    }
-                }
+                self.transformInputs(x, xv, from: i0, count: m, height: h, width: w, into: v, ld: ld, pad: pad)
                 // M[k] = U[k] V[k]: [out x in] by [in x blocks].
                 for k in 0..<16 {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(O), Int32(cols), Int32(C),
