@@ -157,13 +157,29 @@ def test_two_processes_match_one(runs):
     assert summary["processes"] == 2 and summary["step"] == 20
     for key in ("discriminator_loss", "generator_loss"):
         assert abs(summary[key] - single[key]) <= 1e-3 * abs(single[key]), (key, summary[key], single[key])
-    for step, bar in ((1, 1e-5), (20, 2e-2)):
+    # Adam's first update is lr * g / (|g| + eps): a gradient smaller than the rounding of its own
+    # sum moves its weight by a whole step in either direction. The generator has many such
+    # gradients (through two networks and BatchNorm), so two correct computations of the same step
+    # (one process or two; Winograd's or the direct arithmetic) differ in a few hundred to a
+    # thousand of its 1.1 million first updates (measured: 261 and 1,143, relative Frobenius
+    # 2.3e-4 and 6.2e-4). The bars sit well above that and far below what a wrong reduction gives
+    # (unsynchronized BatchNorm or an unreduced gradient changes most updates).
+    bars = {1: {"generator": 5e-3, "discriminator": 1e-5}, 20: {"generator": 2e-2, "discriminator": 2e-2}}
+    for step, bar in bars.items():
         d = differences(checkpoint(screen / "single", step), checkpoint(screen / "mpi", step))
         for net, (frob, worst, name, worst_w, name_w) in d.items():
             print(f"after {step} step(s), {net}: relative Frobenius {frob:.3g}; "
                   f"largest per-tensor max|a-b|/max|a| {worst:.3g} ({name}), of the .weight tensors {worst_w:.3g} ({name_w})",
                   file=sys.stderr)
-            assert frob <= bar, f"{net} after {step} step(s): {frob:.3g} > {bar}"
+            assert frob <= bar[net], f"{net} after {step} step(s): {frob:.3g} > {bar[net]}"
+    # After one step at most 1% of the generator's updates differ by more than a quarter of a step
+    # (small-64's generator rate is 4e-4).
+    a, b = load_file(str(checkpoint(screen / "single", 1))), load_file(str(checkpoint(screen / "mpi", 1)))
+    keys = [k for k in a if k.startswith("generator.")]
+    moved = sum(int((np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)) > 1e-4).sum()) for k in keys)
+    total = sum(a[k].size for k in keys)
+    print(f"after 1 step, generator: {moved} of {total} updates differ by more than 1e-4", file=sys.stderr)
+    assert moved <= 0.01 * total, f"{moved} of {total} generator updates differ"
 
 
 def test_checkpoint_resumes_with_one_or_two_processes(runs):
