@@ -302,21 +302,26 @@ public final class Conv2D: Layer {
         for b in buffers.prefix(threads) where b.count < count { b.resize(Shape(count)) }
     }
 
-    /// Forward through the direct kernel, image by image on the engine's threads. The lowering is
-    /// still planned (the backward pass may use it) and told that it holds no unfolding of `x`;
-    /// the GEMM-packed weights are left stale until a backward pass needs them.
-    private func directForward(_ x: Tensor, _ geo: ConvGeometry, isa: Int32) -> Tensor {
-        let L = lowering
-        L.plan(geo, rows: outChannels, allowDirect: true)
-        L.forgetUnfolding()
+    /// The bookkeeping of a forward pass that does not unfold (direct kernels, polyphase
+    /// Winograd): the lowering is still planned (the backward pass may use it) and told that it
+    /// holds no unfolding of `x`; the GEMM-packed weights are left stale until a backward pass
+    /// needs them; the output is sized and the input kept for the backward pass.
+    private func beginForwardWithoutUnfolding(_ x: Tensor, _ geo: ConvGeometry) {
+        lowering.plan(geo, rows: outChannels, allowDirect: true)
+        lowering.forgetUnfolding()
         packedCurrent = false
+        out.resize(Shape(geo.n, outChannels, geo.ho, geo.wo))
+        input = x
+        forwarded = true
+    }
+
+    /// Forward through the direct kernel, image by image on the engine's threads.
+    private func directForward(_ x: Tensor, _ geo: ConvGeometry, isa: Int32) -> Tensor {
+        beginForwardWithoutUnfolding(x, geo)
         var g = kernelGeometry(geo)
         directPacked.resize(Shape(ck_conv_packed_count(&g, isa)))
         ck_conv_pack(&g, isa, weight.value.data, directPacked.data)
         reserveScratch(&directScratch, ck_conv_scratch_count(&g))
-        out.resize(Shape(geo.n, outChannels, geo.ho, geo.wo))
-        input = x
-        forwarded = true
         let inPlane = geo.c * geo.h * geo.w, outPlane = outChannels * geo.ho * geo.wo
         let xp = UnsafePointer(x.data), op = out.data, wp = UnsafePointer(directPacked.data)
         let b = bias.map { UnsafePointer($0.value.data) }
@@ -471,12 +476,7 @@ public final class Conv2D: Layer {
         let geo = try geometry(for: x.shape)
         if transposed { return transposedForward(x, geo) }
         if let p = polyphase(for: geo, pass: .forward) {
-            lowering.plan(geo, rows: outChannels, allowDirect: true)
-            lowering.forgetUnfolding()
-            packedCurrent = false
-            out.resize(Shape(geo.n, outChannels, geo.ho, geo.wo))
-            input = x
-            forwarded = true
+            beginForwardWithoutUnfolding(x, geo)
             p.forward(x.data, images: geo.n, h: geo.h, w: geo.w, weight: weight.value,
                       bias: bias.map { UnsafePointer($0.value.data) }, into: out.data)
             return out

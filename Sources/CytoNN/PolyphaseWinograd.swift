@@ -73,8 +73,10 @@ final class PolyphaseWinograd {
         forwardStale = true; backwardStale = true
     }
 
-    /// Views of an input [n, C, h, w] as 4C parity planes and of the output [n, O, h/2, w/2].
+    /// Views of an input [n, C, h, w] as 4C parity planes and of the output [n, O, h/2, w/2]
+    /// (kept for the last size: every pass of a training step asks for the same).
     private func views(h: Int, w: Int) -> (parity: Winograd3x3.PlaneView, out: Winograd3x3.PlaneView) {
+        if let v = cachedViews, v.h == h, v.w == w { return (v.parity, v.out) }
         let C = inChannels, O = outChannels, hw = h * w, plane = hw / 4
         var channel = [Int](repeating: 0, count: 4 * C)
         for c in 0..<C {
@@ -82,9 +84,12 @@ final class PolyphaseWinograd {
                 for sx in 0..<2 { channel[(c * 2 + sy) * 2 + sx] = c * hw + sy * w + sx }
             }
         }
-        return (Winograd3x3.PlaneView(image: C * hw, channel: channel, row: 2 * w, column: 2),
-                Winograd3x3.PlaneView(image: O * plane, channel: (0..<O).map { $0 * plane }, row: w / 2, column: 1))
+        let parity = Winograd3x3.PlaneView(image: C * hw, channel: channel, row: 2 * w, column: 2)
+        let out = Winograd3x3.PlaneView(image: O * plane, channel: (0..<O).map { $0 * plane }, row: w / 2, column: 1)
+        cachedViews = (h, w, parity, out)
+        return (parity, out)
     }
+    private var cachedViews: (h: Int, w: Int, parity: Winograd3x3.PlaneView, out: Winograd3x3.PlaneView)?
 
     /// y = conv(x, weight) + bias for x [n, in, h, w], y [n, out, h/2, w/2].
     func forward(_ x: UnsafePointer<Float>, images n: Int, h: Int, w: Int, weight: Tensor,
@@ -138,24 +143,12 @@ final class PolyphaseWinograd {
 final class WeightSnapshot {
     private let copy = Tensor(Shape(0))
 
-    /// Whether `tensors` hold what they held at the last call (false the first time); takes a
-    /// new copy when they do not.
-    func unchanged(_ tensors: Tensor...) -> Bool {
-        let total = tensors.reduce(0) { $0 + $1.count }
-        if copy.count == total {
-            var offset = 0, same = true
-            for t in tensors where same {
-                same = memcmp(copy.data + offset, t.data, 4 * t.count) == 0
-                offset += t.count
-            }
-            if same { return true }
-        }
-        copy.resize(Shape(total))
-        var offset = 0
-        for t in tensors {
-            (copy.data + offset).update(from: t.data, count: t.count)
-            offset += t.count
-        }
+    /// Whether `tensor` holds what it held at the last call (false the first time); takes a new
+    /// copy when it does not.
+    func unchanged(_ tensor: Tensor) -> Bool {
+        if copy.count == tensor.count && memcmp(copy.data, tensor.data, 4 * tensor.count) == 0 { return true }
+        copy.resize(tensor.shape)
+        copy.data.update(from: tensor.data, count: tensor.count)
         return false
     }
 }

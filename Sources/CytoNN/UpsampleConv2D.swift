@@ -11,10 +11,9 @@ import Darwin
 /// rows y + floor((a + ky - p) / 2), so each of the four output phases (a, b) is a small
 /// convolution (3 x 3 for k = 5) whose weights are sums of the k x k weights. For k = 5 this does
 /// 9/25 of the multiply-adds of the literal upsample + convolution, forward and backward.
-/// When the phase kernels are 3 x 3 with one pixel of padding (k = 3 to 6), the forward pass
-/// runs on Winograd's F(2x2, 3x3) (`Winograd3x3`): 16 instead of 36 multiply-adds per 2 x 2
-/// outputs. The backward passes keep unfolding + GEMM (Winograd's input and weight gradients
-/// measured no faster over whole training steps).
+/// When the phase kernels are 3 x 3 with one pixel of padding (k = 3 to 6), the forward pass and
+/// both gradients run on Winograd's F(2x2, 3x3) (`Winograd3x3`): 16 instead of 36 multiply-adds
+/// per 2 x 2 outputs. Other kernels (and `CYTOGAN_WINOGRAD=none`) take unfolding + GEMM.
 /// The weights are stored as an ordinary Conv2D's ([out, in, k, k] + bias), so checkpoints are
 /// interchangeable with `Upsample2x` followed by `Conv2D(kernel: k, padding: .same)`.
 public final class UpsampleConv2D: Layer {
@@ -34,7 +33,8 @@ public final class UpsampleConv2D: Layer {
     private let packed = Tensor(Shape(0))
     private var input: Tensor?
     private var forwarded = false
-    /// Whether `packed` holds this forward pass's weights (a Winograd forward leaves it stale).
+    /// Whether `packed` holds this forward pass's weights (the GEMM path's; a Winograd forward
+    /// leaves it stale).
     private var packedCurrent = false
     /// Whether the forward pass runs on Winograd's algorithm (see above); tests turn it off to
     /// compare.
@@ -43,10 +43,11 @@ public final class UpsampleConv2D: Layer {
     private let summedWeights = WeightSnapshot()
     private let phaseWeights = Tensor(Shape(0))
     private let phaseBias = Tensor(Shape(0))
-    private var forwardWinograd: Winograd3x3?
+    /// The forward pass and the weight gradient (in -> 4 * out phase planes).
+    private lazy var forwardWinograd = Winograd3x3(inChannels: inChannels, outChannels: 4 * outChannels)
     /// The input gradient on Winograd's algorithm: a 3 x 3 convolution of the output gradient's
     /// 4 * out phase planes with the phase kernels flipped and transposed ([in][4 * out][3][3]).
-    private var backwardWinograd: Winograd3x3?
+    private lazy var backwardWinograd = Winograd3x3(inChannels: 4 * outChannels, outChannels: inChannels)
     private let flippedPhaseWeights = Tensor(Shape(0))
     /// Whether each Winograd kernel set still has to be computed from `phaseWeights`.
     private var forwardStale = true, backwardStale = true
@@ -146,8 +147,7 @@ public final class UpsampleConv2D: Layer {
 
     private func winogradForward(_ x: Tensor, h: Int, w: Int) {
         let O = outChannels, C = inChannels
-        let wg = forwardWinograd ?? Winograd3x3(inChannels: C, outChannels: 4 * O)
-        forwardWinograd = wg
+        let wg = forwardWinograd
         wg.instructionSet = winogradInstructionSet
         refreshPhaseWeights()
         if forwardStale {
@@ -166,9 +166,7 @@ public final class UpsampleConv2D: Layer {
     }
 
     private func winogradInputGradient(_ gradOut: Tensor, h: Int, w: Int) {
-        let O = outChannels, C = inChannels, Q = 4 * O
-        let wg = backwardWinograd ?? Winograd3x3(inChannels: Q, outChannels: C)
-        backwardWinograd = wg
+        let wg = backwardWinograd
         wg.instructionSet = winogradInstructionSet
         refreshPhaseWeights()
         if backwardStale {
@@ -183,8 +181,7 @@ public final class UpsampleConv2D: Layer {
     /// k x k weight fed one tap of each of the four phase kernels).
     private func winogradWeightGradient(_ x: Tensor, _ gradOut: Tensor, h: Int, w: Int) {
         let O = outChannels, C = inChannels
-        let wg = forwardWinograd ?? Winograd3x3(inChannels: C, outChannels: 4 * O)
-        forwardWinograd = wg
+        let wg = forwardWinograd
         wg.instructionSet = winogradInstructionSet
         phaseGradient.resize(Shape(4 * O, C, 3, 3))
         phaseGradient.fill(0)
@@ -248,7 +245,7 @@ public final class UpsampleConv2D: Layer {
         forwarded = true
         if winograd {
             L.forgetUnfolding()
-            packedCurrent = false  // packed by a backward pass (noise encoding) if one follows
+            packedCurrent = false
             winogradForward(x, h: h, w: w)
             return out
         }
