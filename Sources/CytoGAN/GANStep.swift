@@ -113,6 +113,7 @@ public final class GANTrainingStep {
             for l in net.layers {
                 (l as? BatchNorm)?.collective = collective
                 (l as? GaussianNoise)?.slice = slice
+                (l as? SensorNoise)?.slice = slice
             }
         }
         diffAugment?.slice = slice
