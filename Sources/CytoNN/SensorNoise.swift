@@ -48,6 +48,16 @@ public final class SensorNoise: Layer {
         shot = Parameter(name: "\(name).shot", shape: Shape(channels))
         read.value.fill(SensorNoise.initialScale)
         shot.value.fill(SensorNoise.initialScale)
+        applyFixed()
+    }
+
+    var frozen = false
+    func applyFixed() {
+        guard let e = getenv("CYTOGAN_SENSOR_FIXED") else { return }
+        let v = String(cString: e).split(separator: ",").compactMap { Float($0) }
+        guard v.count == 2 * channels else { return }
+        for k in 0..<channels { read.value.data[k] = v[k]; shot.value.data[k] = v[channels + k] }
+        frozen = true
     }
 
     public var parameters: [Parameter] { [read, shot] }
@@ -55,6 +65,7 @@ public final class SensorNoise: Layer {
     public func initialize(_ scheme: WeightInit, rng: inout RandomStream) {
         read.value.fill(SensorNoise.initialScale)
         shot.value.fill(SensorNoise.initialScale)
+        applyFixed()
     }
 
     public func outputShape(for s: Shape) throws -> Shape {
@@ -116,7 +127,7 @@ public final class SensorNoise: Layer {
             if partial.count < 2 * planes { partial = [Double](repeating: 0, count: 2 * planes) }
         }
         let xp = x.data, np = noise.data, gp = gradOut.data, dp = dx.data, rp = read.value.data, sp = shot.value.data
-        let wantInput = inputGradient, wantParams = parameterGradients
+        let wantInput = inputGradient, wantParams = parameterGradients && !frozen
         partial.withUnsafeMutableBufferPointer { part in
             let pp = part.baseAddress!
             parallelFor(planes, work: x.count * 6) { range in
