@@ -11,8 +11,7 @@ import CytoNN
 ///
 /// Layer names: generator "dense0", "reshape0", "bn0", "lrelu0", then per block i "conv<i>"
 /// (an `UpsampleConv2D`, or "up<i>" + `Conv2D` when `fusedUpsample` is false: same weights),
-/// "bn<i>", "lrelu<i>", and "conv<last>", "tanh", then "crop" (`outputMargin`) and "sensor"
-/// (`sensorNoise`) where asked; discriminator "noise", "conv<i>", "lrelu<i>",
+/// "bn<i>", "lrelu<i>", and "conv<last>", "tanh"; discriminator "noise", "conv<i>", "lrelu<i>",
 /// "flatten", "representation", "output".
 public struct DCGANArchitecture: Sendable, Equatable {
     public var size: Int
@@ -30,20 +29,16 @@ public struct DCGANArchitecture: Sendable, Equatable {
     /// Pixels the generator draws beyond each side of the image and crops away ("crop" layer),
     /// so its zero-padded convolutions leave no rim at the edges (0: the paper's generator).
     public var outputMargin: Int
-    /// A camera's noise on the generator's output, learned per channel ("sensor" layer, a
-    /// `SensorNoise`): pixel-independent noise that convolutions cannot draw.
-    public var sensorNoise: Bool
 
     public init(size: Int = 96, channels: Int = 3, latent: Int = 100, generatorWidths: [Int] = [256, 128, 64, 32],
                 discriminatorWidths: [Int] = [32, 64, 128, 256], discriminatorStrides: [Int] = [1, 2, 2, 2],
                 representation: Int = 100, kernel: Int = 5, leak: Float = 0.2, noiseStd: Float = 0.1, fusedUpsample: Bool = true,
-                outputMargin: Int = 0, sensorNoise: Bool = false) {
+                outputMargin: Int = 0) {
         self.size = size; self.channels = channels; self.latent = latent
         self.generatorWidths = generatorWidths; self.discriminatorWidths = discriminatorWidths
         self.discriminatorStrides = discriminatorStrides; self.representation = representation
         self.kernel = kernel; self.leak = leak; self.noiseStd = noiseStd; self.fusedUpsample = fusedUpsample
         self.outputMargin = outputMargin
-        self.sensorNoise = sensorNoise
     }
 
     /// The paper's networks on 96 x 96 x 3 crops.
@@ -78,9 +73,8 @@ public struct DCGANArchitecture: Sendable, Equatable {
         }
     }
 
-    /// The generator; parameters are zero until `initialize` is called on it. `noise` feeds the
-    /// sensor-noise layer in training (`sensorNoise`).
-    public func makeGenerator(noise: RandomStream = RandomStream(seed: 0, purpose: "generator-noise")) throws -> Network {
+    /// The generator; parameters are zero until `initialize` is called on it.
+    public func makeGenerator() throws -> Network {
         try validate()
         let s0 = startSize, g = generatorWidths
         var layers: [any Layer] = [
@@ -102,7 +96,6 @@ public struct DCGANArchitecture: Sendable, Equatable {
         layers.append(Conv2D(name: "conv\(g.count)", inChannels: g[g.count - 1], outChannels: channels, kernel: kernel))
         layers.append(Tanh(name: "tanh"))
         if outputMargin > 0 { layers.append(CenterCrop2D(name: "crop", margin: outputMargin)) }
-        if sensorNoise { layers.append(SensorNoise(name: "sensor", channels: channels, rng: noise)) }
         return try Network(layers)
     }
 

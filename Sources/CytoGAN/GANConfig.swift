@@ -482,7 +482,7 @@ public struct GANConfig: Sendable, Equatable {
 extension DCGANArchitecture {
     /// The JSON form stored in checkpoints (every size a key).
     public var json: JSON {
-        let j: JSON = [
+        [
             "size": JSON(size), "channels": JSON(channels), "latent": JSON(latent),
             "generator_widths": .array(generatorWidths.map { JSON($0) }),
             "discriminator_widths": .array(discriminatorWidths.map { JSON($0) }),
@@ -491,9 +491,6 @@ extension DCGANArchitecture {
             "leak": .float(leak), "noise_std": .float(noiseStd), "fused_upsample": .bool(fusedUpsample),
             "output_margin": JSON(outputMargin),
         ]
-        // Written only when on, so configurations from before the option read as they were.
-        if sensorNoise, case .object(var o) = j { o["sensor_noise"] = .bool(true); return .object(o) }
-        return j
     }
 
     /// Parses the `json` form; missing keys take the paper's values.
@@ -525,18 +522,13 @@ extension DCGANArchitecture {
             guard let b = f.boolValue else { throw bad("fused_upsample", "'fused_upsample' must be true or false") }
             fused = b
         }
-        var sensor = p.sensorNoise
-        if let f = o["sensor_noise"], !f.isNull {
-            guard let b = f.boolValue else { throw bad("sensor_noise", "'sensor_noise' must be true or false") }
-            sensor = b
-        }
         self.init(size: try int("size", p.size), channels: try int("channels", p.channels), latent: try int("latent", p.latent),
                   generatorWidths: try ints("generator_widths", p.generatorWidths),
                   discriminatorWidths: try ints("discriminator_widths", p.discriminatorWidths),
                   discriminatorStrides: try ints("discriminator_strides", p.discriminatorStrides),
                   representation: try int("representation", p.representation), kernel: try int("kernel", p.kernel),
                   leak: try float("leak", p.leak), noiseStd: try float("noise_std", p.noiseStd), fusedUpsample: fused,
-                  outputMargin: try int("output_margin", p.outputMargin), sensorNoise: sensor)
+                  outputMargin: try int("output_margin", p.outputMargin))
         try validate()
     }
 }

@@ -61,7 +61,7 @@ public final class GANModel {
         try config.validate()
         self.config = config
         let arch = config.architecture
-        generator = try arch.makeGenerator(noise: RandomStream(seed: config.seed, purpose: "generator-noise"))
+        generator = try arch.makeGenerator()
         discriminator = try arch.makeDiscriminator(noise: RandomStream(seed: config.seed, purpose: "discriminator-noise"))
         var rng = RandomStream(seed: config.seed, purpose: "init")
         generator.initialize(config.initialization, rng: &rng)
@@ -106,10 +106,6 @@ public final class GANModel {
     /// The discriminator's input-noise layer (its stream is part of the checkpoint).
     public var noiseLayer: GaussianNoise? { discriminator.noiseLayers.first }
 
-    /// The generator's sensor-noise layer, where the architecture has one (its stream is part of
-    /// the checkpoint).
-    public var sensorLayer: SensorNoise? { generator.layers.lazy.compactMap { $0 as? SensorNoise }.first }
-
     /// Crops the trainer has shown the discriminator (batch x critic steps x generator steps).
     public var imagesSeen: Int { discriminatorOptimizer.step * config.batchSize }
 
@@ -123,7 +119,6 @@ public final class GANModel {
             "augmentation": cursor.augmentation,
         ]
         if let n = noiseLayer { s["discriminator_noise"] = n.rng }
-        if let n = sensorLayer { s["generator_noise"] = n.rng }
         if let a = trainingStep.diffAugment { s["diff_augment"] = a.rng }
         return s
     }
@@ -243,7 +238,6 @@ public final class GANModel {
         model.trainingStep.labelRNG = try stream("label_smoothing")
         model.trainingStep.mixRNG = try stream("interpolation")
         model.noiseLayer?.rng = try stream("discriminator_noise")
-        if let n = model.sensorLayer { n.rng = try stream("generator_noise") }
         if let a = model.trainingStep.diffAugment { a.rng = try stream("diff_augment") }
         model.cursor = DataCursor(epoch: try int(CheckpointKeys.epoch), position: try int(CheckpointKeys.position),
                                   datasetCount: try int(CheckpointKeys.datasetCount),

@@ -113,7 +113,6 @@ public final class GANTrainingStep {
             for l in net.layers {
                 (l as? BatchNorm)?.collective = collective
                 (l as? GaussianNoise)?.slice = slice
-                (l as? SensorNoise)?.slice = slice
             }
         }
         diffAugment?.slice = slice

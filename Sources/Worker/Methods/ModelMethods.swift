@@ -75,7 +75,7 @@ private let configKeys: Set<String> = ["architecture", "discriminator_rate", "ge
                                        "dataset_scale_percentile", "dataset_floor_percentile", "discriminator_average", "generator_average",
                                        "texture_matching", "feature_layer"]
 private let architectureKeys: Set<String> = ["size", "channels", "latent", "generator_widths", "discriminator_widths",
-                                             "discriminator_strides", "representation", "kernel", "leak", "noise_std", "fused_upsample", "output_margin", "sensor_noise"]
+                                             "discriminator_strides", "representation", "kernel", "leak", "noise_std", "fused_upsample", "output_margin"]
 private let preprocessingKeys: Set<String> = ["size", "channels", "crop_size", "normalization", "resize"]
 private let augmentationKeys: Set<String> = ["flips", "rotations"]
 
