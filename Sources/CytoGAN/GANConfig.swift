@@ -517,6 +517,11 @@ extension DCGANArchitecture {
             guard let x = v.doubleValue, x.isFinite else { throw bad(k, "'\(k)' must be a number") }
             return Float(x)
         }
+        // A camera-noise layer on the generator's output was measured and retired (its cells read
+        // worse); a config that asks for it is refused rather than trained without it.
+        if let v = o["sensor_noise"], !v.isNull, v.boolValue != false {
+            throw bad("sensor_noise", "'sensor_noise' was retired after measurement (see examples/cpu-recipe/README.md); leave it out, null or false")
+        }
         var fused = p.fusedUpsample
         if let f = o["fused_upsample"], !f.isNull {
             guard let b = f.boolValue else { throw bad("fused_upsample", "'fused_upsample' must be true or false") }

@@ -93,6 +93,29 @@ import Darwin
     #expect(try GANConfig(json: .object(o)) == c)
 }
 
+/// The generator's camera-noise layer was retired after measurement: an architecture that asks
+/// for it is refused with the key named; null or false parse to the same config.
+@Test func retiredSensorNoiseIsRefused() throws {
+    let c = Fixture.tinyConfig()
+    for value: JSON in [true, 1, "yes"] {
+        var o = c.json.objectValue!
+        var a = o["architecture"]!.objectValue!
+        a["sensor_noise"] = value
+        o["architecture"] = .object(a)
+        do { _ = try GANConfig(json: .object(o)); Issue.record("accepted sensor_noise \(value)") } catch let e as CytoError {
+            #expect(e.field == "sensor_noise")
+            #expect(e.message.contains("retired"), "\(e.message)")
+        }
+    }
+    for value: JSON in [false, .null] {
+        var o = c.json.objectValue!
+        var a = o["architecture"]!.objectValue!
+        a["sensor_noise"] = value
+        o["architecture"] = .object(a)
+        #expect(try GANConfig(json: .object(o)) == c)
+    }
+}
+
 /// A checkpoint written before the retirements (its config holds `"contrastive": null,
 /// "feature_matching": null, "r1_penalty": null`) loads and extracts the same features; one that
 /// set any of them is refused, naming the key and the file.
