@@ -302,6 +302,18 @@ public final class RealismReference {
         nullAccuracies = nulls
     }
 
+    /// The measurements grouped by kind, in the order of `names`: each per-channel kind ("q05":
+    /// q05_0, q05_1, ...) and "nucleus" (the nucleus's five).
+    static func kinds(_ names: [String]) -> [(String, [Int])] {
+        var order: [String] = [], columns: [String: [Int]] = [:]
+        for (i, name) in names.enumerated() {
+            let kind = name.hasPrefix("nuc_") ? "nucleus" : String(name[..<(name.lastIndex(of: "_") ?? name.endIndex)])
+            if columns[kind] == nil { order.append(kind) }
+            columns[kind, default: []].append(i)
+        }
+        return order.map { ($0, columns[$0]!) }
+    }
+
     /// (x - mean) / scale, column by column.
     static func standardize(_ x: [Double], mean: [Double], scale: [Double]) -> [Double] {
         let d = mean.count
@@ -327,6 +339,15 @@ public final class RealismReference {
         let distance = try FrechetDistance.distance(meanX: statsA.mean, covarianceX: statsA.covariance, meanY: statsG.mean,
                                                     covarianceY: statsG.covariance, dimension: d)
         monitor.log(String(format: "FD(A, G) = %.6g (floor %.6g)", distance, floor))
+        var parts: [FrechetPart] = []
+        for (kind, columns) in RealismReference.kinds(names) {
+            let rest = (0..<d).filter { !columns.contains($0) }
+            func fd(_ c: [Int]) throws -> Double {
+                try FrechetDistance.distance(meanX: statsA.mean, covarianceX: statsA.covariance, meanY: statsG.mean,
+                                             covarianceY: statsG.covariance, dimension: d, columns: c)
+            }
+            parts.append(FrechetPart(measurement: kind, alone: try fd(columns), without: try fd(rest)))
+        }
         let measured = try TwoSampleClassifier.measurementAccuracy(za, zg, rows: n, columns: d, folds: options.folds)
         var rng = RandomStream(seed: options.seed, purpose: "realism-test")
         let accuracy = try TwoSampleClassifier.accuracy(a, g, folds: options.folds, epochs: options.epochs, rng: &rng, monitor: monitor,
@@ -338,11 +359,19 @@ public final class RealismReference {
         return RealismReport(
             count: n, size: a.size, distance: distance, floor: floor, accuracy: accuracy, nullAccuracies: nullAccuracies,
             folds: options.folds, epochs: options.epochs, measurementAccuracy: measured, names: names, realMean: mean,
-            generatedMean: gMean, realStd: std,
+            generatedMean: gMean, realStd: std, parts: parts,
             sharpness: (0..<a.channels).map { c in gMean[c * per + gradIndex] / mean[c * per + gradIndex] },
             background: (0..<a.channels).map { c in (gMean[c * per + q05Index] - mean[c * per + q05Index]) / scale[c * per + q05Index] },
             generated: g, generatedMeasurements: mg)
     }
+}
+
+/// One kind of measurement's part in FD(A, G): the distance on its columns alone, and the
+/// distance with them left out (so `distance - without` is what the kind adds).
+public struct FrechetPart: Sendable, Equatable {
+    public var measurement: String
+    public var alone: Double
+    public var without: Double
 }
 
 /// The measure's result for one generated set (its JSON is what `cytogan evaluate realism` prints
@@ -361,6 +390,8 @@ public struct RealismReport {
     public var realMean: [Double]
     public var generatedMean: [Double]
     public var realStd: [Double]
+    /// FD(A, G) by kind of measurement, in the order of `names`.
+    public var parts: [FrechetPart]
     /// Per channel: mean sharpness (grad_c) of G over that of A; below 1 is blurrier than real.
     public var sharpness: [Double]
     /// Per channel: (mean q05_c of G - that of A) / A's standard deviation of q05_c.
@@ -368,6 +399,19 @@ public struct RealismReport {
     /// The generated set compared, and its measurements (count x names.count).
     public var generated: RealismImages
     public var generatedMeasurements: [Double]
+
+    /// The `k` kinds of measurement that add most to FD(A, G) (distance - without), largest first,
+    /// each with a reader's name for it: what makes the generated cells stand out.
+    public func largestParts(_ k: Int) -> [(label: String, adds: Double)] {
+        let labels: [String: String] = ["mean": "mean intensity", "std": "intensity spread", "q05": "background (5th percentile)",
+                      "q50": "median intensity", "q95": "bright end (95th percentile)", "high": "saturated pixels",
+                      "ring0": "centre intensity", "ring1": "inner ring", "ring2": "middle ring", "ring3": "outer ring",
+                      "grad": "sharpness", "lap": "fine texture", "nucleus": "nucleus shape"]
+        var ranked: [(label: String, adds: Double)] = []
+        for part in parts { ranked.append((labels[part.measurement] ?? part.measurement, distance - part.without)) }
+        ranked.sort { $0.adds > $1.adds }
+        return Array(ranked.prefix(k))
+    }
 
     /// FD(A, G) / FD(A, B): 1 when G is as close to A as the other real half; nil when the floor is 0.
     public var ratio: Double? { floor > 0 ? distance / floor : nil }
@@ -385,7 +429,9 @@ public struct RealismReport {
         func numbers(_ v: [Double]) -> JSON { .array(v.map { .double($0) }) }
         var o: [String: JSON] = [
             "count": JSON(count), "size": JSON(size),
-            "frechet": ["distance": .double(distance), "floor": .double(floor), "ratio": ratio.map { .double($0) } ?? .null],
+            "frechet": ["distance": .double(distance), "floor": .double(floor), "ratio": ratio.map { .double($0) } ?? .null,
+                        "parts": .array(parts.map { ["measurement": .string($0.measurement), "alone": .double($0.alone),
+                                                     "without": .double($0.without)] })],
             "classifier": ["accuracy": .double(accuracy), "null_accuracy": .double(nullAccuracy), "null_std": .double(nullStd),
                            "folds": JSON(folds), "epochs": JSON(epochs)],
             "measurement_classifier": ["accuracy": .double(measurementAccuracy)],

@@ -217,6 +217,16 @@ public enum FrechetDistance {
         return fd - 2 * (try traceOfSquareRoot(sx, sy, dimension: d))
     }
 
+    /// FD restricted to the measurements `columns` (indexes into d): the same formula on the
+    /// means' entries and the covariances' sub-matrices.
+    public static func distance(meanX: [Double], covarianceX sx: [Double], meanY: [Double], covarianceY sy: [Double],
+                                dimension d: Int, columns: [Int]) throws -> Double {
+        let k = columns.count
+        func sub(_ m: [Double]) -> [Double] { columns.flatMap { i in columns.map { j in m[i * d + j] } } }
+        return try distance(meanX: columns.map { meanX[$0] }, covarianceX: sub(sx), meanY: columns.map { meanY[$0] },
+                            covarianceY: sub(sy), dimension: k)
+    }
+
     /// tr((S_x S_y)^(1/2)) = sum of sqrt(max(eigenvalue, 0)) of R S_y R with R = S_x^(1/2) (negative
     /// eigenvalues of S_x clamped to 0): R S_y R is symmetric and has the eigenvalues of S_x S_y.
     public static func traceOfSquareRoot(_ sx: [Double], _ sy: [Double], dimension d: Int) throws -> Double {

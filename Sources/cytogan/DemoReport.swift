@@ -87,6 +87,8 @@ struct DemoReport {
         h += "the Frechet distance of 41 per-cell measurements (intensity, radial profile, sharpness, texture, nucleus shape) is "
         h += (realism.ratio.map { String(format: "%.1f", $0) } ?? "n/a") + " times the distance between two halves of the real crops; "
         h += "sharpness of generated over real cells per channel: " + realism.sharpness.map { String(format: "%.2f", $0) }.joined(separator: ", ")
+        h += String(format: ". Of the distance (%.2f), the measurements that add most: ", realism.distance)
+        h += realism.largestParts(3).map { escape($0.label) + String(format: " %.2f", $0.adds) }.joined(separator: ", ")
         h += ". The same measure for any model: <code>cytogan evaluate realism</code>.</p>\n"
         for (file, caption) in pictures.files {
             h += "<figure><img src=\"\(file)\" alt=\"\(escape(caption))\"><figcaption>\(escape(caption))</figcaption></figure>\n"

@@ -29,6 +29,7 @@ struct RealismCommand: ParsableCommand {
         eccentricity, compactness, contrast). Printed on stdout, one JSON line per checkpoint: \
         frechet.distance FD(A, G) of the standardized measurements, frechet.floor FD(A, B), \
         frechet.ratio (1: G is as close to A as the other half of the real crops), \
+        frechet.parts (per kind of measurement: the distance on it alone and without it), \
         classifier.accuracy of a small CNN telling A from G over --folds folds (0.5: \
         indistinguishable; null_accuracy and null_std: the same for A vs B over 3 seeds), \
         measurement_classifier.accuracy (a logistic regression on the measurements), the \

@@ -116,6 +116,10 @@ struct RealismTests {
         let rotated = try FrechetDistance.distance(meanX: [0, 0, 0], covarianceX: rotate(diag(a)), meanY: [1, 2, 2],
                                                    covarianceY: rotate(diag(b)), dimension: 3)
         #expect(abs(rotated - 17.25) < 1e-10)
+        // On a subset of the measurements: the diagonal formula over those alone.
+        let part = try FrechetDistance.distance(meanX: [0, 0, 0], covarianceX: diag(a), meanY: [1, 2, 2], covarianceY: diag(b),
+                                                dimension: 3, columns: [0, 2])
+        #expect(abs(part - (1 + 4 + 1 + 6.25)) < 1e-12)
     }
 
     @Test("The trace term of covariances that do not commute: tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)) for 2 x 2")
@@ -184,6 +188,14 @@ struct RealismTests {
         let json = far.json(step: 3)
         #expect(json["count"]?.intValue == 12 && json["size"]?.intValue == 8 && json["step"]?.intValue == 3)
         #expect(json["classifier"]?["folds"]?.intValue == 3 && json["measurements"]?["names"]?.arrayValue?.count == 29)
+        // The distance by kind: 12 per-channel kinds and the nucleus; a kind alone never exceeds
+        // the whole, and the brighter set stands out most by its intensities.
+        #expect(far.parts.map(\.measurement) == ImageMeasurer.channelNames + ["nucleus"])
+        #expect(far.parts.allSatisfy { $0.alone <= far.distance + 1e-9 && $0.without <= far.distance + 1e-9 && $0.alone >= -1e-9 })
+        #expect(json["frechet"]?["parts"]?.arrayValue?.count == 13)
+        let top = far.largestParts(3)
+        #expect(top.count == 3 && top[0].adds >= top[1].adds && top[1].adds >= top[2].adds)
+        #expect(same.parts.allSatisfy { abs($0.alone) < 1e-5 && abs($0.without) < 1e-5 })
         // Too few generated images, too few real ones, and settings out of range name the setting.
         #expect(throws: CytoError.self) { try ref.compare(noise(5, level: 0, seed: 1), monitor: monitor) }
         #expect(throws: CytoError.self) { try RealismReference(real: noise(5, level: 0, seed: 1), options: options, monitor: monitor) }

@@ -198,6 +198,16 @@ def test_measurements_and_frechet_match_numpy(cytogan, setup, runs, tmp_path, na
     fd, floor = frechet(za, zg), frechet(za, zb)
     f = result["frechet"]
     assert f["distance"] == pytest.approx(fd, rel=1e-3) and f["floor"] == pytest.approx(floor, rel=1e-3)
+    # The distance by kind of measurement: NumPy's FD on each kind's columns, and on the rest.
+    kinds = {}
+    for i, n in enumerate(names):
+        kinds.setdefault("nucleus" if n.startswith("nuc_") else n.rsplit("_", 1)[0], []).append(i)
+    assert [p["measurement"] for p in f["parts"]] == list(kinds) and len(kinds) == 13
+    for p in f["parts"]:
+        cols = kinds[p["measurement"]]
+        rest = [i for i in range(len(names)) if i not in cols]
+        assert p["alone"] == pytest.approx(frechet(za[:, cols], zg[:, cols]), rel=1e-3, abs=1e-9), p
+        assert p["without"] == pytest.approx(frechet(za[:, rest], zg[:, rest]), rel=1e-3), p
     assert f["ratio"] == pytest.approx(fd / floor, rel=2e-3)
     grad = [names.index(f"grad_{c}") for c in range(3)]
     q05 = [names.index(f"q05_{c}") for c in range(3)]

@@ -525,7 +525,7 @@ class Worker:
     def realism_evaluate(self, manifest, *, model=None, generated=None, count=None, seed=None, folds=None, epochs=None,
                          background=None, progress=None, timeout=None):
         """How real the generated cells look against the real crops of `manifest` (a path or
-        {"path", ...}): `{"frechet": {"distance", "floor", "ratio"}, "classifier": {...}, ...}`.
+        {"path", ...}): `{"frechet": {"distance", "floor", "ratio", "parts"}, "classifier": {...}, ...}`.
         `model`: a checkpoint instead of the current model; `generated`: a manifest of images to
         compare instead of its samples. With `background=True`, a `Job` whose result that is."""
         def ref(m):
