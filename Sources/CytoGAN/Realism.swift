@@ -302,18 +302,6 @@ public final class RealismReference {
         nullAccuracies = nulls
     }
 
-    /// The measurements grouped by kind, in the order of `names`: each per-channel kind ("q05":
-    /// q05_0, q05_1, ...) and "nucleus" (the nucleus's five).
-    static func kinds(_ names: [String]) -> [(String, [Int])] {
-        var order: [String] = [], columns: [String: [Int]] = [:]
-        for (i, name) in names.enumerated() {
-            let kind = name.hasPrefix("nuc_") ? "nucleus" : String(name[..<(name.lastIndex(of: "_") ?? name.endIndex)])
-            if columns[kind] == nil { order.append(kind) }
-            columns[kind, default: []].append(i)
-        }
-        return order.map { ($0, columns[$0]!) }
-    }
-
     /// (x - mean) / scale, column by column.
     static func standardize(_ x: [Double], mean: [Double], scale: [Double]) -> [Double] {
         let d = mean.count
@@ -339,14 +327,12 @@ public final class RealismReference {
         let distance = try FrechetDistance.distance(meanX: statsA.mean, covarianceX: statsA.covariance, meanY: statsG.mean,
                                                     covarianceY: statsG.covariance, dimension: d)
         monitor.log(String(format: "FD(A, G) = %.6g (floor %.6g)", distance, floor))
-        var parts: [FrechetPart] = []
-        for (kind, columns) in RealismReference.kinds(names) {
-            let rest = (0..<d).filter { !columns.contains($0) }
-            func fd(_ c: [Int]) throws -> Double {
-                try FrechetDistance.distance(meanX: statsA.mean, covarianceX: statsA.covariance, meanY: statsG.mean,
-                                             covarianceY: statsG.covariance, dimension: d, columns: c)
-            }
-            parts.append(FrechetPart(measurement: kind, alone: try fd(columns), without: try fd(rest)))
+        func fd(_ columns: [Int]) throws -> Double {
+            try FrechetDistance.distance(meanX: statsA.mean, covarianceX: statsA.covariance, meanY: statsG.mean,
+                                         covarianceY: statsG.covariance, dimension: d, columns: columns)
+        }
+        let parts = try ImageMeasurer.kinds(channels: a.channels).map { kind, columns in
+            FrechetPart(measurement: kind, alone: try fd(columns), without: try fd((0..<d).filter { !columns.contains($0) }))
         }
         let measured = try TwoSampleClassifier.measurementAccuracy(za, zg, rows: n, columns: d, folds: options.folds)
         var rng = RandomStream(seed: options.seed, purpose: "realism-test")
@@ -390,7 +376,7 @@ public struct RealismReport {
     public var realMean: [Double]
     public var generatedMean: [Double]
     public var realStd: [Double]
-    /// FD(A, G) by kind of measurement, in the order of `names`.
+    /// FD(A, G) by kind of measurement, in the order of `ImageMeasurer.kinds(channels:)`.
     public var parts: [FrechetPart]
     /// Per channel: mean sharpness (grad_c) of G over that of A; below 1 is blurrier than real.
     public var sharpness: [Double]
@@ -403,12 +389,8 @@ public struct RealismReport {
     /// The `k` kinds of measurement that add most to FD(A, G) (distance - without), largest first,
     /// each with a reader's name for it: what makes the generated cells stand out.
     public func largestParts(_ k: Int) -> [(label: String, adds: Double)] {
-        let labels: [String: String] = ["mean": "mean intensity", "std": "intensity spread", "q05": "background (5th percentile)",
-                      "q50": "median intensity", "q95": "bright end (95th percentile)", "high": "saturated pixels",
-                      "ring0": "centre intensity", "ring1": "inner ring", "ring2": "middle ring", "ring3": "outer ring",
-                      "grad": "sharpness", "lap": "fine texture", "nucleus": "nucleus shape"]
         var ranked: [(label: String, adds: Double)] = []
-        for part in parts { ranked.append((labels[part.measurement] ?? part.measurement, distance - part.without)) }
+        for part in parts { ranked.append((ImageMeasurer.kindLabels[part.measurement] ?? part.measurement, distance - part.without)) }
         ranked.sort { $0.adds > $1.adds }
         return Array(ranked.prefix(k))
     }

@@ -19,6 +19,21 @@ public final class ImageMeasurer {
         (0..<channels).flatMap { c in channelNames.map { "\($0)_\(c)" } } + nucleusNames
     }
 
+    /// The measurements by kind, as column indexes into `names(channels:)`: each per-channel kind
+    /// over the channels, then "nucleus" (the nucleus's five).
+    public static func kinds(channels: Int) -> [(kind: String, columns: [Int])] {
+        let per = channelNames.count, start = channels * per
+        return channelNames.indices.map { k in (channelNames[k], (0..<channels).map { $0 * per + k }) }
+            + [("nucleus", Array(start..<(start + nucleusNames.count)))]
+    }
+
+    /// A reader's name for each kind of `kinds(channels:)`.
+    public static let kindLabels: [String: String] = [
+        "mean": "mean intensity", "std": "intensity spread", "q05": "background (5th percentile)", "q50": "median intensity",
+        "q95": "bright end (95th percentile)", "high": "saturated pixels", "ring0": "centre intensity", "ring1": "inner ring",
+        "ring2": "middle ring", "ring3": "outer ring", "grad": "sharpness", "lap": "fine texture", "nucleus": "nucleus shape",
+    ]
+
     public let channels: Int
     public let size: Int
     /// Measurements per image: 12 per channel + 5.

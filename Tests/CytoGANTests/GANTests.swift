@@ -97,23 +97,20 @@ import Darwin
 /// for it is refused with the key named; null or false parse to the same config.
 @Test func retiredSensorNoiseIsRefused() throws {
     let c = Fixture.tinyConfig()
-    for value: JSON in [true, 1, "yes"] {
+    func config(sensorNoise value: JSON) -> JSON {
         var o = c.json.objectValue!
         var a = o["architecture"]!.objectValue!
         a["sensor_noise"] = value
         o["architecture"] = .object(a)
-        do { _ = try GANConfig(json: .object(o)); Issue.record("accepted sensor_noise \(value)") } catch let e as CytoError {
+        return .object(o)
+    }
+    for value: JSON in [true, 1, "yes"] {
+        do { _ = try GANConfig(json: config(sensorNoise: value)); Issue.record("accepted sensor_noise \(value)") } catch let e as CytoError {
             #expect(e.field == "sensor_noise")
             #expect(e.message.contains("retired"), "\(e.message)")
         }
     }
-    for value: JSON in [false, .null] {
-        var o = c.json.objectValue!
-        var a = o["architecture"]!.objectValue!
-        a["sensor_noise"] = value
-        o["architecture"] = .object(a)
-        #expect(try GANConfig(json: .object(o)) == c)
-    }
+    for value: JSON in [false, .null] { #expect(try GANConfig(json: config(sensorNoise: value)) == c) }
 }
 
 /// A checkpoint written before the retirements (its config holds `"contrastive": null,

@@ -188,11 +188,14 @@ struct RealismTests {
         let json = far.json(step: 3)
         #expect(json["count"]?.intValue == 12 && json["size"]?.intValue == 8 && json["step"]?.intValue == 3)
         #expect(json["classifier"]?["folds"]?.intValue == 3 && json["measurements"]?["names"]?.arrayValue?.count == 29)
-        // The distance by kind: 12 per-channel kinds and the nucleus; a kind alone never exceeds
-        // the whole, and the brighter set stands out most by its intensities.
+        // The distance by kind: 12 per-channel kinds and the nucleus; neither a kind alone nor the
+        // rest exceeds the whole, and the largest parts come first.
         #expect(far.parts.map(\.measurement) == ImageMeasurer.channelNames + ["nucleus"])
         #expect(far.parts.allSatisfy { $0.alone <= far.distance + 1e-9 && $0.without <= far.distance + 1e-9 && $0.alone >= -1e-9 })
         #expect(json["frechet"]?["parts"]?.arrayValue?.count == 13)
+        #expect(ImageMeasurer.kinds(channels: 2).flatMap(\.columns).sorted() == Array(0..<29))
+        #expect(ImageMeasurer.kinds(channels: 2).allSatisfy { k in k.columns.allSatisfy { ref.names[$0].hasPrefix(k.kind == "nucleus" ? "nuc_" : k.kind + "_") } })
+        #expect(ImageMeasurer.kinds(channels: 2).allSatisfy { ImageMeasurer.kindLabels[$0.kind] != nil })
         let top = far.largestParts(3)
         #expect(top.count == 3 && top[0].adds >= top[1].adds && top[1].adds >= top[2].adds)
         #expect(same.parts.allSatisfy { abs($0.alone) < 1e-5 && abs($0.without) < 1e-5 })
