@@ -177,6 +177,11 @@ public struct GANConfig: Sendable, Equatable {
     /// of the 5-point Laplacian, per channel) to the real batch's (0: none; TextureMatching).
     /// Without it a short training draws cells without nuclear granules or fibres.
     public var textureMatching: Float
+    /// Spectral normalization of every discriminator weight (Miyato et al. 2018): each is used
+    /// divided by its largest singular value, so the discriminator cannot sharpen its verdict
+    /// faster than the generator can answer (without it, runs that let the generator reach the
+    /// top of the intensity range ended with the discriminator winning).
+    public var spectralNorm: Bool
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -187,7 +192,7 @@ public struct GANConfig: Sendable, Equatable {
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, datasetFloorPercentile: Double? = nil,
                 discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, textureMatching: Float = 0,
-                featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+                spectralNorm: Bool = false, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -207,6 +212,7 @@ public struct GANConfig: Sendable, Equatable {
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
         self.textureMatching = textureMatching
+        self.spectralNorm = spectralNorm
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -240,18 +246,20 @@ public struct GANConfig: Sendable, Equatable {
     ///   the last thousand updates), the mean and the standard deviation over each map, averaged
     ///   over the crop's 8 mirrors and quarter turns ("pooled,pooled-std@dihedral").
     /// - `cells-64`: the recipe for realistic generated cells on a CPU budget
-    ///   (examples/cpu-recipe): small-64 with the crops' dataset range (1st to 99.9th percentile
-    ///   of each channel, so the background is -1 and bright nuclei keep their texture), crops
-    ///   larger or smaller than 64 x 64 cropped or padded about their centre rather than resampled
-    ///   (generated cells then have the crops' own pixel texture, which resampling blurs), no input
-    ///   noise and no differentiable augmentation in the discriminator (both hid the background
-    ///   level and blurred what it could see), a generator that draws 4 pixels beyond each side
-    ///   and crops them (no zero-padding rim), a discriminator that learns as fast as the
-    ///   generator (its learning rate raised to the generator's: it pushes the generator towards
-    ///   sharp detail sooner), texture matching at weight 1 (the generator is asked for the real
-    ///   batch's finest texture: nuclear granules and fibres), and every generated image drawn
-    ///   from a moving average of the generator's weights (decay 0.99: its last 100 or so updates;
-    ///   0.995 read no better on three seeds, 0.999 worse on two); features as in cpu-64.
+    ///   (examples/cpu-recipe): small-64 with the crops' dataset range (1st to 99.99th percentile
+    ///   of each channel, so the background is -1 and the brightest nuclei keep their shape below
+    ///   the top, where tanh still has slope), crops larger or smaller than 64 x 64 cropped or
+    ///   padded about their centre rather than resampled (generated cells then have the crops' own
+    ///   pixel texture, which resampling blurs), no input noise and no differentiable augmentation
+    ///   in the discriminator (both hid the background level and blurred what it could see), a
+    ///   generator that draws 4 pixels beyond each side and crops them (no zero-padding rim), a
+    ///   discriminator that learns as fast as the generator (its learning rate raised to the
+    ///   generator's: it pushes the generator towards sharp detail sooner) with every weight
+    ///   spectrally normalized (without it the wider range ended with the discriminator winning
+    ///   in some runs), texture matching at weight 1 (the generator is asked for the real batch's
+    ///   finest texture: nuclear granules and fibres), and every generated image drawn from a
+    ///   moving average of the generator's weights (decay 0.99: its last 100 or so updates; 0.995
+    ///   read no better on three seeds, 0.999 worse on two); features as in cpu-64.
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
@@ -279,12 +287,13 @@ public struct GANConfig: Sendable, Equatable {
             c.architecture.noiseStd = 0
             c.architecture.outputMargin = 4
             c.preprocessing.resize = .padCrop
-            c.datasetScalePercentile = 99.9
+            c.datasetScalePercentile = 99.99
             c.datasetFloorPercentile = 1
             c.generatorAverage = 0.99
             c.discriminatorAverage = 0.999
             c.discriminatorRate = c.generatorRate
             c.textureMatching = 1
+            c.spectralNorm = true
             c.featureLayer = FeatureLayer(parts: [.allBlocks(.mean), .allBlocks(.std)], views: .dihedral)
             return c
         default:
@@ -360,6 +369,7 @@ public struct GANConfig: Sendable, Equatable {
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
             "texture_matching": .float(textureMatching),
+            "spectral_norm": .bool(spectralNorm),
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -379,6 +389,11 @@ public struct GANConfig: Sendable, Equatable {
         func int(_ k: String, _ d: Int) throws -> Int {
             guard let v = value(k) else { return d }
             guard let x = v.intValue else { throw bad(k, "'\(k)' must be an integer") }
+            return x
+        }
+        func bool(_ k: String, _ d: Bool) throws -> Bool {
+            guard let v = value(k) else { return d }
+            guard let x = v.boolValue else { throw bad(k, "'\(k)' must be true or false") }
             return x
         }
         /// An optional member: nil when absent or null.
@@ -430,6 +445,7 @@ public struct GANConfig: Sendable, Equatable {
                   discriminatorAverage: try number("discriminator_average").map(Float.init),
                   generatorAverage: try number("generator_average").map(Float.init),
                   textureMatching: try float("texture_matching", 0),
+                  spectralNorm: try bool("spectral_norm", false),
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }

@@ -49,6 +49,8 @@ public final class GANModel {
     public let discriminatorAverage: WeightAverage?
     /// The moving average of the generator's weights, when the config keeps one.
     public let generatorAverage: WeightAverage?
+    /// Spectral normalization of the discriminator's weights, when the config asks for it.
+    public let spectralNormalization: SpectralNormalization?
     /// Generator updates done (a step = criticSteps discriminator updates + one generator update).
     public var step: Int
     /// Where the data stream stands (saved so a resumed run reads the same crops in the same order).
@@ -66,6 +68,13 @@ public final class GANModel {
         var rng = RandomStream(seed: config.seed, purpose: "init")
         generator.initialize(config.initialization, rng: &rng)
         discriminator.initialize(config.initialization, rng: &rng)
+        if config.spectralNorm {
+            let weights = discriminator.parameters.filter { $0.name.hasSuffix(".weight") }
+            var snRNG = RandomStream(seed: config.seed, purpose: "spectral-norm")
+            spectralNormalization = SpectralNormalization(parameters: weights, rng: &snRNG)
+        } else {
+            spectralNormalization = nil
+        }
         generatorOptimizer = Adam(parameters: generator.parameters, learningRate: config.generatorRate,
                                   beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon)
         discriminatorOptimizer = Adam(parameters: discriminator.parameters, learningRate: config.discriminatorRate,
@@ -84,7 +93,8 @@ public final class GANModel {
                                        loss: config.loss, latent: arch.latent, seed: config.seed, penaltyWeight: config.gradientPenalty,
                                        diffAugment: config.diffAugment, discriminatorAverage: discriminatorAverage,
                                        generatorAverage: generatorAverage,
-                                       textureMatching: config.textureMatching > 0 ? TextureMatching(weight: config.textureMatching) : nil)
+                                       textureMatching: config.textureMatching > 0 ? TextureMatching(weight: config.textureMatching) : nil,
+                                       spectralNormalization: spectralNormalization)
         step = 0
         cursor = DataCursor(seed: config.seed)
     }
@@ -153,6 +163,7 @@ public final class GANModel {
             + (generatorAverage?.average.namedTensors ?? []).map { ("generator_average." + $0.name, $0.tensor) }
             + generatorOptimizer.stateTensors.map { ("optimizer.generator." + $0.name, $0.tensor) }
             + discriminatorOptimizer.stateTensors.map { ("optimizer.discriminator." + $0.name, $0.tensor) }
+            + (spectralNormalization?.stateTensors ?? []).map { ("spectral_norm." + $0.name, $0.tensor) }
     }
 
     /// The `__metadata__` map of a checkpoint of this model now.
@@ -207,6 +218,7 @@ public final class GANModel {
             try model.generatorAverage?.average.load(file.tensors, prefix: "generator_average.")
             try model.generatorOptimizer.loadState(file.tensors, prefix: "optimizer.generator.")
             try model.discriminatorOptimizer.loadState(file.tensors, prefix: "optimizer.discriminator.")
+            try model.spectralNormalization?.loadState(file.tensors, prefix: "spectral_norm.")
         } catch var e as CytoError { e.path = path; throw e }
         func int(_ k: String) throws -> Int {
             guard let s = meta[k] else { throw fail(k, "no '\(k)' in the metadata") }

@@ -16,7 +16,9 @@ public enum GANLoss: String, Sendable, CaseIterable {
 /// 2. D on the batch [fake; real] with targets [0; U(0.8, 1)] (one-sided label smoothing;
 ///    WGAN-GP: labels fake 0 / real 1, plus the gradient penalty at x = e real + (1 - e) fake with
 ///    e ~ U(0, 1) per item);
-///    D's optimizer steps, and the weight average (`discriminatorAverage`) takes D's new weights.
+///    D's optimizer steps (with `spectralNormalization`: on the unnormalized weights, which are
+///    then divided by their largest singular values), and the weight average
+///    (`discriminatorAverage`) takes D's new weights.
 /// 3. D on fake again; G's loss (towards 1, or -mean D for WGAN-GP) back-propagated through D
 ///    (input gradient only) into G, plus the texture-matching term's gradient when kept
 ///    (`textureMatching`, on the un-augmented fake and real batches, included in G's loss);
@@ -51,6 +53,9 @@ public final class GANTrainingStep {
     public let generatorAverage: WeightAverage?
     /// The generator's texture-matching term (nil: none).
     public let textureMatching: TextureMatching?
+    /// Spectral normalization of the discriminator's weights (nil: none): its optimizer updates
+    /// the unnormalized weights, and the step renormalizes them after each update.
+    public let spectralNormalization: SpectralNormalization?
 
     /// The group this step trains with (nil: one process).
     public private(set) var collective: (any Collective)?
@@ -81,7 +86,8 @@ public final class GANTrainingStep {
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
                 diffAugment policy: DiffAugmentPolicy = .none, discriminatorAverage: WeightAverage? = nil,
-                generatorAverage: WeightAverage? = nil, textureMatching: TextureMatching? = nil) {
+                generatorAverage: WeightAverage? = nil, textureMatching: TextureMatching? = nil,
+                spectralNormalization: SpectralNormalization? = nil) {
         self.generator = generator
         self.discriminator = discriminator
         self.generatorOptimizer = generatorOptimizer
@@ -96,6 +102,7 @@ public final class GANTrainingStep {
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
         self.textureMatching = textureMatching
+        self.spectralNormalization = spectralNormalization
     }
 
     /// Trains as one of `collective.size` processes that share each batch of `globalBatch` items
@@ -205,7 +212,9 @@ public final class GANTrainingStep {
             try r.reduce()
             lossD = r[extra: 0]
         }
+        spectralNormalization?.prepareUpdate()
         discriminatorOptimizer.update()
+        spectralNormalization?.finishUpdate()
         discriminatorAverage?.update(afterUpdate: discriminatorOptimizer.step)
         guard updateGenerator else { return Result(discriminatorLoss: lossD, generatorLoss: .nan, gradientPenalty: gp) }
 

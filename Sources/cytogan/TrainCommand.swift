@@ -52,6 +52,8 @@ struct TrainCommand: ParsableCommand {
     var generatorAverage: String?
     @Option(name: .customLong("texture-matching"), help: "Weight of the loss term that asks the generator for the real crops' finest texture (cells-64: 1; 0: none).")
     var textureMatching: Float?
+    @Flag(inversion: .prefixedNo, help: "Spectral normalization of the discriminator's weights (on or off; default: the preset's).")
+    var spectralNorm: Bool?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -77,6 +79,7 @@ struct TrainCommand: ParsableCommand {
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
             || discriminatorAverage != nil || generatorAverage != nil || textureMatching != nil
+            || spectralNorm != nil
     }
 
     func validate() throws {
@@ -128,6 +131,7 @@ struct TrainCommand: ParsableCommand {
         if let discriminatorAverage { c.discriminatorAverage = try TrainCommand.decay(discriminatorAverage, option: "--discriminator-average") }
         if let generatorAverage { c.generatorAverage = try TrainCommand.decay(generatorAverage, option: "--generator-average") }
         if let textureMatching { c.textureMatching = textureMatching }
+        if let spectralNorm { c.spectralNorm = spectralNorm }
         if c.name != "custom" && overridesPreset {
             c.name += "+custom"
         }
