@@ -45,20 +45,29 @@ public protocol Optimizer: AnyObject {
     var stateTensors: [(name: String, tensor: Tensor)] { get }
 }
 
+/// Copies `tensors[prefix + name]` into each tensor of `state` once every one has been found
+/// with its shape (and passed `problem`, which names what is wrong with a tensor, or returns nil),
+/// so a bad file changes nothing. `kind` names the state in errors ("optimizer").
+func restoreState(_ state: [(name: String, tensor: Tensor)], from tensors: [String: Tensor], prefix: String, kind: String,
+                  problem: (_ name: String, _ tensor: Tensor) -> String? = { _, _ in nil }) throws {
+    for (name, t) in state {
+        let key = prefix + name
+        guard let src = tensors[key] else {
+            throw CytoError(.invalidInput, "missing \(kind) tensor '\(key)'", field: key)
+        }
+        guard src.shape == t.shape else {
+            throw CytoError(.shapeMismatch, "\(kind) tensor '\(key)' has shape \(src.shape), expected \(t.shape)", field: key)
+        }
+        if let p = problem(name, src) { throw CytoError(.invalidInput, "\(kind) tensor '\(key)' \(p)", field: key) }
+    }
+    for (name, t) in state { t.copy(from: tensors[prefix + name]!) }
+}
+
 extension Optimizer {
     /// Restores the moment tensors from `tensors` (names from `stateTensors`, each prefixed by
     /// `prefix`); every one must be present with its shape. Set `step` separately.
     public func loadState(_ tensors: [String: Tensor], prefix: String = "") throws {
-        let mine = stateTensors
-        for (name, t) in mine {
-            guard let src = tensors[prefix + name] else {
-                throw CytoError(.invalidInput, "missing optimizer tensor '\(prefix + name)'", field: prefix + name)
-            }
-            guard src.shape == t.shape else {
-                throw CytoError(.shapeMismatch, "optimizer tensor '\(prefix + name)' has shape \(src.shape), expected \(t.shape)", field: prefix + name)
-            }
-        }
-        for (name, t) in mine { t.copy(from: tensors[prefix + name]!) }
+        try restoreState(stateTensors, from: tensors, prefix: prefix, kind: "optimizer")
     }
 
     /// Sets every parameter gradient to zero.

@@ -50,20 +50,10 @@ public final class SpectralNormalization {
     /// Restores `stateTensors` from `tensors` (each name prefixed by `prefix`); every one must be
     /// present with its shape and finite, each sigma positive.
     public func loadState(_ tensors: [String: Tensor], prefix: String = "") throws {
-        let mine = stateTensors
-        for (name, t) in mine {
-            let key = prefix + name
-            guard let src = tensors[key] else {
-                throw CytoError(.invalidInput, "missing spectral normalization tensor '\(key)'", field: key)
-            }
-            guard src.shape == t.shape else {
-                throw CytoError(.shapeMismatch, "spectral normalization tensor '\(key)' has shape \(src.shape), expected \(t.shape)", field: key)
-            }
-            guard (0..<src.count).allSatisfy({ src.data[$0].isFinite }), !name.hasPrefix("sigma.") || src.data[0] > 0 else {
-                throw CytoError(.invalidInput, "spectral normalization tensor '\(key)' must be finite (a sigma positive)", field: key)
-            }
+        try restoreState(stateTensors, from: tensors, prefix: prefix, kind: "spectral normalization") { name, t in
+            let finite = (0..<t.count).allSatisfy { t.data[$0].isFinite }
+            return finite && (!name.hasPrefix("sigma.") || t.data[0] > 0) ? nil : "must be finite (a sigma positive)"
         }
-        for (name, t) in mine { t.data.update(from: tensors[prefix + name]!.data, count: t.count) }
     }
 
     /// Before the optimizer's update: gradients with respect to W become gradients with respect

@@ -1,27 +1,9 @@
 import CytoCore
 import CytoNN
+import CytoNNTestSupport
 import Foundation
 import Testing
 @testable import CytoGAN
-
-/// Largest singular value of a weight seen as [first dimension, rest], by 2,000 power iterations
-/// on W^T W in double precision.
-private func largestSingularValue(_ t: Tensor) -> Double {
-    let rows = t.shape[0], cols = t.count / rows
-    let w = t.values.map(Double.init)
-    var v = (0..<cols).map { 1 + Double($0 % 5) }
-    var s = 0.0
-    for _ in 0..<2000 {
-        var u = [Double](repeating: 0, count: rows)
-        for i in 0..<rows { for j in 0..<cols { u[i] += w[i * cols + j] * v[j] } }
-        var x = [Double](repeating: 0, count: cols)
-        for i in 0..<rows { for j in 0..<cols { x[j] += w[i * cols + j] * u[i] } }
-        let n = x.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        v = x.map { $0 / n }
-        s = n.squareRoot()
-    }
-    return s
-}
 
 /// With `spectral_norm`, every discriminator weight the networks use has largest singular value 1
 /// (measured here independently) before and after training; biases and the generator are left

@@ -138,3 +138,25 @@ public func checkLayer(_ layer: any Layer, input x: Tensor, h: Float = 1e-2, rto
         try checkGradient(p.name, value: p.value, analytic: g, h: h, rtol: rtol, atol: atol, probes: parameterProbes, seed: 7, loss)
     }
 }
+
+/// Largest singular value of a rows x cols matrix (row-major), by 3,000 power iterations on
+/// M^T M in double precision: the reference for spectral normalization.
+public func largestSingularValue(_ m: [Double], rows: Int, cols: Int) -> Double {
+    var v = (0..<cols).map { Double($0 % 3) + 1 }
+    var s = 0.0
+    for _ in 0..<3000 {
+        var mv = [Double](repeating: 0, count: rows)
+        for i in 0..<rows { for j in 0..<cols { mv[i] += m[i * cols + j] * v[j] } }
+        var w = [Double](repeating: 0, count: cols)
+        for i in 0..<rows { for j in 0..<cols { w[j] += m[i * cols + j] * mv[i] } }
+        let n = w.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        v = w.map { $0 / n }
+        s = n.squareRoot()
+    }
+    return s
+}
+
+/// The same for a weight tensor seen as a matrix of its first dimension's rows.
+public func largestSingularValue(_ t: Tensor) -> Double {
+    largestSingularValue(t.values.map(Double.init), rows: t.shape[0], cols: t.count / t.shape[0])
+}
