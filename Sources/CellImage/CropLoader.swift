@@ -1,7 +1,8 @@
 import CytoCore
 
 /// What turns a raw crop into a model input: the model's input size and channel count, the
-/// window cut from a field, the normalization and the resizing. Stored with a model as JSON.
+/// window cut from a field, the normalization, the intensity transfer and the resizing. Stored
+/// with a model as JSON.
 public struct Preprocessing: Sendable, Equatable {
     /// Side of the model's square input (CytoGAN: 96).
     public var size: Int
@@ -11,12 +12,14 @@ public struct Preprocessing: Sendable, Equatable {
     /// centre, the box's square envelope for a box.
     public var cropSize: Int?
     public var normalization: Normalization
+    /// Applied after the normalization (linear: the normalization's values as they are).
+    public var transfer: IntensityTransfer
     public var resize: ResizeMode
 
     public init(size: Int = 96, channels: Int = 3, cropSize: Int? = nil,
-                normalization: Normalization = .perCropMax, resize: ResizeMode = .resample) {
+                normalization: Normalization = .perCropMax, transfer: IntensityTransfer = .linear, resize: ResizeMode = .resample) {
         self.size = size; self.channels = channels; self.cropSize = cropSize
-        self.normalization = normalization; self.resize = resize
+        self.normalization = normalization; self.transfer = transfer; self.resize = resize
     }
 
     /// The CytoGAN reference: 96x96, 3 channels, per-crop maximum, area/bilinear resampling.
@@ -26,6 +29,7 @@ public struct Preprocessing: Sendable, Equatable {
         var o: [String: JSON] = ["size": JSON(size), "channels": JSON(channels),
                                  "normalization": normalization.json, "resize": .string(resize.rawValue)]
         if let cropSize { o["crop_size"] = JSON(cropSize) }
+        if transfer != .linear { o["transfer"] = transfer.json }
         return .object(o)
     }
 
@@ -45,6 +49,7 @@ public struct Preprocessing: Sendable, Equatable {
         channels = try int("channels", 1...64) ?? 3
         cropSize = try int("crop_size", 1...65536)
         normalization = try o["normalization"].map { try Normalization(json: $0) } ?? .perCropMax
+        transfer = try o["transfer"].flatMap { $0.isNull ? nil : try IntensityTransfer(json: $0) } ?? .linear
         if let r = o["resize"], !r.isNull {
             guard let s = r.stringValue, let m = ResizeMode(rawValue: s) else {
                 throw CytoError(.invalidInput, "'resize' must be one of \(ResizeMode.allCases.map(\.rawValue).joined(separator: ", "))", field: "resize")
@@ -56,10 +61,22 @@ public struct Preprocessing: Sendable, Equatable {
 
     /// Floats in one model input (channels x size x size).
     public var inputCount: Int { channels * size * size }
+
+    /// Throws unless model values can be mapped back to the crops' intensity units (the
+    /// normalization's range is fixed), naming the normalization.
+    public func checkInvertible() throws { try normalization.checkInvertible(channels: channels) }
+
+    /// Maps model values (CHW, `channels` planes of `planeCount`) back to the crops' intensity
+    /// units in place: the transfer's inverse, then the normalization's.
+    public func toCropUnits(_ planes: UnsafeMutablePointer<Float>, planeCount: Int) throws {
+        try checkInvertible()
+        transfer.invert(planes, count: channels * planeCount)
+        try normalization.invert(planes, channels: channels, planeCount: planeCount)
+    }
 }
 
 /// Decodes crop specs into model inputs: read (a field through the cache), map channels, cut the
-/// window, mask, normalize to [-1, 1], resize to the model's size; CHW Float32. Holds scratch
+/// window, mask, normalize to [-1, 1], apply the intensity transfer, resize to the model's size; CHW Float32. Holds scratch
 /// buffers and resamplers reused across crops, so use one loader per thread (the cache may be
 /// shared).
 public final class CropLoader {
@@ -152,6 +169,7 @@ public final class CropLoader {
             scratch.withUnsafeMutableBufferPointer { sc in
                 crop.convert(start: 0, count: count, to: pl.baseAddress!)
                 p.normalization.apply(pl.baseAddress!, channels: crop.channels, planeCount: n, type: crop.sampleType, scratch: sc.baseAddress!)
+                p.transfer.apply(pl.baseAddress!, count: count)
                 resampler.apply(pl.baseAddress!, channels: crop.channels, into: out.baseAddress!, fill: -1)
             }
         }

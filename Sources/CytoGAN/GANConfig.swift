@@ -182,6 +182,10 @@ public struct GANConfig: Sendable, Equatable {
     /// faster than the generator can answer (without it, runs that let the generator reach the
     /// top of the intensity range ended with the discriminator winning).
     public var spectralNorm: Bool
+    /// The generator's output tanh passes at least this share of the gradient where the gradient
+    /// points back into the range, so pixels saturated at the bottom (a black background) or the
+    /// top can leave (0: the exact derivative; cells-64: 0.1).
+    public var outputGradientFloor: Float
     public var featureLayer: FeatureLayer
     public var seed: UInt64
 
@@ -192,7 +196,7 @@ public struct GANConfig: Sendable, Equatable {
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, datasetFloorPercentile: Double? = nil,
                 discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, textureMatching: Float = 0,
-                spectralNorm: Bool = false, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+                spectralNorm: Bool = false, outputGradientFloor: Float = 0, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -213,6 +217,7 @@ public struct GANConfig: Sendable, Equatable {
         self.generatorAverage = generatorAverage
         self.textureMatching = textureMatching
         self.spectralNorm = spectralNorm
+        self.outputGradientFloor = outputGradientFloor
         self.featureLayer = featureLayer
         self.seed = seed
     }
@@ -257,9 +262,13 @@ public struct GANConfig: Sendable, Equatable {
     ///   generator's: it pushes the generator towards sharp detail sooner) with every weight
     ///   spectrally normalized (without it the wider range ended with the discriminator winning
     ///   in some runs), texture matching at weight 1 (the generator is asked for the real batch's
-    ///   finest texture: nuclear granules and fibres), and every generated image drawn from a
+    ///   finest texture: nuclear granules and fibres), every generated image drawn from a
     ///   moving average of the generator's weights (decay 0.99: its last 100 or so updates; 0.995
-    ///   read no better on three seeds, 0.999 worse on two); features as in cpu-64.
+    ///   read no better on three seeds, 0.999 worse on two), the square-root transfer (offset
+    ///   0.04: the camera's noise about the same size at every intensity, the dark background
+    ///   spread out, so the generator draws the crops' fine texture as noise rather than a mesh)
+    ///   and an output gradient floor of 0.1 (a background drawn black can brighten again to the
+    ///   crops' level); features as in cpu-64.
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
@@ -294,6 +303,8 @@ public struct GANConfig: Sendable, Equatable {
             c.discriminatorRate = c.generatorRate
             c.textureMatching = 1
             c.spectralNorm = true
+            c.preprocessing.transfer = .squareRoot(offset: 0.04)
+            c.outputGradientFloor = 0.1
             c.featureLayer = FeatureLayer(parts: [.allBlocks(.mean), .allBlocks(.std)], views: .dihedral)
             return c
         default:
@@ -332,6 +343,9 @@ public struct GANConfig: Sendable, Equatable {
         guard beta1 >= 0, beta1 < 1, beta2 >= 0, beta2 < 1, epsilon > 0 else { throw bad("beta1", "Adam needs 0 <= beta < 1 and epsilon > 0") }
         guard gradientPenalty >= 0, gradientPenalty.isFinite else { throw bad("gradient_penalty", "gradient penalty must be >= 0") }
         guard textureMatching >= 0, textureMatching.isFinite else { throw bad("texture_matching", "texture_matching (a loss weight) must be >= 0") }
+        guard outputGradientFloor >= 0, outputGradientFloor <= 1 else {
+            throw bad("output_gradient_floor", "output_gradient_floor (a share of the gradient) must be in [0, 1]")
+        }
         try diffAugment.validate()
         if let p = datasetScalePercentile, !(p > 0 && p <= 100) {
             throw bad("dataset_scale_percentile", "dataset_scale_percentile must be in (0, 100]")
@@ -370,6 +384,7 @@ public struct GANConfig: Sendable, Equatable {
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
             "texture_matching": .float(textureMatching),
             "spectral_norm": .bool(spectralNorm),
+            "output_gradient_floor": .float(outputGradientFloor),
             "feature_layer": .string(featureLayer.description),
             "seed": .string(String(seed)),
         ]
@@ -446,6 +461,7 @@ public struct GANConfig: Sendable, Equatable {
                   generatorAverage: try number("generator_average").map(Float.init),
                   textureMatching: try float("texture_matching", 0),
                   spectralNorm: try bool("spectral_norm", false),
+                  outputGradientFloor: try float("output_gradient_floor", 0),
                   featureLayer: featureLayer, seed: seed)
         try validate()
     }

@@ -64,6 +64,7 @@ public final class GANModel {
         self.config = config
         let arch = config.architecture
         generator = try arch.makeGenerator()
+        for case let t as Tanh in generator.layers { t.inwardGradientFloor = config.outputGradientFloor }
         discriminator = try arch.makeDiscriminator(noise: RandomStream(seed: config.seed, purpose: "discriminator-noise"))
         var rng = RandomStream(seed: config.seed, purpose: "init")
         generator.initialize(config.initialization, rng: &rng)

@@ -21,10 +21,10 @@ public enum SampleImages {
     /// Writes images `0 ..< count` as `<directory>/<prefix><i>.tif` (`writeTIFF`) and returns the paths.
     @discardableResult
     public static func writeTIFFs(_ images: [Float], count: Int, channels: Int, size: Int, directory: String, prefix: String,
-                                  cropUnits: Normalization? = nil) throws -> [String] {
+                                  cropUnits: Preprocessing? = nil) throws -> [String] {
         let per = channels * size * size
         guard images.count >= count * per else { throw CytoError(.shapeMismatch, "images hold \(images.count) values, \(count) images need \(count * per)") }
-        try cropUnits?.checkInvertible(channels: channels)  // before writing anything
+        try cropUnits?.checkInvertible()  // before writing anything
         try makeDirectories(directory)
         let digits = max(4, String(max(count - 1, 0)).count)
         return try (0..<count).map { i in
@@ -36,11 +36,11 @@ public enum SampleImages {
     }
 
     /// Writes image `index` of a list as a 16-bit TIFF. In model units -1 -> 0 and 1 -> 65535; in
-    /// the crops' units (`cropUnits`: the model's normalization) each value goes back through the
-    /// inverse of that normalization, so the file holds intensities comparable with the training
+    /// the crops' units (`cropUnits`: the model's preprocessing) each value goes back through the
+    /// inverse of its intensity transfer and normalization, so the file holds intensities comparable with the training
     /// crops (rounded, clipped to 0...65535).
     public static func writeTIFF(_ images: [Float], index i: Int, channels: Int, size: Int, to path: String,
-                                 cropUnits: Normalization? = nil) throws {
+                                 cropUnits: Preprocessing? = nil) throws {
         let per = channels * size * size
         guard let cropUnits else {
             try images.withUnsafeBufferPointer {
@@ -51,7 +51,7 @@ public enum SampleImages {
         }
         var planes = Array(images[(i * per)..<((i + 1) * per)])
         try planes.withUnsafeMutableBufferPointer { buf in
-            try cropUnits.invert(buf.baseAddress!, channels: channels, planeCount: size * size)
+            try cropUnits.toCropUnits(buf.baseAddress!, planeCount: size * size)
             try ImageWriter.writeTIFF(PixelImage(quantizing: UnsafeBufferPointer(buf), channels: channels, width: size, height: size,
                                                  from: (0, 65535), to: .uint16), to: path)
         }

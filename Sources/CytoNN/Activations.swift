@@ -81,6 +81,10 @@ public final class ReLU: ElementwiseLayer, Layer {
 /// instead of libm's tanhf, within 1.2e-7 of the exact value.
 public final class Tanh: ElementwiseLayer, Layer {
     public var kind: String { "Tanh" }
+    /// Backward only: where the incoming gradient would move an output back towards 0 (y g > 0),
+    /// the slope 1 - y^2 is taken as at least this, so outputs saturated at -1 or 1 can still
+    /// leave (0: the exact derivative everywhere).
+    public var inwardGradientFloor: Float = 0
     public override init(name: String) { super.init(name: name) }
 
     public func forward(_ x: Tensor) throws -> Tensor {
@@ -90,7 +94,16 @@ public final class Tanh: ElementwiseLayer, Layer {
     public func backward(_ gradOut: Tensor, inputGradient: Bool, parameterGradients: Bool) throws -> Tensor? {
         try checkGradient(gradOut, against: out, forwarded: forwarded)
         guard inputGradient else { return nil }
-        return mapGradient(gradOut) { _, y, g, d, n in for i in 0..<n { d[i] = g[i] * (1 - y[i] * y[i]) } }
+        let floor = inwardGradientFloor
+        guard floor > 0 else {
+            return mapGradient(gradOut) { _, y, g, d, n in for i in 0..<n { d[i] = g[i] * (1 - y[i] * y[i]) } }
+        }
+        return mapGradient(gradOut) { _, y, g, d, n in
+            for i in 0..<n {
+                let slope = 1 - y[i] * y[i]
+                d[i] = g[i] * (y[i] * g[i] > 0 ? max(slope, floor) : slope)
+            }
+        }
     }
 }
 

@@ -72,7 +72,7 @@ func parseNumbers(_ text: String, count: Int, option: String) throws -> [Double]
 struct ImagePrepare: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prepare",
-        abstract: "Write model inputs to .npy: crops cut, masked, normalized to [-1, 1] and resized (N, C, S, S) float32.",
+        abstract: "Write model inputs to .npy: crops cut, masked, normalized to [-1, 1], the intensity transfer applied, and resized (N, C, S, S) float32.",
         discussion: "Each input is a crop file, or with --channel-files one file per channel (all inputs together form one image). --centre or --box cut a window from a field (zero outside it); --mask keeps one object's pixels.")
 
     @Argument(help: "Image files.") var inputs: [String]
@@ -82,6 +82,7 @@ struct ImagePrepare: ParsableCommand {
     @Flag(help: "The inputs are one single-channel file per channel of one image.") var channelFiles = false
     @Option(help: "Normalization as JSON (kind: per_crop_max, bit_depth, fixed_scale, percentile, fixed_range).")
     var normalization = "{\"kind\":\"per_crop_max\"}"
+    @Option(help: "Intensity transfer after the normalization: linear, sqrt:C, or JSON.") var transfer = "linear"
     @Option(help: "How crops reach the model size.") var resize: ResizeMode = .resample
     @Option(help: "Object centre x,y in the field (pixels).") var centre: String?
     @Option(help: "Object bounding box x0,y0,x1,y1 (pixels, end exclusive).") var box: String?
@@ -102,11 +103,13 @@ struct ImagePrepare: ParsableCommand {
         }
         try reportingErrors {
             let norm = try Normalization(json: try JSON.parse(normalization))
+            let transfer = try parseTransfer(self.transfer)
             let sources: [ImageSource] = channelFiles ? [.channelFiles(inputs)] : inputs.map { .file($0, channels: pick) }
             let specs = sources.map { CropSpec(source: $0, region: region, mask: mask.map { MaskSpec(path: $0, label: label) }) }
             // The channel count comes from the first image.
             let probe = try ImageReader.read(sources[0])
-            let pre = Preprocessing(size: size, channels: probe.channels, cropSize: cropSize, normalization: norm, resize: resize)
+            let pre = Preprocessing(size: size, channels: probe.channels, cropSize: cropSize, normalization: norm,
+                                    transfer: transfer, resize: resize)
             try norm.validate(channels: probe.channels)
             let loader = CropLoader(preprocessing: pre)
             var all = [Float](repeating: 0, count: specs.count * pre.inputCount)

@@ -60,8 +60,8 @@ struct SampleCommand: ParsableCommand {
             let pairs = try interpolate.map { try indexes($0, 2, "--interpolate") }
             let triples = try algebra.map { try indexes($0, 3, "--algebra") }
             let sampler = Sampler(model: m, averaged: !currentGenerator)
-            let cropUnits = units == .crops ? m.config.preprocessing.normalization : nil
-            try cropUnits?.checkInvertible(channels: a.channels)
+            let cropUnits = units == .crops ? m.config.preprocessing : nil
+            try cropUnits?.checkInvertible()
             try makeDirectories(out)
             var written: [String: JSON] = ["vectors": JSON(n)]
 

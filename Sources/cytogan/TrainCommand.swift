@@ -42,6 +42,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("batch-size"), help: "Crops per batch.") var batchSize: Int?
     @Option(name: .customLong("critic-steps"), help: "WGAN-GP: discriminator updates per generator update.") var criticSteps: Int?
     @Option(help: "Normalization: per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C, percentile:LO,HI, dataset[:P] (a per-channel scale estimated from the crops: their P-th percentile, default 99.9), or JSON.") var normalization: String?
+    @Option(help: "Intensity transfer after the normalization: linear, or sqrt:C (a square root with offset C that spreads the dark end; cells-64: sqrt:0.04).") var transfer: String?
     @Option(help: "How crops reach the model size.") var resize: ResizeMode?
     @Option(help: "Augmentation: flips, quarter-turn rotations, or dihedral (both).") var augment: AugmentOption?
     @Option(name: .customLong("feature-layer"), help: "Features stored with the model: representation, pooled, pooled-max, pooled-std, pool:LAYER, max:LAYER, std:LAYER, a layer name, or a comma list; suffix @dihedral averages over the crop's 8 mirrors and quarter turns.")
@@ -54,6 +55,8 @@ struct TrainCommand: ParsableCommand {
     var textureMatching: Float?
     @Flag(inversion: .prefixedNo, help: "Spectral normalization of the discriminator's weights (on or off; default: the preset's).")
     var spectralNorm: Bool?
+    @Option(name: .customLong("output-gradient-floor"), help: "Share of the gradient the generator's output tanh passes at least where it points back into the range, so saturated pixels can leave (cells-64: 0.1; 0: the exact derivative).")
+    var outputGradientFloor: Float?
     @Option(help: "Generator steps to run.") var steps: Int?
     @Option(help: "Minutes to run (with --steps: whichever comes first).") var minutes: Double?
     @Option(name: .customLong("checkpoint-dir"), help: "Folder of checkpoints.") var checkpointDir: String = "checkpoints"
@@ -77,9 +80,9 @@ struct TrainCommand: ParsableCommand {
 
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
-        batchSize != nil || criticSteps != nil || normalization != nil || resize != nil || augment != nil
+        batchSize != nil || criticSteps != nil || normalization != nil || transfer != nil || resize != nil || augment != nil
             || discriminatorAverage != nil || generatorAverage != nil || textureMatching != nil
-            || spectralNorm != nil
+            || spectralNorm != nil || outputGradientFloor != nil
     }
 
     func validate() throws {
@@ -124,6 +127,7 @@ struct TrainCommand: ParsableCommand {
                 c.datasetFloorPercentile = nil
             }
         }
+        if let transfer { c.preprocessing.transfer = try parseTransfer(transfer) }
         if let resize { c.preprocessing.resize = resize }
         if let augment { c.augmentation = augment.augmentation }
         if let featureLayer { c.featureLayer = try FeatureLayer(parsing: featureLayer) }
@@ -132,6 +136,7 @@ struct TrainCommand: ParsableCommand {
         if let generatorAverage { c.generatorAverage = try TrainCommand.decay(generatorAverage, option: "--generator-average") }
         if let textureMatching { c.textureMatching = textureMatching }
         if let spectralNorm { c.spectralNorm = spectralNorm }
+        if let outputGradientFloor { c.outputGradientFloor = outputGradientFloor }
         if c.name != "custom" && overridesPreset {
             c.name += "+custom"
         }
@@ -303,6 +308,19 @@ enum AugmentOption: String, CaseIterable, ExpressibleByArgument {
         case .dihedral: return .dihedral
         }
     }
+}
+
+/// An intensity transfer from its short form (linear, sqrt:C) or JSON.
+func parseTransfer(_ text: String) throws -> IntensityTransfer {
+    if text == "linear" { return .linear }
+    if text.hasPrefix("sqrt:") {
+        guard let c = Float(text.dropFirst(5)), c.isFinite, c > 0, c <= 100 else {
+            throw ValidationError("--transfer sqrt:C needs a number C in (0, 100]")
+        }
+        return .squareRoot(offset: c)
+    }
+    if text.hasPrefix("{") { return try IntensityTransfer(json: try JSON.parse(text)) }
+    throw ValidationError("--transfer must be linear, sqrt:C or JSON")
 }
 
 /// A normalization from its short form (per_crop_max, bit_depth[:BITS], fixed_scale:A,B,C,

@@ -43,8 +43,9 @@ import Testing
     }
 }
 
-/// Samples written in the crops' units go back through the inverse of the model's normalization:
-/// read again and normalized as a crop, they equal the model-space images to 16-bit rounding.
+/// Samples written in the crops' units go back through the inverse of the model's intensity
+/// transfer and normalization: read again and preprocessed as a crop, they equal the model-space
+/// images to 16-bit rounding.
 @Test func samplesInCropUnitsInvertTheNormalization() throws {
     let dir = try Fixture.tempDir("crop-units")
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -53,28 +54,36 @@ import Testing
     var images = [Float](repeating: 0, count: 2 * per)
     for i in images.indices { images[i] = rng.uniform(-1.2, 1.2) }  // some beyond the range: clipped
     let scale: [Float] = [1000, 20000, 65535]
-    for norm in [Normalization.fixedScale(scale), .fixedRange(low: [100, 200, 300], high: [4000, 5000, 6000]), .bitDepth(bits: 12)] {
-        let paths = try SampleImages.writeTIFFs(images, count: 2, channels: channels, size: size, directory: dir, prefix: "s-", cropUnits: norm)
-        for (k, path) in paths.enumerated() {
-            let raw = try ImageReader.read(path: path)
-            var planes = raw.floatPlanes
-            let step = (0..<channels).map { c -> Float in let r = norm.unitRange(channel: c)!; return 2 / (r.high - r.low) }
-            planes.withUnsafeMutableBufferPointer { buf in
-                var scratch = [Float](repeating: 0, count: size * size)
-                norm.apply(buf.baseAddress!, channels: channels, planeCount: size * size, type: .uint16, scratch: &scratch)
-            }
-            for c in 0..<channels {
-                for j in 0..<(size * size) {
-                    let want = min(max(images[k * per + c * size * size + j], -1), 1)
-                    // Rounding to an integer intensity moves a value by at most half an intensity step.
-                    #expect(abs(planes[c * size * size + j] - want) <= 0.5 * step[c] + 1e-5, "\(norm) image \(k) channel \(c)")
+    let fixed = [Normalization.fixedScale(scale), .fixedRange(low: [100, 200, 300], high: [4000, 5000, 6000]), .bitDepth(bits: 12)]
+    for norm in fixed {
+        for transfer in [IntensityTransfer.linear, .squareRoot(offset: 0.04)] {
+            let pre = Preprocessing(size: size, channels: channels, normalization: norm, transfer: transfer, resize: .padCrop)
+            let paths = try SampleImages.writeTIFFs(images, count: 2, channels: channels, size: size, directory: dir, prefix: "s-", cropUnits: pre)
+            // One intensity step in model units, times the transfer's steepest slope (at the dark end).
+            let slope: Float = transfer == .linear ? 1 : 1 / (2 * 0.2 * (Float(1.04).squareRoot() - 0.2))
+            for (k, path) in paths.enumerated() {
+                let raw = try ImageReader.read(path: path)
+                var planes = raw.floatPlanes
+                let step = (0..<channels).map { c -> Float in let r = norm.unitRange(channel: c)!; return 2 / (r.high - r.low) * slope }
+                planes.withUnsafeMutableBufferPointer { buf in
+                    var scratch = [Float](repeating: 0, count: size * size)
+                    norm.apply(buf.baseAddress!, channels: channels, planeCount: size * size, type: .uint16, scratch: &scratch)
+                    transfer.apply(buf.baseAddress!, count: buf.count)
+                }
+                for c in 0..<channels {
+                    for j in 0..<(size * size) {
+                        let want = min(max(images[k * per + c * size * size + j], -1), 1)
+                        // Rounding to an integer intensity moves a value by at most half an intensity step.
+                        #expect(abs(planes[c * size * size + j] - want) <= 0.5 * step[c] + 1e-5, "\(norm) \(transfer) image \(k) channel \(c)")
+                    }
                 }
             }
         }
     }
     for norm in [Normalization.perCropMax, .percentile(low: 1, high: 99), .bitDepth(bits: nil)] {
+        let pre = Preprocessing(size: size, channels: channels, normalization: norm)
         do {
-            try SampleImages.writeTIFFs(images, count: 2, channels: channels, size: size, directory: dir + "/no", prefix: "s-", cropUnits: norm)
+            try SampleImages.writeTIFFs(images, count: 2, channels: channels, size: size, directory: dir + "/no", prefix: "s-", cropUnits: pre)
             Issue.record("wrote \(norm) in crop units")
         } catch let e as CytoError { #expect(e.field == "normalization") }
         #expect(!FileManager.default.fileExists(atPath: dir + "/no"))

@@ -51,3 +51,28 @@ import Testing
         }
     }
 }
+
+/// `output_gradient_floor` reaches the generator's output tanh (and only it), survives a
+/// checkpoint, and values outside [0, 1] are refused naming the key.
+@Test func outputGradientFloorReachesTheGeneratorsTanh() throws {
+    var c = Fixture.tinyConfig(loss: .lsgan)
+    #expect(c.outputGradientFloor == 0)
+    c.outputGradientFloor = 0.1
+    #expect(try GANConfig(json: c.json) == c)
+    let model = try GANModel(config: c)
+    let tanhs = model.generator.layers.compactMap { $0 as? Tanh }
+    #expect(tanhs.count == 1 && tanhs[0].inwardGradientFloor == 0.1)
+    let dir = try Fixture.tempDir("gradient-floor")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try model.save(to: dir + "/m.safetensors")
+    let loaded = try GANModel.load(from: dir + "/m.safetensors")
+    #expect(loaded.generator.layers.compactMap { ($0 as? Tanh)?.inwardGradientFloor } == [0.1])
+    let j = try #require(c.json.objectValue)
+    for bad: JSON in [.float(-0.1), .float(1.5), .string("some")] {
+        var o = j
+        o["output_gradient_floor"] = bad
+        do { _ = try GANConfig(json: .object(o)); Issue.record("accepted output_gradient_floor \(bad)") } catch let e as CytoError {
+            #expect(e.field == "output_gradient_floor", "\(e)")
+        }
+    }
+}

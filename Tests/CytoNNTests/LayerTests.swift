@@ -123,6 +123,25 @@ struct LayerTests {
         #expect(big[0] == 0 && big[1] == 1)
     }
 
+    @Test("Tanh's inward gradient floor: slope at least the floor only where the gradient points back into the range")
+    func tanhInwardGradientFloor() throws {
+        let x = try Tensor(Shape(8), [-6, -6, -0.3, -0.3, 0.2, 0.2, 5, 5])
+        let g = try Tensor(Shape(8), [-1, 1, -2, 2, 0.5, -0.5, 3, -3])
+        let layer = Tanh(name: "t")
+        layer.inwardGradientFloor = 0.1
+        _ = try layer.forward(x)
+        let d = try #require(try layer.backward(g, inputGradient: true, parameterGradients: false)).values
+        for i in 0..<8 {
+            let y = tanh(Double(x[i])), exact = 1 - y * y
+            // Inward: y < 0 with the loss falling as y rises (g < 0), or y > 0 with g > 0.
+            let slope = y * Double(g[i]) > 0 ? max(exact, 0.1) : exact
+            #expect(abs(Double(d[i]) - Double(g[i]) * slope) <= 1e-6 * max(1, abs(Double(g[i]))), "x \(x[i]) g \(g[i])")
+        }
+        // Saturated at -1: the inward gradient passes at the floor, the outward one stays tiny.
+        #expect(abs(d[0] + 0.1) < 1e-6 && abs(d[1]) < 1e-4)
+        #expect(abs(d[6] - 0.3) < 1e-6 && abs(d[7]) < 1e-3)
+    }
+
     @Test("GaussianNoise: std, switching off, own stream, held sample, identity gradient")
     func gaussianNoise() throws {
         let noise = GaussianNoise(name: "noise", std: 0.1, rng: RandomStream(seed: 5, purpose: "noise"))

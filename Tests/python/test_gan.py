@@ -359,3 +359,41 @@ def test_gan_spectral_norm_weights_have_unit_norm(cytogan, tmp_path):
     assert not any(k.startswith("spectral_norm.") for k in t)
     with safe_open(s["checkpoint"], "np") as f:
         assert json.loads(f.metadata()["config"])["spectral_norm"] is False
+
+
+def sqrt_transfer(v, c):
+    """The square-root intensity transfer on normalized values v in [-1, 1], from its definition."""
+    u = np.clip((v + 1) / 2, 0, 1)
+    return (np.sqrt(u + c) - np.sqrt(c)) / (np.sqrt(1 + c) - np.sqrt(c)) * 2 - 1
+
+
+def test_gan_square_root_transfer_in_and_out(cytogan, tmp_path):
+    """--transfer sqrt:C: the model's inputs are the normalized crops through the square root
+    (NumPy on the TIFF's pixels), the config records it, and samples written in the crops' units
+    are the NumPy generator's images through the inverse square root and the inverse range."""
+    manifest, arrays = write_crops(tmp_path, 10)
+    low, high, c = [50.0, 60.0, 70.0], [1500.0, 1800.0, 2100.0], 0.04
+    norm = {"kind": "fixed_range", "low": low, "high": high}
+    lo, hi = np.array(low)[:, None, None], np.array(high)[:, None, None]
+    cytogan("image", "prepare", tmp_path / "crops" / "c3.tif", "--npy", tmp_path / "in.npy", "--size", SIZE, "--resize", "pad_crop",
+            "--normalization", json.dumps(norm), "--transfer", f"sqrt:{c}")
+    linear = np.clip((arrays[3].astype(np.float64) - lo) / (hi - lo) * 2 - 1, -1, 1)
+    np.testing.assert_allclose(np.load(tmp_path / "in.npy")[0], sqrt_transfer(linear, c), atol=2e-6)
+
+    config = dict(CONFIG, preprocessing=dict(CONFIG["preprocessing"], normalization=norm))
+    (tmp_path / "tiny.json").write_text(json.dumps(config))
+    s = json.loads(cytogan("train", "--manifest", manifest, "--config", tmp_path / "tiny.json", "--transfer", f"sqrt:{c}",
+                           "--steps", 3, "--threads", 1, "--progress", "none", "--checkpoint-dir", tmp_path / "ck").stdout)
+    with safe_open(s["checkpoint"], "np") as f:
+        pre = json.loads(f.metadata()["config"])["preprocessing"]
+    assert pre["transfer"]["kind"] == "square_root" and abs(pre["transfer"]["offset"] - c) < 1e-7
+    z = np.random.default_rng(4).standard_normal((3, LATENT)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    cytogan("sample", "--model", s["checkpoint"], "--vectors", tmp_path / "z.npy", "--units", "crops", "--out", tmp_path / "s", "--threads", 1)
+    model = generate(load_file(s["checkpoint"]), z.astype(np.float64))
+    r0, span = np.sqrt(c), np.sqrt(1 + c) - np.sqrt(c)
+    u = np.clip((np.clip((model + 1) / 2, 0, 1) * span + r0) ** 2 - c, 0, 1)
+    want = lo + u * (hi - lo)
+    for i in range(3):
+        img = np.moveaxis(tifffile.imread(tmp_path / "s" / f"sample-{i:04d}.tif"), -1, 0).astype(np.float64)
+        np.testing.assert_allclose(img, np.round(want[i]), atol=2)

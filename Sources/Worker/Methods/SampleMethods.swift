@@ -313,8 +313,8 @@ struct ImageOutput {
     func write(_ images: [Float], names: [String], montage rows: [[Int]], config: GANConfig,
                into result: inout [String: JSON]) throws {
         let c = config.architecture.channels, s = config.architecture.size
-        let units = cropUnits ? config.preprocessing.normalization : nil
-        try units?.checkInvertible(channels: c)
+        let units = cropUnits ? config.preprocessing : nil
+        try units?.checkInvertible()
         try makeDirectories(directory)
         var files: [JSON] = []
         for (i, name) in names.enumerated() {
