@@ -617,10 +617,12 @@ func checkResume(_ config: GANConfig) throws {
 }
 
 /// cells-64 cuts each crop's centre instead of resampling it: a 68-pixel crop reaches the model
-/// as its pixels 2..<66 in both axes, each scaled by the dataset range, untouched by any filter.
+/// as its pixels 2..<66 in both axes, each scaled by the dataset range and put through the
+/// square root (offset 0.04, evaluated here in Double), untouched by any filter.
 @Test func cells64CutsTheCentreOfLargerCrops() throws {
     let cells = try GANConfig.preset("cells-64")
     #expect(cells.preprocessing.resize == .padCrop && cells.preprocessing.size == 64)
+    #expect(cells.preprocessing.transfer == .squareRoot(offset: 0.04) && cells.outputGradientFloor == 0.1)
     let dir = try Fixture.tempDir("centre")
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let paths = try Fixture.writeCrops(in: dir, count: 1, side: 68)
@@ -635,9 +637,10 @@ func checkResume(_ config: GANConfig) throws {
     for c in 0..<3 {
         for y in 0..<64 {
             for x in 0..<64 {
-                let v = values[(c * 68 + y + 2) * 68 + x + 2]
-                let expected = 2 * (v - low[c]) / (high[c] - low[c]) - 1
-                worst = max(worst, abs(got[(c * 64 + y) * 64 + x] - max(-1, min(1, expected))))
+                let v = Double(values[(c * 68 + y + 2) * 68 + x + 2])
+                let u = max(0, min(1, (v - Double(low[c])) / Double(high[c] - low[c])))
+                let expected = ((u + 0.04).squareRoot() - 0.2) / ((1.04).squareRoot() - 0.2) * 2 - 1
+                worst = max(worst, Float(abs(Double(got[(c * 64 + y) * 64 + x]) - expected)))
             }
         }
     }
