@@ -12,9 +12,6 @@ public enum IntensityTransfer: Sendable, Equatable {
     /// noise's variance over the shot noise's gain in range units (about 0.04 for BBBC021).
     case squareRoot(offset: Float)
 
-    /// Absent from a configuration: linear.
-    public static let `default` = IntensityTransfer.linear
-
     public var json: JSON {
         switch self {
         case .linear: return ["kind": "linear"]
