@@ -27,7 +27,7 @@ public enum IntensityTransfer: Sendable, Equatable {
         switch kind {
         case "linear": self = .linear
         case "square_root":
-            guard let c = o["offset"]?.doubleValue, c.isFinite, c > 0, c <= 100 else {
+            guard let c = o["offset"]?.doubleValue, c.isFinite, Float(c) > 0, c <= 100 else {
                 throw bad("offset", "a square_root transfer needs a number 'offset' in (0, 100]")
             }
             self = .squareRoot(offset: Float(c))

@@ -314,10 +314,9 @@ enum AugmentOption: String, CaseIterable, ExpressibleByArgument {
 func parseTransfer(_ text: String) throws -> IntensityTransfer {
     if text == "linear" { return .linear }
     if text.hasPrefix("sqrt:") {
-        guard let c = Float(text.dropFirst(5)), c.isFinite, c > 0, c <= 100 else {
-            throw ValidationError("--transfer sqrt:C needs a number C in (0, 100]")
-        }
-        return .squareRoot(offset: c)
+        guard let c = Double(text.dropFirst(5)) else { throw ValidationError("--transfer sqrt:C needs a number C in (0, 100]") }
+        // The offset's bounds live in one place: the transfer's own parser.
+        return try IntensityTransfer(json: ["kind": "square_root", "offset": .double(c)])
     }
     if text.hasPrefix("{") { return try IntensityTransfer(json: try JSON.parse(text)) }
     throw ValidationError("--transfer must be linear, sqrt:C or JSON")
