@@ -177,6 +177,10 @@ public struct GANConfig: Sendable, Equatable {
     /// of the 5-point Laplacian, per channel) to the real batch's (0: none; TextureMatching).
     /// Without it a short training draws cells without nuclear granules or fibres.
     public var textureMatching: Float
+    /// Weight of a generator loss term matching how bright each generated cell's brightest 1% of
+    /// pixels are, rank by rank over the batch, to the real batch's (0: none; TailMatching).
+    /// Without it a short training draws too few of the rare bright cells.
+    public var tailMatching: Float
     /// Spectral normalization of every discriminator weight (Miyato et al. 2018): each is used
     /// divided by its largest singular value, so the discriminator cannot sharpen its verdict
     /// faster than the generator can answer (without it, runs that let the generator reach the
@@ -196,7 +200,7 @@ public struct GANConfig: Sendable, Equatable {
                 preprocessing: Preprocessing? = nil, augmentation: Augmentation = .none,
                 diffAugment: DiffAugmentPolicy = .none, datasetScalePercentile: Double? = nil, datasetFloorPercentile: Double? = nil,
                 discriminatorAverage: Float? = nil, generatorAverage: Float? = nil, textureMatching: Float = 0,
-                spectralNorm: Bool = false, outputGradientFloor: Float = 0, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
+                tailMatching: Float = 0, spectralNorm: Bool = false, outputGradientFloor: Float = 0, featureLayer: FeatureLayer = .representation, seed: UInt64 = 1) {
         self.name = name
         self.architecture = architecture
         self.loss = loss
@@ -216,6 +220,7 @@ public struct GANConfig: Sendable, Equatable {
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
         self.textureMatching = textureMatching
+        self.tailMatching = tailMatching
         self.spectralNorm = spectralNorm
         self.outputGradientFloor = outputGradientFloor
         self.featureLayer = featureLayer
@@ -302,6 +307,7 @@ public struct GANConfig: Sendable, Equatable {
             c.discriminatorAverage = 0.999
             c.discriminatorRate = c.generatorRate
             c.textureMatching = 1
+            c.tailMatching = 1
             c.spectralNorm = true
             c.preprocessing.transfer = .squareRoot(offset: 0.04)
             c.outputGradientFloor = 0.1
@@ -343,6 +349,7 @@ public struct GANConfig: Sendable, Equatable {
         guard beta1 >= 0, beta1 < 1, beta2 >= 0, beta2 < 1, epsilon > 0 else { throw bad("beta1", "Adam needs 0 <= beta < 1 and epsilon > 0") }
         guard gradientPenalty >= 0, gradientPenalty.isFinite else { throw bad("gradient_penalty", "gradient penalty must be >= 0") }
         guard textureMatching >= 0, textureMatching.isFinite else { throw bad("texture_matching", "texture_matching (a loss weight) must be >= 0") }
+        guard tailMatching >= 0, tailMatching.isFinite else { throw bad("tail_matching", "tail_matching (a loss weight) must be >= 0") }
         guard outputGradientFloor >= 0, outputGradientFloor <= 1 else {
             throw bad("output_gradient_floor", "output_gradient_floor (a share of the gradient) must be in [0, 1]")
         }
@@ -383,6 +390,7 @@ public struct GANConfig: Sendable, Equatable {
             "discriminator_average": discriminatorAverage.map { JSON.float($0) } ?? JSON.null,
             "generator_average": generatorAverage.map { JSON.float($0) } ?? JSON.null,
             "texture_matching": .float(textureMatching),
+            "tail_matching": .float(tailMatching),
             "spectral_norm": .bool(spectralNorm),
             "output_gradient_floor": .float(outputGradientFloor),
             "feature_layer": .string(featureLayer.description),
@@ -460,6 +468,7 @@ public struct GANConfig: Sendable, Equatable {
                   discriminatorAverage: try number("discriminator_average").map(Float.init),
                   generatorAverage: try number("generator_average").map(Float.init),
                   textureMatching: try float("texture_matching", 0),
+                  tailMatching: try float("tail_matching", 0),
                   spectralNorm: try bool("spectral_norm", false),
                   outputGradientFloor: try float("output_gradient_floor", 0),
                   featureLayer: featureLayer, seed: seed)

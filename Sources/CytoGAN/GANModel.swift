@@ -95,6 +95,7 @@ public final class GANModel {
                                        diffAugment: config.diffAugment, discriminatorAverage: discriminatorAverage,
                                        generatorAverage: generatorAverage,
                                        textureMatching: config.textureMatching > 0 ? TextureMatching(weight: config.textureMatching) : nil,
+                                       tailMatching: config.tailMatching > 0 ? TailMatching(weight: config.tailMatching) : nil,
                                        spectralNormalization: spectralNormalization)
         step = 0
         cursor = DataCursor(seed: config.seed)

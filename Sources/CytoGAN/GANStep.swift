@@ -21,7 +21,8 @@ public enum GANLoss: String, Sendable, CaseIterable {
 ///    (`discriminatorAverage`) takes D's new weights.
 /// 3. D on fake again; G's loss (towards 1, or -mean D for WGAN-GP) back-propagated through D
 ///    (input gradient only) into G, plus the texture-matching term's gradient when kept
-///    (`textureMatching`, on the un-augmented fake and real batches, included in G's loss);
+///    (`textureMatching`, on the un-augmented fake and real batches, included in G's loss), and
+///    the bright-tail term's (`tailMatching`, the same way);
 ///    G's optimizer steps.
 /// With a differentiable augmentation (`diffAugment`), every batch D sees in steps 2 and 3 goes
 /// through fresh random transforms first, and G's gradient comes back through them.
@@ -53,6 +54,8 @@ public final class GANTrainingStep {
     public let generatorAverage: WeightAverage?
     /// The generator's texture-matching term (nil: none).
     public let textureMatching: TextureMatching?
+    /// The generator's bright-tail matching term (nil: none).
+    public let tailMatching: TailMatching?
     /// Spectral normalization of the discriminator's weights (nil: none): its optimizer updates
     /// the unnormalized weights, and the step renormalizes them after each update.
     public let spectralNormalization: SpectralNormalization?
@@ -86,7 +89,7 @@ public final class GANTrainingStep {
     public init(generator: Network, discriminator: Network, generatorOptimizer: any Optimizer, discriminatorOptimizer: any Optimizer,
                 loss: GANLoss, latent: Int, seed: UInt64, penaltyWeight: Float = 10,
                 diffAugment policy: DiffAugmentPolicy = .none, discriminatorAverage: WeightAverage? = nil,
-                generatorAverage: WeightAverage? = nil, textureMatching: TextureMatching? = nil,
+                generatorAverage: WeightAverage? = nil, textureMatching: TextureMatching? = nil, tailMatching: TailMatching? = nil,
                 spectralNormalization: SpectralNormalization? = nil) {
         self.generator = generator
         self.discriminator = discriminator
@@ -102,6 +105,7 @@ public final class GANTrainingStep {
         self.discriminatorAverage = discriminatorAverage
         self.generatorAverage = generatorAverage
         self.textureMatching = textureMatching
+        self.tailMatching = tailMatching
         self.spectralNormalization = spectralNormalization
     }
 
@@ -228,6 +232,10 @@ public final class GANTrainingStep {
         if let a = diffAugment { gx = try a.backward(gx) }
         if let t = textureMatching {
             let term = try t.accumulate(fake: fake, real: real, into: gx, collective: collective)
+            lossG += term * batchFraction
+        }
+        if let t = tailMatching {
+            let term = try t.accumulate(fake: fake, real: real, into: gx, collective: collective, slice: slice)
             lossG += term * batchFraction
         }
         _ = try generator.backward(gx, inputGradient: false, parameterGradients: true)

@@ -53,6 +53,8 @@ struct TrainCommand: ParsableCommand {
     var generatorAverage: String?
     @Option(name: .customLong("texture-matching"), help: "Weight of the loss term that asks the generator for the real crops' finest texture (cells-64: 1; 0: none).")
     var textureMatching: Float?
+    @Option(name: .customLong("tail-matching"), help: "Weight of the loss term that asks the generator for cells as bright as the real crops' brightest, rank by rank over the batch (cells-64: 1; 0: none).")
+    var tailMatching: Float?
     @Flag(inversion: .prefixedNo, help: "Spectral normalization of the discriminator's weights (on or off; default: the preset's).")
     var spectralNorm: Bool?
     @Option(name: .customLong("output-gradient-floor"), help: "Share of the gradient the generator's output tanh passes at least where it points back into the range, so saturated pixels can leave (cells-64: 0.1; 0: the exact derivative).")
@@ -81,7 +83,7 @@ struct TrainCommand: ParsableCommand {
     /// Options that change a preset's training recipe (its name then gains "+custom").
     var overridesPreset: Bool {
         batchSize != nil || criticSteps != nil || normalization != nil || transfer != nil || resize != nil || augment != nil
-            || discriminatorAverage != nil || generatorAverage != nil || textureMatching != nil
+            || discriminatorAverage != nil || generatorAverage != nil || textureMatching != nil || tailMatching != nil
             || spectralNorm != nil || outputGradientFloor != nil
     }
 
@@ -135,6 +137,7 @@ struct TrainCommand: ParsableCommand {
         if let discriminatorAverage { c.discriminatorAverage = try TrainCommand.decay(discriminatorAverage, option: "--discriminator-average") }
         if let generatorAverage { c.generatorAverage = try TrainCommand.decay(generatorAverage, option: "--generator-average") }
         if let textureMatching { c.textureMatching = textureMatching }
+        if let tailMatching { c.tailMatching = tailMatching }
         if let spectralNorm { c.spectralNorm = spectralNorm }
         if let outputGradientFloor { c.outputGradientFloor = outputGradientFloor }
         if c.name != "custom" && overridesPreset {

@@ -72,17 +72,18 @@ import Testing
         }
     }
 
-    /// With texture matching the generator's first gradients are large (a fresh generator draws
+    /// With texture matching (or bright-tail matching, whose ranks are taken over the global
+    /// batch) the generator's first gradients are large (a fresh generator draws
     /// almost no texture), and Adam's first update is about the learning rate times the sign of
     /// each gradient, so the rounding noise in gradients that are 0 in exact arithmetic (a
     /// convolution's bias before BatchNorm) moves weights by a whole step. So this compares the
     /// gradients of one step instead: every generator gradient of each rank equals one process's
     /// to 1e-5 of the network's largest.
-    @Test(arguments: [2, 4])
-    func textureMatchingGradientsMatchOneProcess(ranks: Int) throws {
+    @Test(arguments: [(2, false), (4, false), (2, true), (4, true)])
+    func matchingTermGradientsMatchOneProcess(ranks: Int, tail: Bool) throws {
         Engine.setThreads(1)
         var c = Self.config()
-        c.textureMatching = 1
+        if tail { c.tailMatching = 1 } else { c.textureMatching = 1 }
         let real = randomTensor(Shape(8, 3, 16, 16), seed: 20, scale: 0.5)
         let single = try GANModel(config: c)
         let one = try single.trainingStep.step(real: real)

@@ -73,7 +73,7 @@ extension Server {
 private let configKeys: Set<String> = ["architecture", "discriminator_rate", "generator_rate", "beta1", "beta2", "epsilon", "batch_size",
                                        "critic_steps", "gradient_penalty", "initialization", "preprocessing", "augmentation", "diff_augment",
                                        "dataset_scale_percentile", "dataset_floor_percentile", "discriminator_average", "generator_average",
-                                       "texture_matching", "spectral_norm", "output_gradient_floor", "feature_layer"]
+                                       "texture_matching", "tail_matching", "spectral_norm", "output_gradient_floor", "feature_layer"]
 private let architectureKeys: Set<String> = ["size", "channels", "latent", "generator_widths", "discriminator_widths",
                                              "discriminator_strides", "representation", "kernel", "leak", "noise_std", "fused_upsample", "output_margin"]
 private let preprocessingKeys: Set<String> = ["size", "channels", "crop_size", "normalization", "transfer", "resize"]
