@@ -272,8 +272,10 @@ public struct GANConfig: Sendable, Equatable {
     ///   read no better on three seeds, 0.999 worse on two), the square-root transfer (offset
     ///   0.04: the camera's noise about the same size at every intensity, the dark background
     ///   spread out, so the generator draws the crops' fine texture as noise rather than a mesh)
-    ///   and an output gradient floor of 0.1 (a background drawn black can brighten again to the
-    ///   crops' level); features as in cpu-64.
+    ///   an output gradient floor of 0.1 (a background drawn black can brighten again to the
+    ///   crops' level) and bright-tail matching at weight 1 (each generated cell's brightest
+    ///   pixels matched to the real cell of the same rank in the batch: the rare bright cells);
+    ///   features as in cpu-64.
     public static func preset(_ name: String, loss: GANLoss = .lsgan, seed: UInt64 = 1) throws -> GANConfig {
         switch name {
         case "paper-96":
