@@ -271,7 +271,7 @@ public struct GANConfig: Sendable, Equatable {
     ///   moving average of the generator's weights (decay 0.99: its last 100 or so updates; 0.995
     ///   read no better on three seeds, 0.999 worse on two), the square-root transfer (offset
     ///   0.04: the camera's noise about the same size at every intensity, the dark background
-    ///   spread out, so the generator draws the crops' fine texture as noise rather than a mesh)
+    ///   spread out, so the generator draws the crops' fine texture as noise rather than a mesh),
     ///   an output gradient floor of 0.1 (a background drawn black can brighten again to the
     ///   crops' level) and bright-tail matching at weight 1 (each generated cell's brightest
     ///   pixels matched to the real cell of the same rank in the batch: the rare bright cells);

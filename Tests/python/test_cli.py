@@ -1,5 +1,7 @@
 """The command line answers as a shell user expects."""
 
+import pytest
+
 
 def test_help_lists_every_subcommand(cytogan):
     out = cytogan("--help").stdout
@@ -54,11 +56,14 @@ def test_extract_that_produces_nothing_fails(cytogan, tmp_path):
     assert p.returncode != 0 and not out.exists()
 
 
-def test_a_negative_texture_matching_weight_is_refused_by_name(cytogan, tmp_path):
-    """--texture-matching is a loss weight: a negative one stops before any training, naming the
-    config key, and leaves no checkpoint behind."""
-    p = cytogan("train", "--manifest", tmp_path / "none.csv", "--steps", 1, "--texture-matching=-0.5",
+@pytest.mark.parametrize("option,key", [("--texture-matching=-0.5", "texture_matching"),
+                                        ("--tail-matching=-0.5", "tail_matching"),
+                                        ("--tail-matching=nan", "tail_matching")])
+def test_a_bad_matching_weight_is_refused_by_name(cytogan, tmp_path, option, key):
+    """--texture-matching and --tail-matching are loss weights: a negative or NaN one stops
+    before any training, naming the config key, and leaves no checkpoint behind."""
+    p = cytogan("train", "--manifest", tmp_path / "none.csv", "--steps", 1, option,
                 "--checkpoint-dir", tmp_path / "ck", check=False)
     assert p.returncode != 0
-    assert "texture_matching" in p.stderr
+    assert key in p.stderr
     assert not (tmp_path / "ck").exists() or not any((tmp_path / "ck").iterdir())
