@@ -75,7 +75,9 @@ func parallelChunks(_ n: Int, work: Int, _ body: (Int, Range<Int>) -> Void) {
 
 /// Row-major C[m x n] = alpha op(A) op(B) + beta C, with op(A) m x k and op(B) k x n, split
 /// among the engine's threads along the longer of M and N. Every element is still computed by
-/// one single-threaded GEMM over all of K, so the result does not depend on the thread count.
+/// one single-threaded GEMM over all of K; the thread count changes only the shapes of those
+/// GEMMs, which some BLAS kernels (OpenBLAS's for AMD Zen) tile differently, so results agree
+/// across thread counts to float rounding, and bit for bit for the same thread count.
 func parallelSgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
                    b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
     guard m > 0 && n > 0 else { return }

@@ -177,10 +177,15 @@ struct ThreadTests {
         #expect(other.step.generator.parameters[0].value.values != a[0])
     }
 
-    @Test("two threads give the same outputs and input gradients as one, and parameter gradients to rounding")
+    /// The threads split the batch, and each split is a GEMM of another shape. Some BLAS kernels
+    /// (OpenBLAS's for AMD Zen) tile a product differently by its shape, so the sums' order, and
+    /// with it the last bits, may change with the thread count: everything must agree to float
+    /// rounding. A bias that feeds a BatchNorm has a gradient of exactly zero but for rounding;
+    /// it must be that small in both runs.
+    @Test("two threads give the outputs, input gradients and parameter gradients of one, to rounding")
     func twoThreads() throws {
         defer { Engine.setThreads(1) }
-        func run(_ threads: Int) throws -> (out: [[Float]], grads: [[Float]]) {
+        func run(_ threads: Int) throws -> (out: [[Float]], grads: [[Float]], roundingOnly: Set<Int>) {
             Engine.setThreads(threads)
             let arch = DCGANArchitecture(size: 32, channels: 3, latent: 10, generatorWidths: [32, 16, 8], discriminatorWidths: [8, 16, 32],
                                          discriminatorStrides: [1, 2, 2], representation: 12)
@@ -188,23 +193,36 @@ struct ThreadTests {
             var rng = RandomStream(seed: 5, purpose: "init")
             g.initialize(.heNormal, rng: &rng)
             d.initialize(.heNormal, rng: &rng)
+            var roundingOnly: Set<Int> = [], index = 0
             for net in [g, d] {
-                for l in net.layers {
+                for (i, l) in net.layers.enumerated() {
                     (l as? Conv2D)?.lowering.targetColumns = 100       // several chunks per batch
                     (l as? UpsampleConv2D)?.lowering.targetColumns = 100
+                    if l.parameters.count == 2, i + 1 < net.layers.count, net.layers[i + 1] is BatchNorm { roundingOnly.insert(index + 1) }
+                    index += l.parameters.count
                 }
             }
             let fake = try g.forward(randomTensor(Shape(9, 10), seed: 2))
             let score = try d.forward(fake)
             let dx = try d.backward(Tensor(Shape(9, 1), repeating: 1))
             _ = try g.backward(dx)
-            return ([fake.values, score.values, dx.values], (g.parameters + d.parameters).map { $0.grad.values })
+            return ([fake.values, score.values, dx.values], (g.parameters + d.parameters).map { $0.grad.values }, roundingOnly)
         }
+        func scale(_ v: [Float]) -> Float { v.map { abs($0) }.max() ?? 0 }
         let one = try run(1), two = try run(2)
-        #expect(one.out == two.out)
-        for (a, b) in zip(one.grads, two.grads) {
-            let scale = a.map { abs($0) }.max() ?? 0
-            #expect(maxAbsDiff(a, b) <= 1e-5 * max(scale, 1e-3))
+        for (a, b) in zip(one.out, two.out) {
+            #expect(scale(a) > 0.01)
+            #expect(maxAbsDiff(a, b) <= 1e-5 * scale(a))
+        }
+        #expect(one.roundingOnly.count == 2)              // the generator's two convolutions before BatchNorm
+        let largest = one.grads.map(scale).max() ?? 0
+        for (i, (a, b)) in zip(one.grads, two.grads).enumerated() {
+            if one.roundingOnly.contains(i) {
+                #expect(max(scale(a), scale(b)) <= 1e-5 * largest)
+            } else {
+                #expect(scale(a) > 0.01)
+                #expect(maxAbsDiff(a, b) <= 1e-5 * scale(a))
+            }
         }
     }
 }
