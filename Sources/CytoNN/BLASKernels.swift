@@ -46,6 +46,29 @@ public enum BLASKernels {
         return []
     }
 
+    /// GFLOP/s of one single-threaded sgemm, C[m x n] = A[m x k] B[k x n] (row-major, beta 0),
+    /// at its best over `rounds` rounds of repeated calls lasting at least `seconds` each: what
+    /// OpenBLAS reaches at that shape on one core, the reference for the engine's own passes.
+    public static func sgemmGFLOPs(m: Int, n: Int, k: Int, seconds: Double = 0.1, rounds: Int = 3) -> Double {
+        precondition(m > 0 && n > 0 && k > 0)
+        let a = Tensor(Shape(m * k)), b = Tensor(Shape(k * n)), c = Tensor(Shape(m * n))
+        for i in 0..<a.count { a.data[i] = Float(i % 97) * 0.01 - 0.48 }
+        for i in 0..<b.count { b.data[i] = Float(i % 89) * 0.01 - 0.44 }
+        Engine.setBLASThreads(1)
+        var best = Double.infinity
+        for _ in 0..<rounds {
+            let t0 = MonotonicClock.seconds()
+            var calls = 0
+            repeat {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a.data, Int32(k),
+                            b.data, Int32(n), 0, c.data, Int32(n))
+                calls += 1
+            } while MonotonicClock.seconds() - t0 < seconds
+            best = min(best, (MonotonicClock.seconds() - t0) / Double(calls))
+        }
+        return 2 * Double(m) * Double(n) * Double(k) / best / 1e9
+    }
+
     /// Starts this program again with `OPENBLAS_CORETYPE` set when OpenBLAS fell back to a slower
     /// kernel than the CPU supports. Call first thing in `main`, before any other work: the new
     /// image keeps the process id, arguments and open files. A user's own `OPENBLAS_CORETYPE`

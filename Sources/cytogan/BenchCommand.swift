@@ -33,7 +33,7 @@ struct EngineBench: ParsableCommand {
     var threads: Int = 2
     @Option(help: "Timed repetitions per measurement (after one warm-up).")
     var reps: Int = 5
-    @Option(help: "Only these measures (repeatable; feature-layers: the discriminator's layers at batch 256, inference; sample-layers: the generator's, forward only).")
+    @Option(help: "Only these measures (repeatable; feature-layers: the discriminator's layers at batch 256, inference; sample-layers: the generator's, forward only; gemm: OpenBLAS's sgemm on one core at a large square and at each layer's shapes, and every rate after it also as a share of that limit).")
     var only: [BenchMeasure] = []
     @Option(help: "Batch of the training step and of sampling (default: the preset's training batch, as the PyTorch peer uses).")
     var batch: Int?
@@ -63,9 +63,32 @@ struct EngineBench: ParsableCommand {
             "g_widths": .array(arch.generatorWidths.map { JSON($0) }), "d_widths": .array(arch.discriminatorWidths.map { JSON($0) }),
             "preset": JSON(preset.rawValue), "clock": JSON(clock.rawValue),
         ]
+        // With `gemm`: OpenBLAS's sgemm on one core at a large square first (the machine's limit
+        // for this kernel), and every rate in the lines after it also as a share of that limit
+        // times the thread count (`..._of_limit`).
+        var limit: Double? = nil
         func emit(_ fields: [String: JSON]) {
-            print(JSON.object(common.merging(fields) { $1 }).serialized)
+            var line = common.merging(fields) { $1 }
+            if let limit {
+                for (key, value) in fields where key.hasSuffix("gflop_per_s") {
+                    if case .double(let v) = value { line[String(key.dropLast("gflop_per_s".count)) + "of_limit"] = rounded(v / limit, 3) }
+                }
+            }
+            print(JSON.object(line).serialized)
             fflush(nil)
+        }
+        if which.contains(.gemm) {
+            let one = BLASKernels.sgemmGFLOPs(m: 1024, n: 1024, k: 1024, seconds: 0.2, rounds: 5)
+            emit(["measure": "gemm_limit", "m": 1024, "n": 1024, "k": 1024, "gflop_per_s": rounded(one, 1),
+                  "limit_gflop_per_s": rounded(one * Double(threads), 1)])
+            limit = one * Double(threads)
+            for line in try bench.gemmTable() {
+                var l = line
+                if case .double(let v)? = line["gflop_per_s"] { l["share_of_one_core"] = rounded(v / one, 3) }
+                print(JSON.object(common.merging(l) { $1 }).serialized)
+                fflush(nil)
+            }
+            Engine.setThreads(threads)
         }
         if which.contains(.layers) {
             for line in try bench.layerTable(reps: layerReps) { emit(line) }
@@ -96,6 +119,8 @@ enum BenchMeasure: String, CaseIterable, ExpressibleByArgument {
     case train, features, sample, layers
     case featureLayers = "feature-layers"
     case sampleLayers = "sample-layers"
+    /// OpenBLAS's sgemm on one core: at a large square (the limit) and at each layer's shapes.
+    case gemm
 }
 
 /// `bench engine --clock`: what a timing reads.
@@ -235,6 +260,37 @@ private struct NetworkBench {
         }
         let f = try flops(g, z.shape, effective: false).forward, e = try flops(g, z.shape, effective: true).forward
         return throughput("sample", batch: batch, secs: secs, flops: f, effective: e)
+    }
+
+    /// OpenBLAS's sgemm on one core at the matrix shapes of each layer in the training step (G at
+    /// `batch`, D at twice that): a convolution unfolded, M = output channels, K = input channels
+    /// x taps (an upsampling convolution: its 3 x 3 phase convolutions on the low-resolution
+    /// input), N = the output pixels of as many images as fit in 4,096 columns (at least one);
+    /// a dense layer, M = batch, N = outputs, K = inputs. What the GEMM path could reach there.
+    func gemmTable() throws -> [[String: JSON]] {
+        var lines: [[String: JSON]] = []
+        for (netName, net, batchSize) in [("generator", g, batch), ("discriminator", d, 2 * batch)] {
+            var s = net === g ? Shape(batchSize, arch.latent) : Shape(batchSize, arch.channels, arch.size, arch.size)
+            for layer in net.layers {
+                let out = try layer.outputShape(for: s)
+                var mnk: (Int, Int, Int)? = nil
+                func columns(_ plane: Int) -> Int { plane * max(1, min(batchSize, 4096 / plane)) }
+                if let c = layer as? Conv2D {
+                    mnk = (c.outChannels, columns(out.dims[2] * out.dims[3]), c.inChannels * c.kernelH * c.kernelW)
+                } else if let u = layer as? UpsampleConv2D {
+                    mnk = (u.outChannels, columns(s.dims[2] * s.dims[3]), u.inChannels * 9)
+                } else if let dl = layer as? Dense {
+                    mnk = (batchSize, dl.outputs, dl.inputs)
+                }
+                if let (m, n, k) = mnk {
+                    let rate = BLASKernels.sgemmGFLOPs(m: m, n: n, k: k)
+                    lines.append(["measure": "gemm", "net": .string(netName), "layer": .string(layer.name), "kind": .string(layer.kind),
+                                  "m": JSON(m), "n": JSON(n), "k": JSON(k), "gflop_per_s": rounded(rate, 1)])
+                }
+                s = out
+            }
+        }
+        return lines
     }
 
     /// Which passes `layerTable` times.

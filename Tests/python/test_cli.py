@@ -18,6 +18,37 @@ def test_developer_tools_are_hidden_but_answer(cytogan):
         assert "USAGE: cytogan " + " ".join(tool) in cytogan(*tool, "--help").stdout
 
 
+def test_bench_gemm_reports_the_limit_and_each_layers_shapes(cytogan):
+    """bench engine --only gemm: OpenBLAS's rate at a large square, then at each layer's matrix
+    shapes, derived here from small-64's networks (D: 3 -> 16 -> 32 -> 64 -> 128 channels, 5 x 5,
+    strides 1, 2, 2, 2 on 64 x 64 at twice the batch of 32; G: 128 x 8 x 8 -> 64 -> 32 -> 16 by
+    upsampling 3 x 3 convolutions, then 16 -> 3); later rates also come as shares of the limit."""
+    import json
+    out = cytogan("bench", "engine", "--preset", "small-64", "--threads", "1", "--only", "gemm",
+                  "--only", "features", "--reps", "1").stdout
+    lines = [json.loads(l) for l in out.splitlines()]
+    limit = [l for l in lines if l["measure"] == "gemm_limit"]
+    assert len(limit) == 1 and limit[0]["gflop_per_s"] > 0 and (limit[0]["m"], limit[0]["n"], limit[0]["k"]) == (1024, 1024, 1024)
+    shapes = {(l["net"], l["layer"]): (l["m"], l["n"], l["k"]) for l in lines if l["measure"] == "gemm"}
+    assert all(l["gflop_per_s"] > 0 for l in lines if l["measure"] == "gemm")
+
+    def columns(plane, images):
+        return plane * max(1, min(images, 4096 // plane))
+
+    widths, side = [3, 16, 32, 64, 128], 64
+    for i, stride in enumerate([1, 2, 2, 2]):
+        side //= stride
+        assert shapes[("discriminator", f"conv{i}")] == (widths[i + 1], columns(side * side, 64), widths[i] * 25)
+    g, side = [128, 64, 32, 16], 8
+    for i in range(3):
+        assert shapes[("generator", f"conv{i + 1}")] == (g[i + 1], columns(side * side, 32), g[i] * 9)
+        side *= 2
+    assert shapes[("generator", "conv4")] == (3, columns(64 * 64, 32), 16 * 25)
+    assert shapes[("generator", "dense0")] == (32, 128 * 8 * 8, 100)
+    features = next(l for l in lines if l["measure"] == "features")
+    assert features["of_limit"] == pytest.approx(features["gflop_per_s"] / limit[0]["limit_gflop_per_s"], abs=2e-3)
+
+
 def test_fixed_choice_options_name_their_values(cytogan):
     p = cytogan("train", "--manifest", "none.csv", "--steps", 1, "--progress", "fancy", check=False)
     assert p.returncode != 0
