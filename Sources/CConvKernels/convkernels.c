@@ -367,6 +367,31 @@ enum { CK_VL = 16 };
 #define CK_SLD(ptr) (*(ptr))
 #define CK_SST(ptr, val) (*(ptr) = (val))
 
+/* ev[i] = src[2i], od[i] = src[2i + 1] for i < n: whole vectors by two shuffles, the rest one by one. */
+CK_INLINE void ck_deinterleave(const float *restrict src, int n, float *restrict ev, float *restrict od) {
+    int i = 0;
+#if defined(__clang__)
+    for (; i + CK_VL <= n; i += CK_VL) {
+        const ck_vf a = CK_VLD(src + 2 * i), b = CK_VLD(src + 2 * i + CK_VL);
+        CK_VST(ev + i, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+        CK_VST(od + i, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+    }
+#endif
+    for (; i < n; i++) { ev[i] = src[2 * i]; od[i] = src[2 * i + 1]; }
+}
+
+/* dst[i] = src[2i] for i < n, never reading past src[2n - 2]. */
+CK_INLINE void ck_evens(const float *restrict src, int n, float *restrict dst) {
+    int i = 0;
+#if defined(__clang__)
+    for (; i + CK_VL < n; i += CK_VL) {
+        const ck_vf a = CK_VLD(src + 2 * i), b = CK_VLD(src + 2 * i + CK_VL);
+        CK_VST(dst + i, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+    }
+#endif
+    for (; i < n; i++) dst[i] = src[2 * i];
+}
+
 size_t ck_winograd_scratch_count(int h, int w) {
     const int th = (h + 1) / 2, tw = (w + 1) / 2;
     return (size_t)8 * (th + 1) * tw + 2 * (size_t)tw + 4;
@@ -392,10 +417,10 @@ CK_INLINE void ck_wino_input(const float *x, long row, long column, int h, int w
         }
         const float *src = x + yin * row;
         if (column == 1) memcpy(rb + 1, src, sizeof(float) * w);
+        else if (column == 2) ck_evens(src, w, rb + 1);
         else for (int i = 0; i < w; i++) rb[i + 1] = src[i * column];
-        for (int bx = 0; bx < tw; bx++) {
-            d0[bx] = rb[2 * bx]; d1[bx] = rb[2 * bx + 1]; d2[bx] = rb[2 * bx + 2]; d3[bx] = rb[2 * bx + 3];
-        }
+        ck_deinterleave(rb, tw, d0, d1);
+        ck_deinterleave(rb + 2, tw, d2, d3);
     }
     const float *p[8];
     float *d[16];
@@ -502,7 +527,8 @@ CK_INLINE void ck_wino_grad(const float *dy, long row, long column, int h, int w
             const int y = 2 * by + i;
             if (y >= h) { memset(d0, 0, sizeof(float) * tw); memset(d1, 0, sizeof(float) * tw); continue; }
             const float *src = dy + y * row;
-            for (int bx = 0; bx < w / 2; bx++) { d0[bx] = src[2 * bx * column]; d1[bx] = src[(2 * bx + 1) * column]; }
+            if (column == 1) ck_deinterleave(src, w / 2, d0, d1);
+            else for (int bx = 0; bx < w / 2; bx++) { d0[bx] = src[2 * bx * column]; d1[bx] = src[(2 * bx + 1) * column]; }
             if (w & 1) { d0[tw - 1] = src[(w - 1) * column]; d1[tw - 1] = 0; }
         }
     }

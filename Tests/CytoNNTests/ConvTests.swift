@@ -163,6 +163,7 @@ struct ConvTests {
         ConvCase(n: 2, c: 5, h: 10, w: 14, o: 7, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),   // rectangular
         ConvCase(n: 5, c: 3, h: 6, w: 4, o: 3, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),     // 3 x 2 parity planes
         ConvCase(n: 2, c: 4, h: 68, w: 36, o: 6, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),   // vectors and remainders
+        ConvCase(n: 2, c: 3, h: 10, w: 70, o: 4, kh: 5, kw: 5, sh: 2, sw: 2, padding: .same),   // rows of whole shuffle vectors
     ]
 
     @Test("5 x 5 stride-2 layers on polyphase Winograd (plain C and each instruction set): forward equals the definition, gradients equal the GEMM path's and match finite differences",
@@ -235,6 +236,7 @@ struct ConvTests {
                       PhaseCase(n: 1, c: 2, h: 3, w: 3, o: 2, k: 1),
                       PhaseCase(n: 7, c: 32, h: 3, w: 3, o: 4, k: 5, chunk: 30), // several chunks
                       PhaseCase(n: 3, c: 5, h: 29, w: 30, o: 3, k: 5),  // odd height; one image per Winograd chunk
+                      PhaseCase(n: 2, c: 3, h: 5, w: 37, o: 3, k: 5),   // rows of whole shuffle vectors
                       PhaseCase(n: 2, c: 6, h: 1, w: 2, o: 2, k: 6)])
     func phaseConvolution(_ p: PhaseCase) throws {
         // Winograd's algorithm where it applies (kernels 3 to 6), its transforms in plain C and
