@@ -75,11 +75,12 @@ public final class Conv2D: Layer {
 
     /// The polyphase Winograd algorithm for one pass over this geometry, or nil. It replaces
     /// unfolding + GEMM in every pass, and the direct kernels in the input gradient, where it
-    /// measured faster on every layer of at least 16 input channels; the direct kernels keep the
-    /// forward passes they serve, and the weight gradients with AVX-512 (small-64's second and
+    /// measured faster on every layer of at least 16 input channels. With AVX-512 the direct
+    /// kernels keep the forward passes and weight gradients they serve (small-64's second and
     /// third layers, at batch 64, one thread: forward 18.5 and 17.3 ms direct against 19.1 and
-    /// 19.5). With AVX2 the weight gradient goes to Winograd too: on an AMD EPYC Zen 3, small-64's
-    /// second layer 27.1 ms against 39.9 direct (forward 27.1 against 26.8: a tie, kept direct).
+    /// 19.5); with AVX2 Winograd takes those too (an AMD EPYC Zen 3, small-64's second layer:
+    /// weight gradient 25.1 ms against 39.9 direct, forward 24.7 against 26.8, at batch 256 99.2
+    /// against 108.1).
     private func polyphase(for geo: ConvGeometry, pass: Pass) -> PolyphaseWinograd? {
         guard winograd != false,
               PolyphaseWinograd.applies(kernel: (kernelH, kernelW), stride: (strideH, strideW), h: geo.h, w: geo.w,
@@ -88,7 +89,7 @@ public final class Conv2D: Layer {
         if winograd == nil {
             guard inChannels >= 16 else { return nil }
             switch pass {
-            case .forward: if directKernel(for: geo) > 0 { return nil }
+            case .forward: if directKernel(for: geo) >= 2 { return nil }
             case .inputGradient: break
             case .weightGradient: if directKernel(for: geo, pass: .weightGradient) >= 2 { return nil }
             }
