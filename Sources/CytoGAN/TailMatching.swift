@@ -72,7 +72,7 @@ public final class TailMatching {
 
     /// Mean of the `m` largest of `p[0..<n]` (a min-heap of the largest so far; ties keep the
     /// first); their indices go to `selected[at...]` when `at` is given.
-    private func brightestMean(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ m: Int, into at: Int?) -> Float {
+    private func brightestMean(_ p: UnsafePointer<Float>, _ n: Int, _ m: Int, into at: Int?) -> Float {
         var count = 0
         for i in 0..<n {
             let v = p[i]

@@ -25,8 +25,10 @@ public final class UpsampleConv2D: Layer {
 
     /// TensorFlow 'same' padding before, for stride 1: (k - 1) / 2.
     private let padBefore: Int
-    /// Smallest and largest low-resolution offset over both phases; phase kernel = max - min + 1.
-    private let minOffset: Int, phaseKernel: Int
+    /// Smallest low-resolution offset over both phases.
+    private let minOffset: Int
+    /// Side of the four phase kernels (largest low-resolution offset - smallest + 1; 3 for k = 5).
+    public let phaseKernel: Int
     let lowering = ConvLowering()
     private let out = Tensor(Shape(0))
     private let dx = Tensor(Shape(0))

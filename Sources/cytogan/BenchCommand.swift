@@ -81,14 +81,11 @@ struct EngineBench: ParsableCommand {
             let one = BLASKernels.sgemmGFLOPs(m: 1024, n: 1024, k: 1024, seconds: 0.2, rounds: 5)
             emit(["measure": "gemm_limit", "m": 1024, "n": 1024, "k": 1024, "gflop_per_s": rounded(one, 1),
                   "limit_gflop_per_s": rounded(one * Double(threads), 1)])
-            limit = one * Double(threads)
-            for line in try bench.gemmTable() {
-                var l = line
-                if case .double(let v)? = line["gflop_per_s"] { l["share_of_one_core"] = rounded(v / one, 3) }
-                print(JSON.object(common.merging(l) { $1 }).serialized)
-                fflush(nil)
+            for var line in try bench.gemmTable() {
+                if case .double(let v)? = line["gflop_per_s"] { line["share_of_one_core"] = rounded(v / one, 3) }
+                emit(line)
             }
-            Engine.setThreads(threads)
+            limit = one * Double(threads)
         }
         if which.contains(.layers) {
             for line in try bench.layerTable(reps: layerReps) { emit(line) }
@@ -264,8 +261,8 @@ private struct NetworkBench {
 
     /// OpenBLAS's sgemm on one core at the matrix shapes of each layer in the training step (G at
     /// `batch`, D at twice that): a convolution unfolded, M = output channels, K = input channels
-    /// x taps (an upsampling convolution: its 3 x 3 phase convolutions on the low-resolution
-    /// input), N = the output pixels of as many images as fit in 4,096 columns (at least one);
+    /// x taps (an upsampling convolution: its phase convolutions on the low-resolution input, 3 x 3
+    /// for a 5 x 5 kernel), N = the output pixels of as many images as fit in 4,096 columns (at least one);
     /// a dense layer, M = batch, N = outputs, K = inputs. What the GEMM path could reach there.
     func gemmTable() throws -> [[String: JSON]] {
         var lines: [[String: JSON]] = []
@@ -278,7 +275,7 @@ private struct NetworkBench {
                 if let c = layer as? Conv2D {
                     mnk = (c.outChannels, columns(out.dims[2] * out.dims[3]), c.inChannels * c.kernelH * c.kernelW)
                 } else if let u = layer as? UpsampleConv2D {
-                    mnk = (u.outChannels, columns(s.dims[2] * s.dims[3]), u.inChannels * 9)
+                    mnk = (u.outChannels, columns(s.dims[2] * s.dims[3]), u.inChannels * u.phaseKernel * u.phaseKernel)
                 } else if let dl = layer as? Dense {
                     mnk = (batchSize, dl.outputs, dl.inputs)
                 }
